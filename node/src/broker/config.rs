@@ -1,0 +1,132 @@
+//! CORE. Broker limits and behaviour switches, validated once and handed to the core.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mqtt::topic::TopicLimits;
+
+/// A user allowed to connect with a password.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct User {
+    /// User name.
+    pub username: String,
+    /// Password, compared in constant time.
+    pub password: String,
+}
+
+/// Everything the broker core needs to know from configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BrokerConfig {
+    /// Maximum simultaneous client connections; more get CONNACK 0x97 (v5) / 3 (v3).
+    pub max_connections: usize,
+    /// Maximum unacknowledged QoS 1/2 messages per direction per client: the Receive Maximum
+    /// the broker announces, and the cap on the window it uses towards a client.
+    pub max_inflight: u16,
+    /// Maximum messages queued per session (offline, or online behind a full window).
+    pub max_queued_messages: usize,
+    /// Maximum packet size accepted from clients, in bytes, fixed header included.
+    pub max_packet_size: u32,
+    /// Maximum levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Maximum length in bytes of a topic name or filter.
+    pub max_topic_len: usize,
+    /// Maximum subscriptions per client; 0 means unlimited.
+    pub max_subscriptions_per_client: usize,
+    /// Cap on the Session Expiry Interval a client may ask for, in seconds. 3.1.1 persistent
+    /// sessions (clean session 0) get this value; 4294967295 means never expire.
+    pub max_session_expiry_secs: u32,
+    /// Maximum keep alive in seconds; a v5 client asking for more (or 0) is told this value
+    /// with Server Keep Alive. 0 means no cap.
+    pub max_keep_alive_secs: u16,
+    /// Topic Alias Maximum announced to v5 clients (aliases the broker accepts).
+    pub topic_alias_max: u16,
+    /// Highest QoS the broker grants (0, 1 or 2).
+    pub max_qos: u8,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Accept connections without a user name.
+    pub allow_anonymous: bool,
+    /// Users allowed to connect with a password.
+    pub users: Vec<User>,
+    /// Seconds between `$SYS/broker/...` updates; 0 disables them.
+    pub sys_interval_secs: u32,
+    /// Prefix of the Response Information returned to v5 clients that request it; the
+    /// client identifier is appended.
+    pub response_information_prefix: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1_000_000,
+            max_inflight: 32,
+            max_queued_messages: 1000,
+            max_packet_size: 1024 * 1024,
+            max_topic_levels: 32,
+            max_topic_len: 65_535,
+            max_subscriptions_per_client: 10_000,
+            max_session_expiry_secs: u32::MAX,
+            max_keep_alive_secs: 0,
+            topic_alias_max: 64,
+            max_qos: 2,
+            retain_available: true,
+            allow_anonymous: true,
+            users: Vec::new(),
+            sys_interval_secs: 10,
+            response_information_prefix: "response/".into(),
+        }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A value is outside its allowed range.
+    #[error("{field} is {value}, but {rule}")]
+    OutOfRange {
+        /// Config key.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        rule: &'static str,
+    },
+}
+
+fn bad(field: &'static str, value: impl ToString, rule: &'static str) -> ConfigError {
+    ConfigError::OutOfRange { field, value: value.to_string(), rule }
+}
+
+impl BrokerConfig {
+    /// Checks cross-field and range rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_inflight == 0 {
+            return Err(bad("max-inflight", self.max_inflight, "it must be at least 1"));
+        }
+        if self.max_queued_messages == 0 {
+            return Err(bad("max-queued-messages", 0, "it must be at least 1"));
+        }
+        if !(64..=268_435_460).contains(&self.max_packet_size) {
+            return Err(bad("max-packet-size", self.max_packet_size, "it must be 64..=268435460"));
+        }
+        if self.max_topic_levels == 0 {
+            return Err(bad("max-topic-levels", 0, "it must be at least 1"));
+        }
+        if !(1..=65_535).contains(&self.max_topic_len) {
+            return Err(bad("max-topic-len", self.max_topic_len, "it must be 1..=65535"));
+        }
+        if self.max_qos > 2 {
+            return Err(bad("max-qos", self.max_qos, "it must be 0, 1 or 2"));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max-connections", 0, "it must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Topic limits derived from this config.
+    pub fn topic_limits(&self) -> TopicLimits {
+        TopicLimits { levels_max: self.max_topic_levels, len_max: self.max_topic_len }
+    }
+}

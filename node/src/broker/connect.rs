@@ -1,0 +1,488 @@
+//! CORE. Connection lifecycle: CONNECT, enhanced authentication, session takeover and
+//! resumption, DISCONNECT, wills (with delay) and session expiry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use super::auth::{AuthStep, Credentials};
+use super::message::{Message, SessionKey};
+use super::session::{ConnId, OutState, PendingConnect, Phase, Session};
+use super::{Broker, Timer};
+use crate::mqtt::packet::{
+    Auth, ConnAck, Connect, Disconnect, Packet, Protocol, PubResp, Publish, QoS, Will,
+};
+use crate::mqtt::properties::Properties;
+use crate::mqtt::reason;
+
+impl Broker {
+    pub(super) fn handle_connect(&mut self, now: Instant, conn: ConnId, mut connect: Connect) {
+        let protocol = connect.protocol.unwrap_or(Protocol::V3_1_1);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.protocol = protocol;
+            c.phase = Phase::Authenticating(Box::new(PendingConnect {
+                connect: Connect::default(),
+                exchange: Box::new(NoExchange),
+                assigned_id: false,
+            }));
+        }
+        if self.shutting_down {
+            return self.refuse(now, conn, reason::SERVER_UNAVAILABLE, "server shutting down");
+        }
+        let connected = self.stats.clients_connected as usize;
+        if connected >= self.config.max_connections {
+            return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many connections");
+        }
+        let mut assigned_id = false;
+        if connect.client_id.is_empty() {
+            // MQTT-3.1.3-8: 3.x needs clean session for a server-assigned id; 5.0 always
+            // gets one (MQTT-3.1.3-6) and learns it from Assigned Client Identifier.
+            if !protocol.is_v5() && (!connect.clean_start || protocol == Protocol::V3_1) {
+                return self.refuse(now, conn, reason::CLIENT_IDENTIFIER_NOT_VALID, "empty client id");
+            }
+            connect.client_id = ByteString::from(format!("flotilla-{:x}-{conn:x}", self.started_at_nanos()));
+            assigned_id = true;
+        }
+        if let Some(method) = connect.properties.authentication_method.clone() {
+            let creds = credentials(&connect);
+            let Some(mut exchange) = self.auth.start_exchange(&method, &creds) else {
+                return self.refuse(
+                    now,
+                    conn,
+                    reason::BAD_AUTHENTICATION_METHOD,
+                    "unsupported authentication method",
+                );
+            };
+            let step = exchange.step(connect.properties.authentication_data.as_deref());
+            return match step {
+                AuthStep::Continue(data) => {
+                    self.send_auth(conn, reason::CONTINUE_AUTHENTICATION, &method, data);
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.phase = Phase::Authenticating(Box::new(PendingConnect {
+                            connect,
+                            exchange,
+                            assigned_id,
+                        }));
+                    }
+                }
+                AuthStep::Success(data) => self.finish_connect(now, conn, connect, assigned_id, data),
+                AuthStep::Fail(code) => self.refuse(now, conn, code, "authentication failed"),
+            };
+        }
+        if let Err(code) = self.auth.authenticate(&credentials(&connect)) {
+            return self.refuse(now, conn, code, "not authorized");
+        }
+        self.finish_connect(now, conn, connect, assigned_id, None);
+    }
+
+    fn started_at_nanos(&self) -> u64 {
+        // A per-process salt so assigned ids differ across restarts; derived from the
+        // broker's own counters, not a clock read.
+        self.next_session.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.timer_seq
+    }
+
+    fn send_auth(&mut self, conn: ConnId, code: u8, method: &str, data: Bytes) {
+        let properties = Properties {
+            authentication_method: Some(method.into()),
+            authentication_data: Some(data),
+            ..Properties::default()
+        };
+        self.send(conn, Packet::Auth(Auth { reason_code: code, properties }));
+    }
+
+    /// AUTH during CONNECT (enhanced authentication, section 4.12).
+    pub(super) fn handle_connect_auth(&mut self, now: Instant, conn: ConnId, auth: Auth) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Phase::Authenticating(pending) = std::mem::replace(&mut c.phase, Phase::AwaitConnect) else {
+            return;
+        };
+        let mut pending = *pending;
+        let method = pending.connect.properties.authentication_method.clone().unwrap_or_default();
+        if auth.reason_code != reason::CONTINUE_AUTHENTICATION
+            || auth.properties.authentication_method.as_deref() != Some(&*method)
+        {
+            c.phase = Phase::Authenticating(Box::new(pending));
+            return self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "bad AUTH during CONNECT");
+        }
+        match pending.exchange.step(auth.properties.authentication_data.as_deref()) {
+            AuthStep::Continue(data) => {
+                self.send_auth(conn, reason::CONTINUE_AUTHENTICATION, &method, data);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.phase = Phase::Authenticating(Box::new(pending));
+                }
+            }
+            AuthStep::Success(data) => {
+                self.finish_connect(now, conn, pending.connect, pending.assigned_id, data)
+            }
+            AuthStep::Fail(code) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.phase = Phase::Authenticating(Box::new(pending));
+                }
+                self.refuse(now, conn, code, "authentication failed")
+            }
+        }
+    }
+
+    /// Re-authentication after CONNACK (AUTH 0x19, MQTT-4.12.1).
+    pub(super) fn handle_reauth(&mut self, now: Instant, conn: ConnId, auth: Auth) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let method = c.auth_method.clone();
+        let same_method = method.is_some() && auth.properties.authentication_method == method;
+        if !same_method {
+            return self.protocol_error(
+                now,
+                conn,
+                reason::PROTOCOL_ERROR,
+                "AUTH without the connection's method",
+            );
+        }
+        let method = method.unwrap_or_default();
+        let step = match (auth.reason_code, c.reauth.as_mut()) {
+            (reason::RE_AUTHENTICATE, _) => {
+                let creds = Credentials { client_id: "", username: c.username.as_deref(), password: None };
+                match self.auth.start_exchange(&method, &creds) {
+                    Some(mut ex) => {
+                        let step = ex.step(auth.properties.authentication_data.as_deref());
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.reauth = Some(ex);
+                        }
+                        step
+                    }
+                    None => AuthStep::Fail(reason::BAD_AUTHENTICATION_METHOD),
+                }
+            }
+            (reason::CONTINUE_AUTHENTICATION, Some(ex)) => {
+                ex.step(auth.properties.authentication_data.as_deref())
+            }
+            _ => return self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "unexpected AUTH"),
+        };
+        match step {
+            AuthStep::Continue(data) => self.send_auth(conn, reason::CONTINUE_AUTHENTICATION, &method, data),
+            AuthStep::Success(data) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.reauth = None;
+                }
+                let properties = Properties {
+                    authentication_method: Some(method),
+                    authentication_data: data,
+                    ..Properties::default()
+                };
+                self.send(conn, Packet::Auth(Auth { reason_code: reason::SUCCESS, properties }));
+            }
+            AuthStep::Fail(code) => self.protocol_error(now, conn, code, "re-authentication failed"),
+        }
+    }
+
+    /// Refuses a CONNECT with CONNACK `code` (mapped for 3.x) and closes.
+    fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
+        tracing::debug!(conn, code, text, "refusing CONNECT");
+        let properties = self.reason_props(conn, text);
+        self.send(conn, Packet::ConnAck(ConnAck { session_present: false, reason_code: code, properties }));
+        self.close_now(now, conn, None);
+    }
+
+    fn finish_connect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        connect: Connect,
+        assigned_id: bool,
+        auth_data: Option<Bytes>,
+    ) {
+        let protocol = connect.protocol.unwrap_or(Protocol::V3_1_1);
+        let v5 = protocol.is_v5();
+        let p = &connect.properties;
+        let expiry_secs = if v5 {
+            p.session_expiry_interval.unwrap_or(0).min(self.config.max_session_expiry_secs)
+        } else if connect.clean_start {
+            0
+        } else {
+            self.config.max_session_expiry_secs
+        };
+        let client_id = connect.client_id.clone();
+        // Takeover: the old connection gets DISCONNECT 0x8E and is closed (MQTT-3.1.4-3).
+        if let Some(&key) = self.by_client.get(&client_id)
+            && let Some(old) = self.sessions.get(&key).and_then(|s| s.conn)
+        {
+            self.send_disconnect(old, reason::SESSION_TAKEN_OVER, "session taken over");
+            self.close_now(now, old, Some(true));
+        }
+        let existing = self.by_client.get(&client_id).copied();
+        let (key, present) = match existing {
+            Some(key) if !connect.clean_start => (key, true),
+            Some(key) => {
+                self.end_session(now, key);
+                (self.create_session(client_id.clone(), expiry_secs), false)
+            }
+            None => (self.create_session(client_id.clone(), expiry_secs), false),
+        };
+        let mut keep_alive = connect.keep_alive_secs;
+        let max_ka = self.config.max_keep_alive_secs;
+        let server_keep_alive = if v5 && max_ka > 0 && (keep_alive == 0 || keep_alive > max_ka) {
+            keep_alive = max_ka;
+            Some(max_ka)
+        } else {
+            None
+        };
+        let mut will = connect.will;
+        if let Some(w) = &will
+            && crate::mqtt::topic::validate_topic_name(&w.topic, self.config.topic_limits()).is_err()
+        {
+            return self.refuse(now, conn, reason::TOPIC_NAME_INVALID, "invalid will topic");
+        }
+        if let Some(w) = &mut will {
+            w.qos = w.qos.min(self.max_qos());
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.phase = Phase::Connected;
+        c.protocol = protocol;
+        c.session = Some(key);
+        c.keep_alive_secs = keep_alive;
+        c.client_receive_max = p.receive_maximum.unwrap_or(u16::MAX);
+        c.client_max_packet_size = p.maximum_packet_size.unwrap_or(u32::MAX);
+        c.client_alias_max = p.topic_alias_maximum.unwrap_or(0);
+        c.problem_info = p.request_problem_information.unwrap_or(1) == 1;
+        c.will = will;
+        c.username = connect.username.clone();
+        c.auth_method = p.authentication_method.clone();
+        let wants_response_info = p.request_response_information == Some(1);
+        let session = self.sessions.get_mut(&key).expect("session just looked up");
+        session.conn = Some(conn);
+        session.generation += 1;
+        session.expiry_secs = expiry_secs;
+        session.will_pending = None;
+        self.stats.clients_connected += 1;
+        self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
+
+        let mut props = Properties::default();
+        if v5 {
+            let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+            if asked != expiry_secs {
+                props.session_expiry_interval = Some(expiry_secs);
+            }
+            props.receive_maximum = Some(self.config.max_inflight);
+            props.maximum_packet_size = Some(self.config.max_packet_size);
+            props.topic_alias_maximum = Some(self.config.topic_alias_max);
+            if self.config.max_qos < 2 {
+                props.maximum_qos = Some(self.config.max_qos);
+            }
+            if !self.config.retain_available {
+                props.retain_available = Some(0);
+            }
+            if assigned_id {
+                props.assigned_client_identifier = Some(client_id.clone());
+            }
+            props.server_keep_alive = server_keep_alive;
+            if wants_response_info {
+                props.response_information =
+                    Some(format!("{}{}", self.config.response_information_prefix, client_id).into());
+            }
+            if let Some(method) = &connect.properties.authentication_method {
+                props.authentication_method = Some(method.clone());
+                props.authentication_data = auth_data;
+            }
+        }
+        tracing::debug!(conn, client_id = %client_id, present, ?protocol, "client connected");
+        self.send(
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present: present,
+                reason_code: reason::SUCCESS,
+                properties: props,
+            }),
+        );
+        self.resend_inflight(conn, key);
+        self.wake(conn);
+    }
+
+    fn max_qos(&self) -> QoS {
+        QoS::from_u8(self.config.max_qos).unwrap_or(QoS::ExactlyOnce)
+    }
+
+    fn create_session(&mut self, client_id: ByteString, expiry_secs: u32) -> SessionKey {
+        let key = self.next_session;
+        self.next_session += 1;
+        self.by_client.insert(client_id.clone(), key);
+        self.sessions.insert(key, Session::new(client_id, expiry_secs));
+        key
+    }
+
+    /// Retransmits unacknowledged outbound messages on a resumed session (MQTT-4.4.0-1):
+    /// PUBLISH with DUP for unacknowledged ones, PUBREL for released QoS 2.
+    fn resend_inflight(&mut self, conn: ConnId, key: SessionKey) {
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        let mut packets = Vec::with_capacity(s.inflight.len());
+        for f in &s.inflight {
+            match f.state {
+                OutState::Released => packets.push(Packet::PubRel(PubResp::new(f.packet_id))),
+                OutState::Published => {
+                    let d = &f.delivery;
+                    let publish = Publish {
+                        dup: true,
+                        qos: d.qos,
+                        retain: d.retain,
+                        topic: d.msg.topic.clone(),
+                        packet_id: f.packet_id,
+                        properties: d.msg.properties.clone(),
+                        payload: d.msg.payload.clone(),
+                    };
+                    packets.push(Packet::Publish(publish));
+                }
+            }
+        }
+        for p in packets {
+            self.send(conn, p);
+        }
+    }
+
+    pub(super) fn handle_disconnect(&mut self, now: Instant, conn: ConnId, d: Disconnect) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if let (Some(key), Some(new_expiry)) = (c.session, d.properties.session_expiry_interval) {
+            let old = self.sessions.get(&key).map_or(0, |s| s.expiry_secs);
+            if old == 0 && new_expiry != 0 {
+                // MQTT-3.14.2-2: not a valid DISCONNECT; the will is published.
+                return self.protocol_error(
+                    now,
+                    conn,
+                    reason::PROTOCOL_ERROR,
+                    "session expiry raised from 0",
+                );
+            }
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.expiry_secs = new_expiry.min(self.config.max_session_expiry_secs);
+            }
+        }
+        // 0x04: disconnect with will; anything else a client sends ends it without the will
+        // (MQTT-3.14.4-3), except error codes, which still publish it.
+        let publish_will = d.reason_code == reason::DISCONNECT_WITH_WILL || d.reason_code >= 0x80;
+        self.close_now(now, conn, Some(publish_will));
+    }
+
+    /// Detaches the session of `conn`: handles the will, redelivers shared messages, and
+    /// ends the session or starts its expiry clock.
+    pub(super) fn detach(&mut self, now: Instant, conn: ConnId, publish_will: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let will = c.will.take();
+        let username = c.username.as_ref().map(|u| u.to_string());
+        let Some(key) = c.session.take() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.conn != Some(conn) {
+            return;
+        }
+        s.conn = None;
+        s.generation += 1;
+        let generation = s.generation;
+        let expiry = s.expiry_secs;
+        self.stats.clients_connected -= 1;
+        let redeliver = s.take_shared();
+        for d in redeliver {
+            self.redeliver_shared(now, key, d);
+        }
+        if let Some(w) = will.filter(|_| publish_will) {
+            let delay = w.properties.will_delay_interval.unwrap_or(0);
+            if delay == 0 || expiry == 0 {
+                self.publish_will(now, w, key, username);
+            } else {
+                let at = now + Duration::from_secs(u64::from(delay.min(expiry)));
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.will_pending = Some((w, username));
+                }
+                self.schedule(at, Timer::Will { session: key, generation });
+            }
+        }
+        match expiry {
+            0 => self.end_session(now, key),
+            u32::MAX => {}
+            secs => self.schedule(
+                now + Duration::from_secs(u64::from(secs)),
+                Timer::Expire { session: key, generation },
+            ),
+        }
+    }
+
+    pub(super) fn fire_will(&mut self, now: Instant, key: SessionKey, generation: u64) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.generation != generation || s.conn.is_some() {
+            return;
+        }
+        if let Some((w, user)) = s.will_pending.take() {
+            self.publish_will(now, w, key, user);
+        }
+    }
+
+    pub(super) fn expire_session(&mut self, now: Instant, key: SessionKey, generation: u64) {
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        if s.generation == generation && s.conn.is_none() {
+            self.end_session(now, key);
+        }
+    }
+
+    /// Ends a session: publishes a pending will (MQTT-3.1.3-9: at the latest when the
+    /// session ends), removes its subscriptions and forgets it.
+    pub(super) fn end_session(&mut self, now: Instant, key: SessionKey) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        if self.by_client.get(&s.client_id) == Some(&key) {
+            self.by_client.remove(&s.client_id);
+        }
+        for d in s.take_shared() {
+            self.redeliver_shared(now, key, d);
+        }
+        let subs: Vec<ByteString> = s.subs.keys().cloned().collect();
+        for filter in subs {
+            self.remove_subscription(key, &filter);
+        }
+        if let Some((w, user)) = s.will_pending.take() {
+            self.publish_will(now, w, key, user);
+        }
+    }
+
+    fn publish_will(&mut self, now: Instant, will: Will, key: SessionKey, username: Option<String>) {
+        let client_id = self.sessions.get(&key).map(|s| s.client_id.to_string()).unwrap_or_default();
+        if !self.auth.authorize(&client_id, username.as_deref(), super::auth::Action::Publish, &will.topic) {
+            return;
+        }
+        let mut props = will.properties;
+        props.will_delay_interval = None;
+        let retain = will.retain && self.config.retain_available;
+        let msg = Message::new(now, will.topic, will.payload, will.qos, retain, props, Some(key));
+        tracing::debug!(client_id, topic = %msg.topic, "publishing will");
+        self.route(now, Arc::new(msg));
+    }
+}
+
+fn credentials(c: &Connect) -> Credentials<'_> {
+    Credentials { client_id: &c.client_id, username: c.username.as_deref(), password: c.password.as_deref() }
+}
+
+/// Placeholder exchange held while a CONNECT is being validated; never stepped.
+struct NoExchange;
+
+impl super::auth::AuthExchange for NoExchange {
+    fn step(&mut self, _data: Option<&[u8]>) -> AuthStep {
+        AuthStep::Fail(reason::PROTOCOL_ERROR)
+    }
+}

@@ -1,0 +1,432 @@
+//! CORE. The single-node broker as one sans-IO state machine.
+//!
+//! [`Broker`] owns every session, the subscription trie, shared groups, retained messages,
+//! will and expiry timers and statistics. It performs no IO and reads no clock: the shell
+//! passes `now` into every call. The call order, as in quinn-proto:
+//!
+//! 1. `open(now)` when a socket is accepted, giving a [`ConnId`];
+//! 2. `handle_packet(now, conn, packet)` for each decoded packet, `handle_decode_error` when
+//!    the bytes are bad, `keep_alive_expired` when the shell's read deadline passes, and
+//!    `close(now, conn)` when the socket is gone;
+//! 3. after any call, `poll_woken()` names connections that have something to write, and
+//!    `poll_transmit(conn, budget, out)` hands over their packets (and says when to close);
+//! 4. `handle_timeout(now)` whenever `poll_timeout()` has passed (wills, session expiry,
+//!    `$SYS`).
+
+mod connect;
+mod publish;
+mod shared;
+mod subscribe;
+mod sys;
+
+pub mod auth;
+pub mod config;
+pub mod message;
+pub mod retained;
+pub mod session;
+pub mod trie;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use rustc_hash::FxHashMap;
+
+use crate::mqtt::error::DecodeError;
+use crate::mqtt::packet::{Disconnect, Packet, Protocol};
+use crate::mqtt::properties::Properties;
+use crate::mqtt::reason;
+use auth::Authenticator;
+use config::BrokerConfig;
+use message::SessionKey;
+use retained::Retained;
+use session::{Conn, ConnId, GroupKey, Phase, Session, SubEntry};
+use shared::SharedGroup;
+use trie::Trie;
+
+/// Who a trie entry delivers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// One session.
+    Session(SessionKey),
+    /// A shared subscription group; one member gets each message.
+    Shared(GroupKey),
+}
+
+/// Timers the core keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// Publish a delayed will if the session is still disconnected at this generation.
+    Will { session: SessionKey, generation: u64 },
+    /// End a disconnected session if it is still at this generation.
+    Expire { session: SessionKey, generation: u64 },
+    /// Publish `$SYS` statistics.
+    Sys,
+    /// Drop expired retained messages.
+    RetainedPurge,
+}
+
+/// Counters published under `$SYS/broker/...`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: u64,
+    /// Messages dropped: queue full, expired, or too large for the client.
+    pub messages_dropped: u64,
+    /// Clients currently connected.
+    pub clients_connected: u64,
+    /// Highest number of clients connected at once.
+    pub clients_maximum: u64,
+    /// Sessions held, connected or not.
+    pub sessions: u64,
+}
+
+/// What the shell should do after writing the packets of a `poll_transmit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// Keep the connection open.
+    Open,
+    /// Close the connection once the packets are written.
+    Close,
+}
+
+/// Connection parameters the shell needs after CONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnParams {
+    /// Negotiated protocol, `None` before CONNECT.
+    pub protocol: Option<Protocol>,
+    /// Keep alive in force, seconds (0: none).
+    pub keep_alive_secs: u16,
+}
+
+/// The broker core. See the module documentation for the call order.
+pub struct Broker {
+    config: BrokerConfig,
+    auth: Box<dyn Authenticator>,
+    conns: FxHashMap<ConnId, Conn>,
+    next_conn: ConnId,
+    sessions: FxHashMap<SessionKey, Session>,
+    by_client: FxHashMap<ByteString, SessionKey>,
+    next_session: SessionKey,
+    trie: Trie<Target, SubEntry>,
+    shared: FxHashMap<GroupKey, SharedGroup>,
+    shared_index: FxHashMap<(ByteString, ByteString), GroupKey>,
+    next_group: GroupKey,
+    retained: Retained,
+    timers: BTreeMap<(Instant, u64), Timer>,
+    timer_seq: u64,
+    woken: Vec<ConnId>,
+    stats: Stats,
+    started_at: Instant,
+    shutting_down: bool,
+    /// Scratch buffer for trie matches, reused across publishes.
+    scratch: Vec<(Target, SubEntry)>,
+}
+
+impl Broker {
+    /// Builds a broker. `config` must have passed `validate()`.
+    pub fn new(config: BrokerConfig, auth: Box<dyn Authenticator>, now: Instant) -> Self {
+        let mut b = Self {
+            config,
+            auth,
+            conns: FxHashMap::default(),
+            next_conn: 1,
+            sessions: FxHashMap::default(),
+            by_client: FxHashMap::default(),
+            next_session: 1,
+            trie: Trie::default(),
+            shared: FxHashMap::default(),
+            shared_index: FxHashMap::default(),
+            next_group: 1,
+            retained: Retained::default(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            woken: Vec::new(),
+            stats: Stats::default(),
+            started_at: now,
+            shutting_down: false,
+            scratch: Vec::new(),
+        };
+        if b.config.sys_interval_secs > 0 {
+            b.publish_sys(now);
+            b.schedule(now + Duration::from_secs(u64::from(b.config.sys_interval_secs)), Timer::Sys);
+        }
+        b.schedule(now + Duration::from_secs(60), Timer::RetainedPurge);
+        b
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.sessions = self.sessions.len() as u64;
+        s
+    }
+
+    /// Number of subscriptions (trie entries plus shared-group members).
+    pub fn subscription_count(&self) -> usize {
+        let shared_members: usize = self.shared.values().map(|g| g.members.len()).sum();
+        self.trie.len() - self.shared.len() + shared_members
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// Registers a newly accepted connection.
+    pub fn open(&mut self, now: Instant) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(id, Conn::new(now));
+        id
+    }
+
+    /// Parameters of a connection, for the shell's decoder and keep-alive deadline.
+    pub fn conn_params(&self, conn: ConnId) -> Option<ConnParams> {
+        let c = self.conns.get(&conn)?;
+        let protocol = match c.phase {
+            Phase::AwaitConnect => None,
+            _ => Some(c.protocol),
+        };
+        Some(ConnParams { protocol, keep_alive_secs: c.keep_alive_secs })
+    }
+
+    /// Maximum packet size the broker accepts, for the shell's decoder.
+    pub fn max_packet_size(&self) -> usize {
+        self.config.max_packet_size as usize
+    }
+
+    /// Handles one decoded packet from `conn`.
+    pub fn handle_packet(&mut self, now: Instant, conn: ConnId, packet: Packet) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match (&c.phase, packet) {
+            (Phase::Closing, _) => {}
+            (Phase::AwaitConnect, Packet::Connect(connect)) => self.handle_connect(now, conn, *connect),
+            (Phase::AwaitConnect, _) => self.close_now(now, conn, None),
+            (Phase::Authenticating(_), Packet::Auth(a)) => self.handle_connect_auth(now, conn, a),
+            (Phase::Authenticating(_), _) => {
+                self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "packet before CONNACK")
+            }
+            (Phase::Connected, p) => self.handle_connected(now, conn, p),
+        }
+    }
+
+    fn handle_connected(&mut self, now: Instant, conn: ConnId, packet: Packet) {
+        match packet {
+            Packet::Publish(p) => self.handle_publish(now, conn, p),
+            Packet::PubAck(r) => self.handle_puback(now, conn, r.packet_id),
+            Packet::PubRec(r) => self.handle_pubrec(now, conn, r),
+            Packet::PubRel(r) => self.handle_pubrel(now, conn, r.packet_id),
+            Packet::PubComp(r) => self.handle_pubcomp(now, conn, r.packet_id),
+            Packet::Subscribe(s) => self.handle_subscribe(now, conn, s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(now, conn, u),
+            Packet::PingReq => self.send(conn, Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(now, conn, d),
+            Packet::Auth(a) => self.handle_reauth(now, conn, a),
+            Packet::Connect(_) => self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "second CONNECT"),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "server-only packet from client")
+            }
+        }
+    }
+
+    /// The shell could not decode the bytes from `conn`: answer with the reason code the
+    /// spec names (v5) and close.
+    pub fn handle_decode_error(&mut self, now: Instant, conn: ConnId, err: &DecodeError) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if matches!(c.phase, Phase::AwaitConnect) {
+            // Before CONNECT the version is unknown; only an unsupported version gets a
+            // CONNACK (3.1.1 return code 1, MQTT-3.1.2-2), sent in 3.1.1 framing.
+            if let DecodeError::UnsupportedProtocol(level) = err {
+                let c = self.conns.get_mut(&conn).expect("checked above");
+                c.protocol = if *level >= 5 { Protocol::V5 } else { Protocol::V3_1_1 };
+                c.phase = Phase::Closing;
+                let ack = crate::mqtt::packet::ConnAck {
+                    session_present: false,
+                    reason_code: reason::UNSUPPORTED_PROTOCOL_VERSION,
+                    properties: Properties::default(),
+                };
+                self.send(conn, Packet::ConnAck(ack));
+            }
+            self.close_now(now, conn, None);
+            return;
+        }
+        self.protocol_error(now, conn, err.reason_code(), "undecodable packet");
+    }
+
+    /// The keep-alive deadline of `conn` passed without a packet (MQTT-3.1.2-22).
+    pub fn keep_alive_expired(&mut self, now: Instant, conn: ConnId) {
+        self.protocol_error(now, conn, reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+    }
+
+    /// The socket of `conn` is gone. Detaches its session (publishing the will unless the
+    /// client disconnected normally) and forgets the connection.
+    pub fn close(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn)
+            && !matches!(c.phase, Phase::Closing)
+        {
+            self.detach(now, conn, true);
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// Starts a graceful shutdown: DISCONNECT 0x8B to every v5 client, then close all.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let c = &self.conns[&id];
+            if c.is_connected() && c.protocol.is_v5() {
+                self.send_disconnect(id, reason::SERVER_SHUTTING_DOWN, "server shutting down");
+            }
+            self.close_now(now, id, Some(false));
+        }
+    }
+
+    /// The next connection with something to write, if any.
+    pub fn poll_woken(&mut self) -> Option<ConnId> {
+        let id = self.woken.pop()?;
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.woken = false;
+        }
+        Some(id)
+    }
+
+    /// Moves up to `budget` packets for `conn` into `out`: control packets first, then queued
+    /// messages as the client's window allows. `Transmit::Close` means close after writing.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        budget: usize,
+        out: &mut Vec<Packet>,
+    ) -> Transmit {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Transmit::Close;
+        };
+        out.extend(c.outbox.drain(..));
+        if matches!(c.phase, Phase::Closing) {
+            return Transmit::Close;
+        }
+        if c.is_connected() {
+            self.fill_from_queue(now, conn, budget, out);
+        }
+        Transmit::Open
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((&(at, seq), &timer)) = self.timers.iter().next() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, seq));
+            match timer {
+                Timer::Will { session, generation } => self.fire_will(now, session, generation),
+                Timer::Expire { session, generation } => self.expire_session(now, session, generation),
+                Timer::Sys => {
+                    self.publish_sys(now);
+                    let every = Duration::from_secs(u64::from(self.config.sys_interval_secs));
+                    self.schedule(now + every, Timer::Sys);
+                }
+                Timer::RetainedPurge => {
+                    self.retained.purge_expired(now);
+                    self.schedule(now + Duration::from_secs(60), Timer::RetainedPurge);
+                }
+            }
+        }
+    }
+
+    /// When `handle_timeout` next needs to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers.insert((at, self.timer_seq), timer);
+    }
+
+    /// Queues a control packet for `conn` and wakes it.
+    fn send(&mut self, conn: ConnId, packet: Packet) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.outbox.push_back(packet);
+            if !c.woken {
+                c.woken = true;
+                self.woken.push(conn);
+            }
+        }
+    }
+
+    fn wake(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn)
+            && !c.woken
+        {
+            c.woken = true;
+            self.woken.push(conn);
+        }
+    }
+
+    /// Properties carrying a reason string, if the client wants diagnostics.
+    fn reason_props(&self, conn: ConnId, text: &str) -> Properties {
+        let wants = self.conns.get(&conn).is_some_and(|c| c.problem_info && c.protocol.is_v5());
+        Properties { reason_string: wants.then(|| text.into()), ..Properties::default() }
+    }
+
+    fn send_disconnect(&mut self, conn: ConnId, code: u8, text: &str) {
+        // DISCONNECT always may carry a reason string (MQTT-3.14.2-3 concerns size only).
+        let v5 = self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5());
+        if !v5 {
+            return;
+        }
+        let properties = Properties { reason_string: Some(text.into()), ..Properties::default() };
+        self.send(conn, Packet::Disconnect(Disconnect { reason_code: code, properties }));
+    }
+
+    /// A protocol violation: DISCONNECT with `code` (v5 after CONNACK), CONNACK with `code`
+    /// (v5 before CONNACK), or a plain close (3.x); the will is published.
+    fn protocol_error(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        tracing::debug!(conn, code, text, "closing connection on protocol error");
+        match c.phase {
+            Phase::Connected => self.send_disconnect(conn, code, text),
+            Phase::Authenticating(_) if c.protocol.is_v5() => {
+                let properties = self.reason_props(conn, text);
+                let ack =
+                    crate::mqtt::packet::ConnAck { session_present: false, reason_code: code, properties };
+                self.send(conn, Packet::ConnAck(ack));
+            }
+            _ => {}
+        }
+        self.close_now(now, conn, Some(true));
+    }
+
+    /// Marks `conn` closing. `will`: `Some(publish?)` detaches the session if attached.
+    fn close_now(&mut self, now: Instant, conn: ConnId, will: Option<bool>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.phase, Phase::Closing) {
+            return;
+        }
+        let attached = matches!(c.phase, Phase::Connected);
+        c.phase = Phase::Closing;
+        self.wake(conn);
+        if attached {
+            self.detach(now, conn, will.unwrap_or(true));
+        }
+    }
+}

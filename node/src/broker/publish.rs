@@ -1,0 +1,343 @@
+//! CORE. The publish path: inbound PUBLISH (topic aliases, QoS 1/2 handshakes, receive
+//! maximum), routing to sessions and shared groups, bounded queues, and the outbound window
+//! with its acknowledgements.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::message::{Message, SessionKey};
+use super::session::{ConnId, Delivery, Inflight, OutState, SubEntry};
+use super::{Broker, Target};
+use crate::mqtt::codec::encoded_len;
+use crate::mqtt::packet::{Packet, PubResp, Publish, QoS};
+use crate::mqtt::reason;
+use crate::mqtt::topic::validate_topic_name;
+
+impl Broker {
+    pub(super) fn handle_publish(&mut self, now: Instant, conn: ConnId, mut p: Publish) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(key) = c.session else {
+            return;
+        };
+        let v5 = c.protocol.is_v5();
+        self.stats.messages_received += 1;
+        if let Some(alias) = p.properties.topic_alias {
+            if alias == 0 || alias > self.config.topic_alias_max {
+                return self.protocol_error(
+                    now,
+                    conn,
+                    reason::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                );
+            }
+            if p.topic.is_empty() {
+                match c.alias_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "unknown topic alias");
+                    }
+                }
+            } else {
+                c.alias_in.insert(alias, p.topic.clone());
+            }
+        }
+        if p.topic.is_empty() || p.topic.contains(['+', '#']) {
+            return self.protocol_error(now, conn, reason::TOPIC_NAME_INVALID, "invalid topic name");
+        }
+        if p.qos as u8 > self.config.max_qos {
+            return self.protocol_error(now, conn, reason::QOS_NOT_SUPPORTED, "QoS not supported");
+        }
+        if p.retain && !self.config.retain_available {
+            return self.protocol_error(now, conn, reason::RETAIN_NOT_SUPPORTED, "retain not supported");
+        }
+        let pid = p.packet_id;
+        if p.qos == QoS::ExactlyOnce {
+            let Some(s) = self.sessions.get(&key) else {
+                return;
+            };
+            if s.qos2_in.contains(&pid) {
+                // A retransmission of a message already received (MQTT-4.3.3-10).
+                return self.send(conn, Packet::PubRec(PubResp::new(pid)));
+            }
+            if s.qos2_in.len() >= usize::from(self.config.max_inflight) {
+                return self.protocol_error(
+                    now,
+                    conn,
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "receive maximum exceeded",
+                );
+            }
+        }
+        let qos = p.qos;
+        let code = self.accept_publish(now, conn, key, p);
+        if !v5 && code >= 0x80 {
+            // 3.1.1 has no way to refuse a PUBLISH but closing the connection.
+            return self.close_now(now, conn, Some(true));
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(conn, Packet::PubAck(PubResp::with_reason(pid, code))),
+            QoS::ExactlyOnce => self.send(conn, Packet::PubRec(PubResp::with_reason(pid, code))),
+        }
+    }
+
+    /// Validates, authorizes and routes an inbound PUBLISH; returns the ack reason code. A
+    /// routed QoS 2 message is remembered until PUBREL so a retransmission is not routed
+    /// twice; a refused one ends its flow at PUBREC (MQTT-4.3.3).
+    fn accept_publish(&mut self, now: Instant, conn: ConnId, key: SessionKey, p: Publish) -> u8 {
+        if validate_topic_name(&p.topic, self.config.topic_limits()).is_err() {
+            return reason::TOPIC_NAME_INVALID;
+        }
+        let client_id = self.sessions[&key].client_id.clone();
+        let username = self.conns[&conn].username.clone();
+        if !self.auth.authorize(&client_id, username.as_deref(), super::auth::Action::Publish, &p.topic) {
+            return reason::NOT_AUTHORIZED;
+        }
+        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            return reason::PAYLOAD_FORMAT_INVALID;
+        }
+        let (qos, pid) = (p.qos, p.packet_id);
+        let msg = Message::new(now, p.topic, p.payload, qos, p.retain, p.properties, Some(key));
+        let matched = self.route(now, Arc::new(msg));
+        if qos == QoS::ExactlyOnce
+            && let Some(s) = self.sessions.get_mut(&key)
+        {
+            s.qos2_in.insert(pid);
+        }
+        if matched == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS }
+    }
+
+    /// Routes a message to every matching subscription; returns how many sessions got it.
+    pub(super) fn route(&mut self, now: Instant, msg: Arc<Message>) -> usize {
+        if msg.retain {
+            self.retained.set(msg.clone());
+        }
+        let mut matches = std::mem::take(&mut self.scratch);
+        matches.clear();
+        self.trie.matches(&msg.topic, &mut matches);
+        // One delivery per session (MQTT-3.3.4-2 for 3.1.1; allowed in 5.0 with every
+        // subscription identifier attached, MQTT-3.3.4-3/-4).
+        matches.sort_unstable_by_key(|(t, _)| *t);
+        let mut delivered = 0;
+        let mut i = 0;
+        while i < matches.len() {
+            let (target, first) = matches[i];
+            let mut j = i + 1;
+            match target {
+                Target::Shared(group) => {
+                    if self.deliver_shared(now, group, &msg, None) {
+                        delivered += 1;
+                    }
+                }
+                Target::Session(key) => {
+                    let mut agg: Option<Delivery> = None;
+                    while j < matches.len() && matches[j].0 == target {
+                        j += 1;
+                    }
+                    for (_, entry) in std::iter::once(&(target, first)).chain(&matches[i + 1..j]) {
+                        merge(&mut agg, &msg, entry, key);
+                    }
+                    if let Some(d) = agg {
+                        self.enqueue(now, key, d);
+                        delivered += 1;
+                    }
+                }
+            }
+            i = j.max(i + 1);
+        }
+        self.scratch = matches;
+        delivered
+    }
+
+    /// Queues a delivery on a session, applying the queue bound: QoS 0 is dropped first,
+    /// then an online client is disconnected with 0x97, an offline one loses the message.
+    pub(super) fn enqueue(&mut self, now: Instant, key: SessionKey, d: Delivery) {
+        let max = self.config.max_queued_messages;
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.pending.len() >= max {
+            if d.qos == QoS::AtMostOnce {
+                s.dropped += 1;
+                self.stats.messages_dropped += 1;
+                return;
+            }
+            if s.qos0_pending > 0 {
+                if let Some(i) = s.pending.iter().position(|x| x.qos == QoS::AtMostOnce) {
+                    s.pending.remove(i);
+                    s.qos0_pending -= 1;
+                }
+                s.dropped += 1;
+                self.stats.messages_dropped += 1;
+            } else {
+                s.dropped += 1;
+                self.stats.messages_dropped += 1;
+                if let Some(conn) = s.conn {
+                    tracing::debug!(conn, "queue full: disconnecting slow consumer");
+                    self.send_disconnect(conn, reason::QUOTA_EXCEEDED, "message queue full");
+                    self.close_now(now, conn, Some(true));
+                }
+                return;
+            }
+        }
+        if d.qos == QoS::AtMostOnce {
+            s.qos0_pending += 1;
+        }
+        s.pending.push_back(d);
+        if let Some(conn) = s.conn {
+            self.wake(conn);
+        }
+    }
+
+    /// Moves queued messages into `out` while the budget and the client's window allow.
+    pub(super) fn fill_from_queue(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        budget: usize,
+        out: &mut Vec<Packet>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(s) = c.session.and_then(|k| self.sessions.get_mut(&k)) else {
+            return;
+        };
+        let window = usize::from(c.client_receive_max.min(self.config.max_inflight));
+        while out.len() < budget {
+            let Some(front) = s.pending.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && s.inflight.len() >= window {
+                break;
+            }
+            let d = s.pop_pending().expect("front exists");
+            if d.msg.is_expired(now) {
+                s.dropped += 1;
+                self.stats.messages_dropped += 1;
+                continue;
+            }
+            let packet_id = if d.qos == QoS::AtMostOnce { 0 } else { s.alloc_packet_id() };
+            let mut publish = Publish {
+                dup: false,
+                qos: d.qos,
+                retain: d.retain,
+                topic: d.msg.topic.clone(),
+                packet_id,
+                properties: d.msg.properties.clone(),
+                payload: d.msg.payload.clone(),
+            };
+            if c.protocol.is_v5() {
+                publish.properties.message_expiry_interval = d.msg.remaining_expiry_secs(now);
+                publish.properties.subscription_identifiers.clone_from(&d.sub_ids);
+                if c.client_alias_max > 0 {
+                    apply_alias(c, &mut publish);
+                }
+            }
+            let packet = Packet::Publish(publish);
+            if encoded_len(&packet, c.protocol) > c.client_max_packet_size as usize {
+                // MQTT-3.1.2-25: discard, and behave as if it had been sent.
+                s.dropped += 1;
+                self.stats.messages_dropped += 1;
+                continue;
+            }
+            if d.qos != QoS::AtMostOnce {
+                s.inflight.push_back(Inflight { packet_id, delivery: d, state: OutState::Published });
+            }
+            self.stats.messages_sent += 1;
+            out.push(packet);
+        }
+    }
+
+    pub(super) fn handle_puback(&mut self, now: Instant, conn: ConnId, pid: u16) {
+        let _ = now;
+        if let Some(s) = self.session_of(conn)
+            && let Some(i) = s.inflight.iter().position(|f| {
+                f.packet_id == pid && f.state == OutState::Published && f.delivery.qos == QoS::AtLeastOnce
+            })
+        {
+            s.inflight.remove(i);
+            self.wake(conn);
+        }
+    }
+
+    pub(super) fn handle_pubrec(&mut self, now: Instant, conn: ConnId, r: PubResp) {
+        let _ = now;
+        let pid = r.packet_id;
+        let Some(s) = self.session_of(conn) else {
+            return;
+        };
+        let found = s.inflight.iter().position(|f| f.packet_id == pid && f.delivery.qos == QoS::ExactlyOnce);
+        match found {
+            Some(i) if r.reason_code >= 0x80 => {
+                // The receiver refused it; the flow ends (MQTT-4.3.3-4 note).
+                s.inflight.remove(i);
+                self.wake(conn);
+            }
+            Some(i) => {
+                s.inflight[i].state = OutState::Released;
+                self.send(conn, Packet::PubRel(PubResp::new(pid)));
+            }
+            None => self
+                .send(conn, Packet::PubRel(PubResp::with_reason(pid, reason::PACKET_IDENTIFIER_NOT_FOUND))),
+        }
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, now: Instant, conn: ConnId, pid: u16) {
+        let _ = now;
+        if let Some(s) = self.session_of(conn)
+            && let Some(i) =
+                s.inflight.iter().position(|f| f.packet_id == pid && f.state == OutState::Released)
+        {
+            s.inflight.remove(i);
+            self.wake(conn);
+        }
+    }
+
+    pub(super) fn handle_pubrel(&mut self, now: Instant, conn: ConnId, pid: u16) {
+        let _ = now;
+        let known = self.session_of(conn).is_some_and(|s| s.qos2_in.remove(&pid));
+        let code = if known { reason::SUCCESS } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
+        self.send(conn, Packet::PubComp(PubResp::with_reason(pid, code)));
+    }
+
+    fn session_of(&mut self, conn: ConnId) -> Option<&mut super::session::Session> {
+        let key = self.conns.get(&conn)?.session?;
+        self.sessions.get_mut(&key)
+    }
+}
+
+/// Folds one matching subscription into the session's single delivery.
+fn merge(agg: &mut Option<Delivery>, msg: &Arc<Message>, entry: &SubEntry, key: SessionKey) {
+    if entry.opts.no_local && msg.publisher == Some(key) {
+        return;
+    }
+    let qos = msg.qos.min(entry.opts.qos);
+    let retain = msg.retain && entry.opts.retain_as_published;
+    let d = agg.get_or_insert_with(|| Delivery {
+        msg: msg.clone(),
+        qos,
+        retain,
+        sub_ids: Vec::new(),
+        shared: None,
+    });
+    d.qos = d.qos.max(qos);
+    d.retain |= retain;
+    if let Some(id) = entry.sub_id {
+        d.sub_ids.push(id);
+    }
+}
+
+/// Replaces the topic with an alias towards a v5 client that accepts them.
+fn apply_alias(c: &mut super::session::Conn, publish: &mut Publish) {
+    if let Some(&alias) = c.alias_out.get(&publish.topic) {
+        publish.properties.topic_alias = Some(alias);
+        publish.topic = bytestring::ByteString::new();
+    } else if c.alias_out.len() < usize::from(c.client_alias_max) {
+        let alias = c.alias_out.len() as u16 + 1;
+        c.alias_out.insert(publish.topic.clone(), alias);
+        publish.properties.topic_alias = Some(alias);
+    }
+}

@@ -1,0 +1,252 @@
+//! CORE. Session state: what survives a connection (subscriptions, the outbound QoS window,
+//! the queue, inbound QoS 2 packet ids) and the per-connection state that does not.
+//!
+//! Invariants: `inflight.len()` never exceeds the window of the attached connection when a
+//! new message is admitted; `pending.len() <= max_queued_messages`; `qos0_pending` counts the
+//! QoS 0 deliveries in `pending`; packet ids in `inflight` are distinct and non-zero.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::auth::AuthExchange;
+use super::message::Message;
+use crate::mqtt::packet::{Protocol, QoS, SubOptions, Will};
+
+/// Identifies a network connection inside one broker.
+pub type ConnId = u64;
+
+/// Identifies a shared subscription group (`$share/{group}/{filter}`).
+pub type GroupKey = u64;
+
+/// Options stored with one subscription.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubEntry {
+    /// Options from SUBSCRIBE, with `qos` already capped to the granted QoS.
+    pub opts: SubOptions,
+    /// Subscription identifier (v5), if given.
+    pub sub_id: Option<u32>,
+}
+
+/// A message on its way to one session.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The shared message.
+    pub msg: Arc<Message>,
+    /// QoS of this delivery (the minimum of published and granted).
+    pub qos: QoS,
+    /// Retain flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of every matching subscription that has one.
+    pub sub_ids: Vec<u32>,
+    /// Set when the message came through a shared subscription, for redelivery.
+    pub shared: Option<GroupKey>,
+}
+
+/// State of an outbound QoS 1/2 flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutState {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// One outbound QoS 1/2 message in flight.
+#[derive(Clone, Debug)]
+pub struct Inflight {
+    /// Packet identifier.
+    pub packet_id: u16,
+    /// The message.
+    pub delivery: Delivery,
+    /// Where the flow is.
+    pub state: OutState,
+}
+
+/// A session (MQTT section 4.1).
+pub struct Session {
+    /// Client identifier.
+    pub client_id: ByteString,
+    /// The attached connection, if online.
+    pub conn: Option<ConnId>,
+    /// Bumped on every attach and detach so stale timers can be told apart.
+    pub generation: u64,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires.
+    pub expiry_secs: u32,
+    /// Subscriptions by the filter text the client sent (including `$share/...`).
+    pub subs: FxHashMap<ByteString, SubEntry>,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement, in send order.
+    pub inflight: VecDeque<Inflight>,
+    /// Messages waiting to be sent.
+    pub pending: VecDeque<Delivery>,
+    /// QoS 0 deliveries in `pending`.
+    pub qos0_pending: usize,
+    /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL.
+    pub qos2_in: FxHashSet<u16>,
+    /// Next outbound packet id to try.
+    pub next_packet_id: u16,
+    /// A will waiting for its delay to pass (set while disconnected).
+    pub will_pending: Option<(Will, Option<String>)>,
+    /// Messages dropped for this session because its queue was full or they expired.
+    pub dropped: u64,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(client_id: ByteString, expiry_secs: u32) -> Self {
+        Self {
+            client_id,
+            conn: None,
+            generation: 0,
+            expiry_secs,
+            subs: FxHashMap::default(),
+            inflight: VecDeque::new(),
+            pending: VecDeque::new(),
+            qos0_pending: 0,
+            qos2_in: FxHashSet::default(),
+            next_packet_id: 1,
+            will_pending: None,
+            dropped: 0,
+        }
+    }
+
+    /// Allocates a packet id not used by any inflight message. The caller guarantees the
+    /// window is below 65,535.
+    pub fn alloc_packet_id(&mut self) -> u16 {
+        debug_assert!(self.inflight.len() < usize::from(u16::MAX));
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if id != 0 && !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Pops the next pending delivery, keeping the QoS 0 count right.
+    pub fn pop_pending(&mut self) -> Option<Delivery> {
+        let d = self.pending.pop_front()?;
+        if d.qos == QoS::AtMostOnce {
+            self.qos0_pending -= 1;
+        }
+        Some(d)
+    }
+
+    /// Removes every delivery that came through shared group `group` from the queue and the
+    /// inflight window, for redelivery to another member.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        self.inflight.retain(|f| {
+            // A QoS 2 message already released (PUBREC received) belongs to this client.
+            let keep = f.delivery.shared.is_none() || f.state == OutState::Released;
+            if !keep {
+                taken.push(f.delivery.clone());
+            }
+            keep
+        });
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        for d in self.pending.drain(..) {
+            if d.shared.is_some() {
+                taken.push(d);
+            } else {
+                kept.push_back(d);
+            }
+        }
+        self.pending = kept;
+        self.qos0_pending = self.pending.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
+        taken
+    }
+}
+
+/// Where a connection is in its life.
+pub enum Phase {
+    /// Waiting for CONNECT.
+    AwaitConnect,
+    /// CONNECT received; an enhanced authentication exchange is running.
+    Authenticating(Box<PendingConnect>),
+    /// CONNACK sent; the session is attached.
+    Connected,
+    /// The broker decided to close; only the outbox is still written.
+    Closing,
+}
+
+/// A CONNECT held while enhanced authentication runs.
+pub struct PendingConnect {
+    /// The CONNECT packet.
+    pub connect: crate::mqtt::packet::Connect,
+    /// The running exchange.
+    pub exchange: Box<dyn AuthExchange>,
+    /// Whether the client id was assigned by the broker.
+    pub assigned_id: bool,
+}
+
+/// Per-connection state.
+pub struct Conn {
+    /// Where the connection is.
+    pub phase: Phase,
+    /// Protocol negotiated by CONNECT.
+    pub protocol: Protocol,
+    /// The attached session.
+    pub session: Option<super::message::SessionKey>,
+    /// Control packets and retransmissions to write, in order, before queued messages.
+    pub outbox: VecDeque<crate::mqtt::packet::Packet>,
+    /// Already queued for a wake-up.
+    pub woken: bool,
+    /// Keep alive in force, seconds.
+    pub keep_alive_secs: u16,
+    /// The client's Receive Maximum.
+    pub client_receive_max: u16,
+    /// The client's Maximum Packet Size.
+    pub client_max_packet_size: u32,
+    /// The client's Topic Alias Maximum.
+    pub client_alias_max: u16,
+    /// Topic aliases the broker assigned towards the client.
+    pub alias_out: FxHashMap<ByteString, u16>,
+    /// Topic aliases the client set towards the broker.
+    pub alias_in: FxHashMap<u16, ByteString>,
+    /// The client asked for reason strings and user properties on errors.
+    pub problem_info: bool,
+    /// The will of this connection.
+    pub will: Option<Will>,
+    /// User name the client authenticated with.
+    pub username: Option<ByteString>,
+    /// Authentication method of the connection (v5 enhanced auth), for re-authentication.
+    pub auth_method: Option<ByteString>,
+    /// A re-authentication exchange in progress.
+    pub reauth: Option<Box<dyn AuthExchange>>,
+    /// When the connection was opened.
+    pub opened_at: Instant,
+}
+
+impl Conn {
+    /// A connection that has not yet sent CONNECT.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            phase: Phase::AwaitConnect,
+            protocol: Protocol::V3_1_1,
+            session: None,
+            outbox: VecDeque::new(),
+            woken: false,
+            keep_alive_secs: 0,
+            client_receive_max: u16::MAX,
+            client_max_packet_size: u32::MAX,
+            client_alias_max: 0,
+            alias_out: FxHashMap::default(),
+            alias_in: FxHashMap::default(),
+            problem_info: true,
+            will: None,
+            username: None,
+            auth_method: None,
+            reauth: None,
+            opened_at: now,
+        }
+    }
+
+    /// True once CONNACK has been sent and the connection is not closing.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Connected)
+    }
+}

@@ -1,0 +1,129 @@
+//! CORE. Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 section 4.8.2, also offered
+//! to 3.1.1 clients): each message goes to one member, round robin, preferring connected
+//! members; messages a member left unacknowledged go to another member when it goes away.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use super::message::{Message, SessionKey};
+use super::session::{Delivery, GroupKey, SubEntry};
+use super::{Broker, Target};
+
+/// One shared subscription group.
+#[derive(Debug)]
+pub(super) struct SharedGroup {
+    /// The filter the group subscribes to.
+    pub(super) filter: ByteString,
+    /// Members and their options.
+    pub(super) members: Vec<(SessionKey, SubEntry)>,
+    /// Round-robin cursor.
+    pub(super) next: usize,
+}
+
+impl Broker {
+    pub(super) fn join_shared(
+        &mut self,
+        key: SessionKey,
+        name: ByteString,
+        filter: ByteString,
+        entry: SubEntry,
+    ) {
+        let index_key = (name.clone(), filter.clone());
+        let group = match self.shared_index.get(&index_key) {
+            Some(&g) => g,
+            None => {
+                let g = self.next_group;
+                self.next_group += 1;
+                self.shared_index.insert(index_key, g);
+                self.trie.insert(&filter, Target::Shared(g), SubEntry::default());
+                self.shared.insert(g, SharedGroup { filter, members: Vec::new(), next: 0 });
+                g
+            }
+        };
+        let g = self.shared.get_mut(&group).expect("group just ensured");
+        match g.members.iter_mut().find(|(k, _)| *k == key) {
+            Some(m) => m.1 = entry,
+            None => g.members.push((key, entry)),
+        }
+    }
+
+    pub(super) fn leave_shared(&mut self, key: SessionKey, name: &str, filter: &str) -> bool {
+        let index_key = (ByteString::from(name), ByteString::from(filter));
+        let Some(&group) = self.shared_index.get(&index_key) else {
+            return false;
+        };
+        let Some(g) = self.shared.get_mut(&group) else {
+            return false;
+        };
+        let before = g.members.len();
+        g.members.retain(|(k, _)| *k != key);
+        let removed = g.members.len() != before;
+        if g.members.is_empty() {
+            let filter = g.filter.clone();
+            self.shared.remove(&group);
+            self.shared_index.remove(&index_key);
+            self.trie.remove(&filter, Target::Shared(group));
+        }
+        removed
+    }
+
+    /// Picks a member for `msg` and queues it there; `exclude` skips one session (the one
+    /// that just left). Returns false if the group has no eligible member.
+    pub(super) fn deliver_shared(
+        &mut self,
+        now: Instant,
+        group: GroupKey,
+        msg: &Arc<Message>,
+        exclude: Option<SessionKey>,
+    ) -> bool {
+        let Some(g) = self.shared.get_mut(&group) else {
+            return false;
+        };
+        let n = g.members.len();
+        let eligible = |k: SessionKey| Some(k) != exclude;
+        let online = |k: SessionKey| self.sessions.get(&k).is_some_and(|s| s.conn.is_some());
+        let mut chosen = None;
+        // Prefer a connected member; fall back to any member (its session queues it).
+        for pass in 0..2 {
+            for step in 0..n {
+                let i = (g.next + step) % n;
+                let (k, e) = g.members[i];
+                if eligible(k) && (pass == 1 || online(k)) {
+                    chosen = Some((i, k, e));
+                    break;
+                }
+            }
+            if chosen.is_some() {
+                break;
+            }
+        }
+        let Some((i, key, entry)) = chosen else {
+            return false;
+        };
+        g.next = (i + 1) % n.max(1);
+        let d = Delivery {
+            qos: msg.qos.min(entry.opts.qos),
+            retain: msg.retain && entry.opts.retain_as_published,
+            sub_ids: entry.sub_id.into_iter().collect(),
+            shared: Some(group),
+            msg: msg.clone(),
+        };
+        self.enqueue(now, key, d);
+        true
+    }
+
+    /// A member went away holding `d`: give it to another member, or drop it if none.
+    pub(super) fn redeliver_shared(&mut self, now: Instant, from: SessionKey, d: Delivery) {
+        let Some(group) = d.shared else {
+            return;
+        };
+        if d.msg.is_expired(now) {
+            return;
+        }
+        if !self.deliver_shared(now, group, &d.msg, Some(from)) {
+            self.stats.messages_dropped += 1;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! CORE. SUBSCRIBE and UNSUBSCRIBE: validation, the session's subscription map, the trie,
+//! shared groups, and retained delivery per Retain Handling.
+
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use super::message::SessionKey;
+use super::session::{ConnId, Delivery, SubEntry};
+use super::{Broker, Target};
+use crate::mqtt::packet::{Packet, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe};
+use crate::mqtt::reason;
+use crate::mqtt::topic::{parse_shared, validate_filter};
+
+impl Broker {
+    pub(super) fn handle_subscribe(&mut self, now: Instant, conn: ConnId, sub: Subscribe) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let Some(key) = c.session else {
+            return;
+        };
+        let v5 = c.protocol.is_v5();
+        let username = c.username.clone();
+        let sub_id = sub.properties.subscription_identifiers.first().copied();
+        if sub.filters.iter().any(|(f, o)| o.no_local && f.starts_with("$share/")) {
+            // MQTT-3.8.3-4.
+            return self.protocol_error(
+                now,
+                conn,
+                reason::PROTOCOL_ERROR,
+                "no local on a shared subscription",
+            );
+        }
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        for (filter, opts) in sub.filters {
+            let code = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
+            codes.push(if !v5 && code >= 0x80 { reason::UNSPECIFIED_ERROR } else { code });
+        }
+        let properties = crate::mqtt::properties::Properties::default();
+        self.send(conn, Packet::SubAck(SubAck { packet_id: sub.packet_id, properties, reason_codes: codes }));
+        self.wake(conn);
+    }
+
+    fn subscribe_one(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        username: Option<&str>,
+        filter: ByteString,
+        mut opts: SubOptions,
+        sub_id: Option<u32>,
+    ) -> u8 {
+        let limits = self.config.topic_limits();
+        let shared = match parse_shared(&filter) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        let inner = shared.map_or(&*filter, |s| s.filter);
+        if let Err(code) = validate_filter(inner, limits) {
+            return code;
+        }
+        let client_id = self.sessions[&key].client_id.clone();
+        if !self.auth.authorize(&client_id, username, super::auth::Action::Subscribe, inner) {
+            return reason::NOT_AUTHORIZED;
+        }
+        let s = self.sessions.get_mut(&key).expect("session of a connected client");
+        let existed = s.subs.contains_key(&filter);
+        let max = self.config.max_subscriptions_per_client;
+        if !existed && max > 0 && s.subs.len() >= max {
+            return reason::QUOTA_EXCEEDED;
+        }
+        opts.qos = opts.qos.min(crate::mqtt::packet::QoS::from_u8(self.config.max_qos).unwrap_or_default());
+        let entry = SubEntry { opts, sub_id };
+        s.subs.insert(filter.clone(), entry);
+        match shared {
+            Some(sf) => {
+                let group = ByteString::from(sf.group);
+                let inner = ByteString::from(sf.filter);
+                self.join_shared(key, group, inner, entry);
+            }
+            None => {
+                self.trie.insert(&filter, Target::Session(key), entry);
+                let send_retained = match opts.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
+                if send_retained {
+                    self.deliver_retained(now, key, &filter, entry);
+                }
+            }
+        }
+        opts.qos as u8
+    }
+
+    /// Sends the retained messages matching a new subscription, with RETAIN set
+    /// (MQTT-3.3.1-8, MQTT-3.8.4-4).
+    fn deliver_retained(&mut self, now: Instant, key: SessionKey, filter: &str, entry: SubEntry) {
+        let mut found = Vec::new();
+        self.retained.matching(filter, &mut found);
+        for msg in found {
+            if msg.is_expired(now) {
+                continue;
+            }
+            let d = Delivery {
+                qos: msg.qos.min(entry.opts.qos),
+                retain: true,
+                sub_ids: entry.sub_id.into_iter().collect(),
+                shared: None,
+                msg,
+            };
+            self.enqueue(now, key, d);
+        }
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, now: Instant, conn: ConnId, u: Unsubscribe) {
+        let _ = now;
+        let Some(key) = self.conns.get(&conn).and_then(|c| c.session) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let existed = self.remove_subscription(key, filter);
+            codes.push(if existed { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
+        }
+        let properties = crate::mqtt::properties::Properties::default();
+        self.send(
+            conn,
+            Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, properties, reason_codes: codes }),
+        );
+    }
+
+    /// Removes one subscription of a session from its map, the trie or its shared group.
+    pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) -> bool {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.subs.remove(filter);
+        }
+        match parse_shared(filter) {
+            Ok(Some(sf)) => self.leave_shared(key, sf.group, sf.filter),
+            Ok(None) => self.trie.remove(filter, Target::Session(key)).is_some(),
+            Err(_) => false,
+        }
+    }
+}

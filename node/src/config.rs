@@ -1,0 +1,110 @@
+//! The node's configuration: TOML with `deny_unknown_fields`, embedded defaults, and CLI
+//! overrides applied on top. Every key is documented in `flotilla.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::broker::config::{BrokerConfig, ConfigError};
+
+/// Top-level node configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeConfig {
+    /// MQTT TCP listen address.
+    pub listen: SocketAddr,
+    /// Directory for persistent data.
+    pub data_dir: PathBuf,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax; `RUST_LOG` overrides it.
+    pub log: String,
+    /// Seconds a new connection may take to send CONNECT before it is closed.
+    pub connect_timeout_secs: u16,
+    /// Seconds graceful shutdown waits for connections to flush before exiting.
+    pub shutdown_grace_secs: u16,
+    /// Broker limits and behaviour.
+    pub broker: BrokerConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            data_dir: PathBuf::from("./data"),
+            log: "info".into(),
+            connect_timeout_secs: 10,
+            shutdown_grace_secs: 5,
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, naming the key.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] ConfigError),
+}
+
+impl NodeConfig {
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|source| LoadError::Parse { path: path.to_owned(), source })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        self.broker.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_equals_defaults() {
+        let text = include_str!("../flotilla.example.toml");
+        let cfg = NodeConfig::from_toml(text).expect("example parses");
+        assert_eq!(cfg, NodeConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = NodeConfig::from_toml("listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = NodeConfig::from_toml("[broker]\nmax-inflite = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max-inflite"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        let cfg = NodeConfig::from_toml("[broker]\nmax-qos = 3\n").expect("parses");
+        assert!(cfg.validate().is_err());
+    }
+}

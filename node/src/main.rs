@@ -1,0 +1,85 @@
+//! The `flotilla` broker binary: CLI -> config -> tracing -> server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use node::config::NodeConfig;
+use node::server::Server;
+use tracing_subscriber::EnvFilter;
+
+/// Flotilla: a clustered MQTT broker. With no arguments it serves MQTT on 0.0.0.0:1883
+/// with data under ./data.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version)]
+struct Cli {
+    /// TOML configuration file (see flotilla.example.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// MQTT listen address, e.g. 127.0.0.1:1883.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Directory for persistent data.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax), e.g. "debug".
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
+    let mut config = match &cli.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(log) = &cli.log {
+        config.log = log.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load(&cli)?;
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let server = Server::bind(config).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %server.local_addr()?, "flotilla MQTT listening");
+    let handle = server.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        handle.shutdown();
+    });
+    server.run().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the process can still be stopped by SIGKILL.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
