@@ -6,3 +6,11 @@ use std::time::Instant;
 pub fn now() -> Instant {
     Instant::now()
 }
+
+/// A seed for the cores' deterministic randomness, different on every start.
+pub fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    RandomState::new().hash_one(nanos) ^ u64::from(std::process::id())
+}

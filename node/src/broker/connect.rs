@@ -22,11 +22,6 @@ impl Broker {
         let protocol = connect.protocol.unwrap_or(Protocol::V3_1_1);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.protocol = protocol;
-            c.phase = Phase::Authenticating(Box::new(PendingConnect {
-                connect: Connect::default(),
-                exchange: Box::new(NoExchange),
-                assigned_id: false,
-            }));
         }
         if self.shutting_down {
             return self.refuse(now, conn, reason::SERVER_UNAVAILABLE, "server shutting down");
@@ -42,7 +37,7 @@ impl Broker {
             if !protocol.is_v5() && (!connect.clean_start || protocol == Protocol::V3_1) {
                 return self.refuse(now, conn, reason::CLIENT_IDENTIFIER_NOT_VALID, "empty client id");
             }
-            connect.client_id = ByteString::from(format!("flotilla-{:x}-{conn:x}", self.started_at_nanos()));
+            connect.client_id = ByteString::from(format!("flotilla-{:x}-{conn:x}", self.id_salt));
             assigned_id = true;
         }
         if let Some(method) = connect.properties.authentication_method.clone() {
@@ -75,12 +70,6 @@ impl Broker {
             return self.refuse(now, conn, code, "not authorized");
         }
         self.finish_connect(now, conn, connect, assigned_id, None);
-    }
-
-    fn started_at_nanos(&self) -> u64 {
-        // A per-process salt so assigned ids differ across restarts; derived from the
-        // broker's own counters, not a clock read.
-        self.next_session.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.timer_seq
     }
 
     fn send_auth(&mut self, conn: ConnId, code: u8, method: &str, data: Bytes) {
@@ -476,13 +465,4 @@ impl Broker {
 
 fn credentials(c: &Connect) -> Credentials<'_> {
     Credentials { client_id: &c.client_id, username: c.username.as_deref(), password: c.password.as_deref() }
-}
-
-/// Placeholder exchange held while a CONNECT is being validated; never stepped.
-struct NoExchange;
-
-impl super::auth::AuthExchange for NoExchange {
-    fn step(&mut self, _data: Option<&[u8]>) -> AuthStep {
-        AuthStep::Fail(reason::PROTOCOL_ERROR)
-    }
 }

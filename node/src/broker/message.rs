@@ -46,6 +46,21 @@ impl Message {
         Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1))
     }
 
+    /// A copy that owns its bytes. Decoded messages slice the connection's read buffer; one
+    /// that will stay around (retained, queued for an offline session) is copied so it pins
+    /// only its own bytes, not the whole read chunk.
+    pub fn compacted(&self) -> Self {
+        Self {
+            topic: ByteString::from(&*self.topic),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.detached(),
+            expires_at: self.expires_at,
+            publisher: self.publisher,
+        }
+    }
+
     /// Builds a message, stamping its expiry from the properties.
     pub fn new(
         now: Instant,

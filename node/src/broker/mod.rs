@@ -123,11 +123,14 @@ pub struct Broker {
     shutting_down: bool,
     /// Scratch buffer for trie matches, reused across publishes.
     scratch: Vec<(Target, SubEntry)>,
+    /// Salt for assigned client identifiers.
+    id_salt: u64,
 }
 
 impl Broker {
-    /// Builds a broker. `config` must have passed `validate()`.
-    pub fn new(config: BrokerConfig, auth: Box<dyn Authenticator>, now: Instant) -> Self {
+    /// Builds a broker. `config` must have passed `validate()`; `seed` is the randomness
+    /// the core may use (it salts assigned client identifiers so they differ per run).
+    pub fn new(config: BrokerConfig, auth: Box<dyn Authenticator>, now: Instant, seed: u64) -> Self {
         let mut b = Self {
             config,
             auth,
@@ -148,6 +151,7 @@ impl Broker {
             started_at: now,
             shutting_down: false,
             scratch: Vec::new(),
+            id_salt: seed,
         };
         if b.config.sys_interval_secs > 0 {
             b.publish_sys(now);

@@ -121,6 +121,7 @@ impl Broker {
         // subscription identifier attached, MQTT-3.3.4-3/-4).
         matches.sort_unstable_by_key(|(t, _)| *t);
         let mut delivered = 0;
+        let mut compacted: Option<Arc<Message>> = None;
         let mut i = 0;
         while i < matches.len() {
             let (target, first) = matches[i];
@@ -139,7 +140,10 @@ impl Broker {
                     for (_, entry) in std::iter::once(&(target, first)).chain(&matches[i + 1..j]) {
                         merge(&mut agg, &msg, entry, key);
                     }
-                    if let Some(d) = agg {
+                    if let Some(mut d) = agg {
+                        if self.sessions.get(&key).is_some_and(|s| s.conn.is_none()) {
+                            d.msg = compacted.get_or_insert_with(|| Arc::new(msg.compacted())).clone();
+                        }
                         self.enqueue(now, key, d);
                         delivered += 1;
                     }

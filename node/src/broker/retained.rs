@@ -46,6 +46,7 @@ impl Retained {
             }
             return;
         }
+        let message = Arc::new(message.compacted());
         let mut node = &mut self.root;
         for level in topic.split('/') {
             node = node.children.entry(level.into()).or_default();

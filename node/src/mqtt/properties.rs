@@ -429,6 +429,54 @@ impl Properties {
         self.user_properties.clear();
     }
 
+    /// A copy whose strings and binary fields own their bytes instead of slicing the
+    /// buffer the packet was decoded from.
+    pub fn detached(&self) -> Self {
+        let s = |o: &Option<ByteString>| o.as_deref().map(ByteString::from);
+        let b = |o: &Option<Bytes>| o.as_deref().map(Bytes::copy_from_slice);
+        Self {
+            content_type: s(&self.content_type),
+            response_topic: s(&self.response_topic),
+            correlation_data: b(&self.correlation_data),
+            assigned_client_identifier: s(&self.assigned_client_identifier),
+            authentication_method: s(&self.authentication_method),
+            authentication_data: b(&self.authentication_data),
+            response_information: s(&self.response_information),
+            server_reference: s(&self.server_reference),
+            reason_string: s(&self.reason_string),
+            user_properties: self
+                .user_properties
+                .iter()
+                .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
+                .collect(),
+            subscription_identifiers: self.subscription_identifiers.clone(),
+            ..*self.scalars()
+        }
+    }
+
+    /// The fixed-size properties only (helper for `detached`).
+    fn scalars(&self) -> Box<Self> {
+        Box::new(Self {
+            payload_format_indicator: self.payload_format_indicator,
+            message_expiry_interval: self.message_expiry_interval,
+            session_expiry_interval: self.session_expiry_interval,
+            server_keep_alive: self.server_keep_alive,
+            request_problem_information: self.request_problem_information,
+            will_delay_interval: self.will_delay_interval,
+            request_response_information: self.request_response_information,
+            receive_maximum: self.receive_maximum,
+            topic_alias_maximum: self.topic_alias_maximum,
+            topic_alias: self.topic_alias,
+            maximum_qos: self.maximum_qos,
+            retain_available: self.retain_available,
+            maximum_packet_size: self.maximum_packet_size,
+            wildcard_subscription_available: self.wildcard_subscription_available,
+            subscription_identifier_available: self.subscription_identifier_available,
+            shared_subscription_available: self.shared_subscription_available,
+            ..Self::default()
+        })
+    }
+
     /// True when no property is present.
     pub fn is_empty(&self) -> bool {
         self.body_len() == 0

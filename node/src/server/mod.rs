@@ -88,7 +88,7 @@ impl Server {
     /// Binds the listener with a custom authenticator.
     pub async fn bind_with_auth(config: NodeConfig, auth: Box<dyn Authenticator>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
-        let broker = Broker::new(config.broker.clone(), auth, clock::now());
+        let broker = Broker::new(config.broker.clone(), auth, clock::now(), clock::seed());
         let (shutdown_tx, shutdown) = watch::channel(false);
         let core = Mutex::new(Core { broker, wakers: FxHashMap::default() });
         let shared = Arc::new(Shared { core, config, shutdown });
