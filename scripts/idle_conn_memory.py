@@ -60,7 +60,7 @@ def wait_port(port, timeout=10):
     raise RuntimeError(f"broker on {port} did not start")
 
 
-def measure(name, cmd, port, count):
+def measure(name, cmd, port, count, settle):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
@@ -68,7 +68,8 @@ def measure(name, cmd, port, count):
         before = rss_kb(proc.pid)
         loop = asyncio.new_event_loop()
         conns = loop.run_until_complete(open_conns(port, count, name))
-        time.sleep(1.0)
+        # Steady state: let per-connection CONNECT deadlines and other transients expire.
+        time.sleep(settle)
         after = rss_kb(proc.pid)
         per = (after - before) * 1024 / count
         print(f"{name:10s} {count} idle connections: RSS {before} kB -> {after} kB, {per:.0f} bytes/connection")
@@ -89,17 +90,18 @@ def main():
     ap.add_argument("--flotilla", required=True)
     ap.add_argument("--mosquitto", default="/usr/sbin/mosquitto")
     ap.add_argument("--count", type=int, default=10000)
+    ap.add_argument("--settle-secs", type=float, default=12.0)
     a = ap.parse_args()
     results = {}
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
-        results["flotilla"] = measure("flotilla", [a.flotilla, "--listen", f"127.0.0.1:{port}", "--data-dir", d, "--log", "warn"], port, a.count)
+        results["flotilla"] = measure("flotilla", [a.flotilla, "--listen", f"127.0.0.1:{port}", "--data-dir", d, "--log", "warn"], port, a.count, a.settle_secs)
     if os.path.exists(a.mosquitto):
         port = free_port()
         with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
             f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\n")
             conf = f.name
-        results["mosquitto"] = measure("mosquitto", [a.mosquitto, "-c", conf], port, a.count)
+        results["mosquitto"] = measure("mosquitto", [a.mosquitto, "-c", conf], port, a.count, a.settle_secs)
         os.unlink(conf)
         print(f"ratio flotilla/mosquitto: {results['flotilla'] / results['mosquitto']:.2f}")
 

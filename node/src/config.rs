@@ -18,8 +18,6 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax; `RUST_LOG` overrides it.
     pub log: String,
-    /// Seconds a new connection may take to send CONNECT before it is closed.
-    pub connect_timeout_secs: u16,
     /// Seconds graceful shutdown waits for connections to flush before exiting.
     pub shutdown_grace_secs: u16,
     /// Broker limits and behaviour.
@@ -32,7 +30,6 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             data_dir: PathBuf::from("./data"),
             log: "info".into(),
-            connect_timeout_secs: 10,
             shutdown_grace_secs: 5,
             broker: BrokerConfig::default(),
         }

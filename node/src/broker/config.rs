@@ -51,6 +51,8 @@ pub struct BrokerConfig {
     pub users: Vec<User>,
     /// Seconds between `$SYS/broker/...` updates; 0 disables them.
     pub sys_interval_secs: u32,
+    /// Seconds a new connection may take to complete CONNECT before it is closed.
+    pub connect_timeout_secs: u16,
     /// Prefix of the Response Information returned to v5 clients that request it; the
     /// client identifier is appended.
     pub response_information_prefix: String,
@@ -74,6 +76,7 @@ impl Default for BrokerConfig {
             allow_anonymous: true,
             users: Vec::new(),
             sys_interval_secs: 10,
+            connect_timeout_secs: 10,
             response_information_prefix: "response/".into(),
         }
     }

@@ -121,7 +121,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let method = c.auth_method.clone();
+        let method = c.extras.as_ref().and_then(|x| x.auth_method.clone());
         let same_method = method.is_some() && auth.properties.authentication_method == method;
         if !same_method {
             return self.protocol_error(
@@ -132,14 +132,14 @@ impl Broker {
             );
         }
         let method = method.unwrap_or_default();
-        let step = match (auth.reason_code, c.reauth.as_mut()) {
+        let step = match (auth.reason_code, c.extras.as_mut().and_then(|x| x.reauth.as_mut())) {
             (reason::RE_AUTHENTICATE, _) => {
                 let creds = Credentials { client_id: "", username: c.username.as_deref(), password: None };
                 match self.auth.start_exchange(&method, &creds) {
                     Some(mut ex) => {
                         let step = ex.step(auth.properties.authentication_data.as_deref());
                         if let Some(c) = self.conns.get_mut(&conn) {
-                            c.reauth = Some(ex);
+                            c.extras().reauth = Some(ex);
                         }
                         step
                     }
@@ -155,7 +155,7 @@ impl Broker {
             AuthStep::Continue(data) => self.send_auth(conn, reason::CONTINUE_AUTHENTICATION, &method, data),
             AuthStep::Success(data) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.reauth = None;
+                    c.extras().reauth = None;
                 }
                 let properties = Properties {
                     authentication_method: Some(method),
@@ -194,7 +194,8 @@ impl Broker {
         } else {
             self.config.max_session_expiry_secs
         };
-        let client_id = connect.client_id.clone();
+        // Stored for the session's life: copy out of the read buffer (see `own`).
+        let client_id = own(&connect.client_id);
         // Takeover: the old connection gets DISCONNECT 0x8E and is closed (MQTT-3.1.4-3).
         if let Some(&key) = self.by_client.get(&client_id)
             && let Some(old) = self.sessions.get(&key).and_then(|s| s.conn)
@@ -227,6 +228,9 @@ impl Broker {
         }
         if let Some(w) = &mut will {
             w.qos = w.qos.min(self.max_qos());
+            w.topic = own(&w.topic);
+            w.payload = Bytes::copy_from_slice(&w.payload);
+            w.properties = w.properties.detached();
         }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -239,9 +243,11 @@ impl Broker {
         c.client_max_packet_size = p.maximum_packet_size.unwrap_or(u32::MAX);
         c.client_alias_max = p.topic_alias_maximum.unwrap_or(0);
         c.problem_info = p.request_problem_information.unwrap_or(1) == 1;
-        c.will = will;
-        c.username = connect.username.clone();
-        c.auth_method = p.authentication_method.clone();
+        c.will = will.map(Box::new);
+        c.username = connect.username.as_deref().map(ByteString::from);
+        if let Some(method) = p.authentication_method.as_deref() {
+            c.extras().auth_method = Some(ByteString::from(method));
+        }
         let wants_response_info = p.request_response_information == Some(1);
         let session = self.sessions.get_mut(&key).expect("session just looked up");
         session.conn = Some(conn);
@@ -289,6 +295,7 @@ impl Broker {
             }),
         );
         self.resend_inflight(conn, key);
+        self.arm_keep_alive(now, conn);
         self.wake(conn);
     }
 
@@ -300,7 +307,7 @@ impl Broker {
         let key = self.next_session;
         self.next_session += 1;
         self.by_client.insert(client_id.clone(), key);
-        self.sessions.insert(key, Session::new(client_id, expiry_secs));
+        self.sessions.insert(key, Box::new(Session::new(client_id, expiry_secs)));
         key
     }
 
@@ -388,11 +395,11 @@ impl Broker {
         if let Some(w) = will.filter(|_| publish_will) {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             if delay == 0 || expiry == 0 {
-                self.publish_will(now, w, key, username);
+                self.publish_will(now, *w, key, username);
             } else {
                 let at = now + Duration::from_secs(u64::from(delay.min(expiry)));
                 if let Some(s) = self.sessions.get_mut(&key) {
-                    s.will_pending = Some((w, username));
+                    s.will_pending = Some(Box::new((*w, username)));
                 }
                 self.schedule(at, Timer::Will { session: key, generation });
             }
@@ -414,7 +421,8 @@ impl Broker {
         if s.generation != generation || s.conn.is_some() {
             return;
         }
-        if let Some((w, user)) = s.will_pending.take() {
+        if let Some(pending) = s.will_pending.take() {
+            let (w, user) = *pending;
             self.publish_will(now, w, key, user);
         }
     }
@@ -444,7 +452,8 @@ impl Broker {
         for filter in subs {
             self.remove_subscription(key, &filter);
         }
-        if let Some((w, user)) = s.will_pending.take() {
+        if let Some(pending) = s.will_pending.take() {
+            let (w, user) = *pending;
             self.publish_will(now, w, key, user);
         }
     }
@@ -465,4 +474,11 @@ impl Broker {
 
 fn credentials(c: &Connect) -> Credentials<'_> {
     Credentials { client_id: &c.client_id, username: c.username.as_deref(), password: c.password.as_deref() }
+}
+
+/// Copies a string out of the buffer it was decoded from. Decoded strings are slices of a
+/// connection's read chunk; anything kept beyond the packet (client ids, filters, wills,
+/// aliases) is copied so it does not pin that whole chunk.
+pub(super) fn own(s: &ByteString) -> ByteString {
+    ByteString::from(&**s)
 }

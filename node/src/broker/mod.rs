@@ -64,6 +64,10 @@ enum Timer {
     Sys,
     /// Drop expired retained messages.
     RetainedPurge,
+    /// Check the keep alive of a connection (checked lazily: at most once per period).
+    KeepAlive { conn: ConnId },
+    /// Close a connection that has not completed CONNECT in time.
+    ConnectDeadline { conn: ConnId },
 }
 
 /// Counters published under `$SYS/broker/...`.
@@ -105,9 +109,9 @@ pub struct ConnParams {
 pub struct Broker {
     config: BrokerConfig,
     auth: Box<dyn Authenticator>,
-    conns: FxHashMap<ConnId, Conn>,
+    conns: FxHashMap<ConnId, Box<Conn>>,
     next_conn: ConnId,
-    sessions: FxHashMap<SessionKey, Session>,
+    sessions: FxHashMap<SessionKey, Box<Session>>,
     by_client: FxHashMap<ByteString, SessionKey>,
     next_session: SessionKey,
     trie: Trie<Target, SubEntry>,
@@ -188,7 +192,9 @@ impl Broker {
     pub fn open(&mut self, now: Instant) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
-        self.conns.insert(id, Conn::new(now));
+        self.conns.insert(id, Box::new(Conn::new(now)));
+        let timeout = Duration::from_secs(u64::from(self.config.connect_timeout_secs));
+        self.schedule(now + timeout, Timer::ConnectDeadline { conn: id });
         id
     }
 
@@ -209,9 +215,10 @@ impl Broker {
 
     /// Handles one decoded packet from `conn`.
     pub fn handle_packet(&mut self, now: Instant, conn: ConnId, packet: Packet) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        c.last_seen = now;
         match (&c.phase, packet) {
             (Phase::Closing, _) => {}
             (Phase::AwaitConnect, Packet::Connect(connect)) => self.handle_connect(now, conn, *connect),
@@ -269,9 +276,31 @@ impl Broker {
         self.protocol_error(now, conn, err.reason_code(), "undecodable packet");
     }
 
-    /// The keep-alive deadline of `conn` passed without a packet (MQTT-3.1.2-22).
-    pub fn keep_alive_expired(&mut self, now: Instant, conn: ConnId) {
-        self.protocol_error(now, conn, reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+    /// Starts keep-alive supervision of a connected client.
+    fn arm_keep_alive(&mut self, now: Instant, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn)
+            && c.keep_alive_secs > 0
+        {
+            let at = now + keep_alive_window(c.keep_alive_secs);
+            self.schedule(at, Timer::KeepAlive { conn });
+        }
+    }
+
+    /// Disconnects a client silent for 1.5 times its keep alive (MQTT-3.1.2-22), or
+    /// re-arms the check at the deadline its last packet set.
+    fn check_keep_alive(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if !c.is_connected() || c.keep_alive_secs == 0 {
+            return;
+        }
+        let deadline = c.last_seen + keep_alive_window(c.keep_alive_secs);
+        if now >= deadline {
+            self.protocol_error(now, conn, reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        } else {
+            self.schedule(deadline, Timer::KeepAlive { conn });
+        }
     }
 
     /// The socket of `conn` is gone. Detaches its session (publishing the will unless the
@@ -319,7 +348,8 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Transmit::Close;
         };
-        out.extend(c.outbox.drain(..));
+        // Take the deque itself: an idle connection keeps no packet buffer allocated.
+        out.extend(std::mem::take(&mut c.outbox));
         if matches!(c.phase, Phase::Closing) {
             return Transmit::Close;
         }
@@ -343,6 +373,17 @@ impl Broker {
                     self.publish_sys(now);
                     let every = Duration::from_secs(u64::from(self.config.sys_interval_secs));
                     self.schedule(now + every, Timer::Sys);
+                }
+                Timer::KeepAlive { conn } => self.check_keep_alive(now, conn),
+                Timer::ConnectDeadline { conn } => {
+                    if self
+                        .conns
+                        .get(&conn)
+                        .is_some_and(|c| matches!(c.phase, Phase::AwaitConnect | Phase::Authenticating(_)))
+                    {
+                        tracing::debug!(conn, "no CONNECT in time");
+                        self.close_now(now, conn, None);
+                    }
                 }
                 Timer::RetainedPurge => {
                     self.retained.purge_expired(now);
@@ -433,4 +474,23 @@ impl Broker {
             self.detach(now, conn, will.unwrap_or(true));
         }
     }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_state_sizes() {
+        eprintln!(
+            "Conn {} Session {} Packet {} Properties {}",
+            size_of::<super::session::Conn>(),
+            size_of::<super::session::Session>(),
+            size_of::<crate::mqtt::packet::Packet>(),
+            size_of::<crate::mqtt::properties::Properties>()
+        );
+    }
+}
+
+/// One and a half times the keep alive (MQTT-3.1.2-22).
+fn keep_alive_window(secs: u16) -> Duration {
+    Duration::from_millis(u64::from(secs) * 1500)
 }

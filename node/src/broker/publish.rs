@@ -33,14 +33,14 @@ impl Broker {
                 );
             }
             if p.topic.is_empty() {
-                match c.alias_in.get(&alias) {
+                match c.extras.as_ref().and_then(|x| x.alias_in.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => {
                         return self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "unknown topic alias");
                     }
                 }
             } else {
-                c.alias_in.insert(alias, p.topic.clone());
+                c.extras().alias_in.insert(alias, super::connect::own(&p.topic));
             }
         }
         if p.topic.is_empty() || p.topic.contains(['+', '#']) {
@@ -253,6 +253,10 @@ impl Broker {
             self.stats.messages_sent += 1;
             out.push(packet);
         }
+        // Drained queues give their memory back, so idle sessions stay small.
+        if s.pending.is_empty() && s.pending.capacity() > 0 {
+            s.pending = std::collections::VecDeque::new();
+        }
     }
 
     pub(super) fn handle_puback(&mut self, now: Instant, conn: ConnId, pid: u16) {
@@ -263,6 +267,9 @@ impl Broker {
             })
         {
             s.inflight.remove(i);
+            if s.inflight.is_empty() {
+                s.inflight = std::collections::VecDeque::new();
+            }
             self.wake(conn);
         }
     }
@@ -309,7 +316,7 @@ impl Broker {
 
     fn session_of(&mut self, conn: ConnId) -> Option<&mut super::session::Session> {
         let key = self.conns.get(&conn)?.session?;
-        self.sessions.get_mut(&key)
+        self.sessions.get_mut(&key).map(|s| &mut **s)
     }
 }
 
@@ -336,12 +343,14 @@ fn merge(agg: &mut Option<Delivery>, msg: &Arc<Message>, entry: &SubEntry, key: 
 
 /// Replaces the topic with an alias towards a v5 client that accepts them.
 fn apply_alias(c: &mut super::session::Conn, publish: &mut Publish) {
-    if let Some(&alias) = c.alias_out.get(&publish.topic) {
+    let max = usize::from(c.client_alias_max);
+    let aliases = &mut c.extras().alias_out;
+    if let Some(&alias) = aliases.get(&publish.topic) {
         publish.properties.topic_alias = Some(alias);
         publish.topic = bytestring::ByteString::new();
-    } else if c.alias_out.len() < usize::from(c.client_alias_max) {
-        let alias = c.alias_out.len() as u16 + 1;
-        c.alias_out.insert(publish.topic.clone(), alias);
+    } else if aliases.len() < max {
+        let alias = aliases.len() as u16 + 1;
+        aliases.insert(super::connect::own(&publish.topic), alias);
         publish.properties.topic_alias = Some(alias);
     }
 }

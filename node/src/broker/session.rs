@@ -89,7 +89,7 @@ pub struct Session {
     /// Next outbound packet id to try.
     pub next_packet_id: u16,
     /// A will waiting for its delay to pass (set while disconnected).
-    pub will_pending: Option<(Will, Option<String>)>,
+    pub will_pending: Option<Box<(Will, Option<String>)>>,
     /// Messages dropped for this session because its queue was full or they expired.
     pub dropped: u64,
 }
@@ -183,42 +183,49 @@ pub struct PendingConnect {
     pub assigned_id: bool,
 }
 
+/// Rarely used per-connection state, boxed so an idle connection stays small.
+#[derive(Default)]
+pub struct ConnExtras {
+    /// Topic aliases the broker assigned towards the client.
+    pub alias_out: FxHashMap<ByteString, u16>,
+    /// Topic aliases the client set towards the broker.
+    pub alias_in: FxHashMap<u16, ByteString>,
+    /// Authentication method of the connection (v5 enhanced auth), for re-authentication.
+    pub auth_method: Option<ByteString>,
+    /// A re-authentication exchange in progress.
+    pub reauth: Option<Box<dyn AuthExchange>>,
+}
+
 /// Per-connection state.
 pub struct Conn {
     /// Where the connection is.
     pub phase: Phase,
     /// Protocol negotiated by CONNECT.
     pub protocol: Protocol,
-    /// The attached session.
-    pub session: Option<super::message::SessionKey>,
-    /// Control packets and retransmissions to write, in order, before queued messages.
-    pub outbox: VecDeque<crate::mqtt::packet::Packet>,
     /// Already queued for a wake-up.
     pub woken: bool,
+    /// The client asked for reason strings and user properties on errors.
+    pub problem_info: bool,
     /// Keep alive in force, seconds.
     pub keep_alive_secs: u16,
     /// The client's Receive Maximum.
     pub client_receive_max: u16,
-    /// The client's Maximum Packet Size.
-    pub client_max_packet_size: u32,
     /// The client's Topic Alias Maximum.
     pub client_alias_max: u16,
-    /// Topic aliases the broker assigned towards the client.
-    pub alias_out: FxHashMap<ByteString, u16>,
-    /// Topic aliases the client set towards the broker.
-    pub alias_in: FxHashMap<u16, ByteString>,
-    /// The client asked for reason strings and user properties on errors.
-    pub problem_info: bool,
+    /// The client's Maximum Packet Size.
+    pub client_max_packet_size: u32,
+    /// The attached session.
+    pub session: Option<super::message::SessionKey>,
+    /// Control packets and retransmissions to write, in order, before queued messages.
+    pub outbox: VecDeque<crate::mqtt::packet::Packet>,
+    /// When the last packet arrived (keep alive).
+    pub last_seen: Instant,
     /// The will of this connection.
-    pub will: Option<Will>,
+    pub will: Option<Box<Will>>,
     /// User name the client authenticated with.
     pub username: Option<ByteString>,
-    /// Authentication method of the connection (v5 enhanced auth), for re-authentication.
-    pub auth_method: Option<ByteString>,
-    /// A re-authentication exchange in progress.
-    pub reauth: Option<Box<dyn AuthExchange>>,
-    /// When the connection was opened.
-    pub opened_at: Instant,
+    /// Aliases and authentication state, allocated on first use.
+    pub extras: Option<Box<ConnExtras>>,
 }
 
 impl Conn {
@@ -227,26 +234,28 @@ impl Conn {
         Self {
             phase: Phase::AwaitConnect,
             protocol: Protocol::V3_1_1,
-            session: None,
-            outbox: VecDeque::new(),
             woken: false,
+            problem_info: true,
             keep_alive_secs: 0,
             client_receive_max: u16::MAX,
-            client_max_packet_size: u32::MAX,
             client_alias_max: 0,
-            alias_out: FxHashMap::default(),
-            alias_in: FxHashMap::default(),
-            problem_info: true,
+            client_max_packet_size: u32::MAX,
+            session: None,
+            outbox: VecDeque::new(),
+            last_seen: now,
             will: None,
             username: None,
-            auth_method: None,
-            reauth: None,
-            opened_at: now,
+            extras: None,
         }
     }
 
     /// True once CONNACK has been sent and the connection is not closing.
     pub fn is_connected(&self) -> bool {
         matches!(self.phase, Phase::Connected)
+    }
+
+    /// The extras, allocated on first use.
+    pub fn extras(&mut self) -> &mut ConnExtras {
+        self.extras.get_or_insert_with(Box::default)
     }
 }

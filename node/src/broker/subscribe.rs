@@ -64,6 +64,7 @@ impl Broker {
         if !self.auth.authorize(&client_id, username, super::auth::Action::Subscribe, inner) {
             return reason::NOT_AUTHORIZED;
         }
+        let filter = super::connect::own(&filter);
         let s = self.sessions.get_mut(&key).expect("session of a connected client");
         let existed = s.subs.contains_key(&filter);
         let max = self.config.max_subscriptions_per_client;

@@ -1,10 +1,14 @@
 //! SHELL. One task per client connection: socket bytes -> codec -> core, and core -> codec
-//! -> socket. An idle connection holds no read or write buffer: both are allocated when
-//! bytes arrive or leave and released once empty.
+//! -> socket.
+//!
+//! Memory: an idle connection holds no read or write buffer (both are allocated when bytes
+//! arrive or leave and dropped once empty) and no timer (keep alive and the CONNECT
+//! deadline are core timers). While idle the task waits on two small futures, socket
+//! readability and its `Notify`; the read and write paths are boxed futures that exist only
+//! while running, so the task's own size stays a few hundred bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -32,9 +36,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut stream: TcpStream, peer: Socket
         core.wakers.insert(id, notify.clone());
         id
     };
-    let connect_timeout = Duration::from_secs(u64::from(shared.config.connect_timeout_secs));
-    let mut task = Task { shared: shared.clone(), conn, peer, protocol: None, keep_alive: None };
-    task.serve(&mut stream, &notify, connect_timeout).await;
+    let mut task = Task { shared: shared.clone(), conn, peer, protocol: None, rbuf: BytesMut::new() };
+    task.serve(&mut stream, &notify).await;
     let _ = stream.shutdown().await;
     let mut core = shared.lock();
     core.wakers.remove(&conn);
@@ -47,7 +50,7 @@ struct Task {
     conn: ConnId,
     peer: SocketAddr,
     protocol: Option<Protocol>,
-    keep_alive: Option<Duration>,
+    rbuf: BytesMut,
 }
 
 enum Step {
@@ -56,37 +59,31 @@ enum Step {
 }
 
 impl Task {
-    async fn serve(&mut self, stream: &mut TcpStream, notify: &Notify, connect_timeout: Duration) {
-        let mut rbuf = BytesMut::new();
-        let mut deadline = clock::now() + connect_timeout;
+    async fn serve(&mut self, stream: &mut TcpStream, notify: &Notify) {
         loop {
-            let step = tokio::select! {
-                r = stream.readable() => match r {
-                    Ok(()) => self.on_readable(stream, &mut rbuf, &mut deadline).await,
-                    Err(_) => Step::Close,
-                },
-                () = notify.notified() => self.flush(stream).await,
-                () = tokio::time::sleep_until(deadline.into()) => self.on_deadline().await,
+            let readable = tokio::select! {
+                r = stream.readable() => r.is_ok(),
+                () = notify.notified() => {
+                    if let Step::Close = Box::pin(self.flush(stream)).await {
+                        return;
+                    }
+                    continue;
+                }
             };
+            let step = if readable { Box::pin(self.on_readable(stream)).await } else { Step::Close };
             if let Step::Close = step {
                 // Write whatever the core queued last (CONNACK refusal, DISCONNECT).
-                let _ = self.flush(stream).await;
+                let _ = Box::pin(self.flush(stream)).await;
                 return;
             }
-            if rbuf.is_empty() && rbuf.capacity() > 0 {
-                rbuf = BytesMut::new();
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                self.rbuf = BytesMut::new();
             }
         }
     }
 
-    async fn on_readable(
-        &mut self,
-        stream: &mut TcpStream,
-        rbuf: &mut BytesMut,
-        deadline: &mut Instant,
-    ) -> Step {
-        rbuf.reserve(READ_CHUNK);
-        match stream.try_read_buf(rbuf) {
+    async fn on_readable(&mut self, stream: &mut TcpStream) -> Step {
+        match read_some(stream, &mut self.rbuf) {
             Ok(0) => return Step::Close,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Continue,
@@ -96,7 +93,7 @@ impl Task {
         let mut packets = Vec::new();
         let mut failed = None;
         loop {
-            match codec::decode(rbuf, self.protocol, max) {
+            match codec::decode(&mut self.rbuf, self.protocol, max) {
                 Ok(Some(p)) => {
                     if let Packet::Connect(c) = &p {
                         self.protocol = c.protocol;
@@ -122,35 +119,13 @@ impl Task {
             }
             if let Some(params) = core.broker.conn_params(self.conn) {
                 self.protocol = params.protocol;
-                self.keep_alive = (params.protocol.is_some() && params.keep_alive_secs > 0)
-                    .then(|| Duration::from_millis(u64::from(params.keep_alive_secs) * 1500));
             }
             core.notify_woken(Some(self.conn))
         };
-        // Any packet resets the keep-alive clock (MQTT-3.1.2-22); 1.5x the interval.
-        if self.protocol.is_some() {
-            *deadline = match self.keep_alive {
-                Some(ka) => now + ka,
-                None => now + Duration::from_secs(86_400 * 365),
-            };
-        }
         if me_woken || failed.is_some() {
             return self.flush(stream).await;
         }
         Step::Continue
-    }
-
-    async fn on_deadline(&mut self) -> Step {
-        let now = clock::now();
-        let mut core = self.shared.lock();
-        if self.protocol.is_none() {
-            tracing::debug!(peer = %self.peer, "no CONNECT in time");
-            return Step::Close;
-        }
-        tracing::debug!(peer = %self.peer, "keep alive expired");
-        core.broker.keep_alive_expired(now, self.conn);
-        core.notify_woken(Some(self.conn));
-        Step::Close
     }
 
     /// Pulls packets from the core and writes them until the core has nothing more.
@@ -182,4 +157,15 @@ impl Task {
             }
         }
     }
+}
+
+/// Reads what the socket has into `rbuf` through a stack buffer, so `rbuf` grows by exactly
+/// the bytes received: a small packet costs a small allocation, and no 4 KiB chunk is
+/// allocated and freed per packet (which fragments the heap of a broker holding many small
+/// long-lived objects).
+fn read_some(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = stream.try_read(&mut chunk)?;
+    rbuf.extend_from_slice(&chunk[..n]);
+    Ok(n)
 }

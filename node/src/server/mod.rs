@@ -138,9 +138,9 @@ async fn timer_task(shared: Arc<Shared>) {
     loop {
         let next = shared.lock().broker.poll_timeout();
         let now = clock::now();
-        // Timers are second-granular; waking at least twice a second bounds their lateness
+        // Timers are second-granular; waking five times a second bounds their lateness
         // when a call into the core schedules an earlier one.
-        let cap = now + Duration::from_millis(500);
+        let cap = now + Duration::from_millis(200);
         let at = next.map_or(cap, |t| t.min(cap));
         tokio::time::sleep_until(at.into()).await;
         let mut core = shared.lock();
