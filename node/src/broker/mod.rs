@@ -18,6 +18,8 @@ mod publish;
 mod shared;
 mod subscribe;
 mod sys;
+#[cfg(test)]
+mod tests;
 
 pub mod auth;
 pub mod config;
@@ -473,20 +475,6 @@ impl Broker {
         if attached {
             self.detach(now, conn, will.unwrap_or(true));
         }
-    }
-}
-
-#[cfg(test)]
-mod size_tests {
-    #[test]
-    fn print_state_sizes() {
-        eprintln!(
-            "Conn {} Session {} Packet {} Properties {}",
-            size_of::<super::session::Conn>(),
-            size_of::<super::session::Session>(),
-            size_of::<crate::mqtt::packet::Packet>(),
-            size_of::<crate::mqtt::properties::Properties>()
-        );
     }
 }
 

@@ -310,7 +310,10 @@ fn remaining_len(packet: &Packet, protocol: Protocol) -> usize {
     let v5 = protocol.is_v5();
     match packet {
         Packet::Connect(c) => {
-            let name = if c.protocol == Some(Protocol::V3_1) { 6 } else { 4 };
+            // CONNECT is written in its own protocol (see `encode_connect`), not `protocol`.
+            let own = c.protocol.unwrap_or(Protocol::V3_1_1);
+            let v5 = own.is_v5();
+            let name = if own == Protocol::V3_1 { 6 } else { 4 };
             let mut n = 2 + name + 1 + 1 + 2 + props_len(&c.properties, v5) + str_len(&c.client_id);
             if let Some(w) = &c.will {
                 n += props_len(&w.properties, v5) + str_len(&w.topic) + 2 + w.payload.len();

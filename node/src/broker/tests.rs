@@ -1,0 +1,269 @@
+//! Deterministic tests of the broker core: virtual time, no sockets. Each drives the core
+//! through its public `handle_*`/`poll_*` API exactly as the shell does.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::auth::StaticUsers;
+use super::config::BrokerConfig;
+use super::{Broker, Transmit};
+use crate::mqtt::packet::*;
+use crate::mqtt::properties::Properties;
+use crate::mqtt::reason;
+
+struct Harness {
+    broker: Broker,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
+        let mut config = BrokerConfig { sys_interval_secs: 0, ..BrokerConfig::default() };
+        tweak(&mut config);
+        let now = Instant::now();
+        let broker = Broker::new(config, Box::new(StaticUsers::new(true, Vec::new())), now, 7);
+        Self { broker, now }
+    }
+
+    fn advance(&mut self, secs: u64) {
+        self.now += Duration::from_secs(secs);
+        self.broker.handle_timeout(self.now);
+    }
+
+    fn connect(&mut self, id: &str, protocol: Protocol, f: impl FnOnce(&mut Connect)) -> (u64, ConnAck) {
+        let (conn, ack, _) = self.connect_all(id, protocol, f);
+        (conn, ack)
+    }
+
+    /// Connects and returns the CONNACK plus every packet that followed it.
+    fn connect_all(
+        &mut self,
+        id: &str,
+        protocol: Protocol,
+        f: impl FnOnce(&mut Connect),
+    ) -> (u64, ConnAck, Vec<Packet>) {
+        let conn = self.broker.open(self.now);
+        let mut c = Connect {
+            protocol: Some(protocol),
+            clean_start: true,
+            client_id: id.into(),
+            ..Connect::default()
+        };
+        f(&mut c);
+        self.broker.handle_packet(self.now, conn, Packet::Connect(Box::new(c)));
+        let out = self.drain(conn);
+        let Some(Packet::ConnAck(ack)) = out.first().cloned() else { panic!("no CONNACK: {out:?}") };
+        (conn, ack, out[1..].to_vec())
+    }
+
+    fn drain(&mut self, conn: u64) -> Vec<Packet> {
+        let mut out = Vec::new();
+        self.broker.poll_transmit(self.now, conn, 1000, &mut out);
+        out
+    }
+
+    fn subscribe(&mut self, conn: u64, filter: &str, qos: QoS) {
+        let opts = SubOptions { qos, ..SubOptions::default() };
+        let s = Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![(filter.into(), opts)],
+        };
+        self.broker.handle_packet(self.now, conn, Packet::Subscribe(s));
+        let out = self.drain(conn);
+        assert!(matches!(out.first(), Some(Packet::SubAck(_))), "{out:?}");
+    }
+
+    fn publish(&mut self, conn: u64, topic: &str, qos: QoS, pid: u16) {
+        let p = Publish {
+            qos,
+            topic: topic.into(),
+            packet_id: pid,
+            payload: Bytes::from_static(b"x"),
+            ..Publish::default()
+        };
+        self.broker.handle_packet(self.now, conn, Packet::Publish(p));
+    }
+}
+
+fn publishes(out: &[Packet]) -> Vec<&Publish> {
+    out.iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn will(topic: &str, delay: Option<u32>) -> Will {
+    Will {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"gone"),
+        properties: Properties { will_delay_interval: delay, ..Properties::default() },
+        ..Will::default()
+    }
+}
+
+#[test]
+fn mqtt5_3_1_3_9_will_published_after_delay_when_client_does_not_return() {
+    let mut h = Harness::new(|_| {});
+    let (watcher, _) = h.connect("watcher", Protocol::V5, |_| {});
+    h.subscribe(watcher, "will/#", QoS::AtMostOnce);
+    let (car, _) = h.connect("car", Protocol::V5, |c| {
+        c.will = Some(will("will/car", Some(5)));
+        c.properties.session_expiry_interval = Some(60);
+    });
+    h.broker.close(h.now, car);
+    h.advance(4);
+    assert!(publishes(&h.drain(watcher)).is_empty(), "will sent before its delay");
+    h.advance(1);
+    let out = h.drain(watcher);
+    assert_eq!(publishes(&out).len(), 1);
+    assert_eq!(&*publishes(&out)[0].topic, "will/car");
+}
+
+#[test]
+fn mqtt5_3_1_3_9_will_not_published_when_client_reconnects_within_delay() {
+    let mut h = Harness::new(|_| {});
+    let (watcher, _) = h.connect("watcher", Protocol::V5, |_| {});
+    h.subscribe(watcher, "will/#", QoS::AtMostOnce);
+    let setup = |c: &mut Connect| {
+        c.clean_start = false;
+        c.will = Some(will("will/car", Some(5)));
+        c.properties.session_expiry_interval = Some(60);
+    };
+    let (car, _) = h.connect("car", Protocol::V5, setup);
+    h.broker.close(h.now, car);
+    h.advance(3);
+    let (_car2, ack) = h.connect("car", Protocol::V5, setup);
+    assert!(ack.session_present);
+    h.advance(10);
+    assert!(publishes(&h.drain(watcher)).is_empty(), "will sent although the client came back");
+}
+
+#[test]
+fn mqtt5_3_1_2_11_session_ends_at_expiry_and_will_fires_then() {
+    let mut h = Harness::new(|_| {});
+    let (watcher, _) = h.connect("watcher", Protocol::V5, |_| {});
+    h.subscribe(watcher, "will/#", QoS::AtMostOnce);
+    let (car, _) = h.connect("car", Protocol::V5, |c| {
+        c.will = Some(will("will/car", Some(100)));
+        c.properties.session_expiry_interval = Some(10);
+    });
+    h.broker.close(h.now, car);
+    assert_eq!(h.broker.stats().sessions, 2);
+    h.advance(9);
+    assert_eq!(h.broker.stats().sessions, 2);
+    h.advance(1);
+    assert_eq!(h.broker.stats().sessions, 1, "session not ended at its expiry");
+    assert_eq!(publishes(&h.drain(watcher)).len(), 1, "will must fire when the session ends");
+    let (_, ack) = h.connect("car", Protocol::V5, |c| c.clean_start = false);
+    assert!(!ack.session_present);
+}
+
+#[test]
+fn mqtt_3_1_2_24_keep_alive_expires_after_one_and_a_half_intervals() {
+    let mut h = Harness::new(|_| {});
+    let (car, _) = h.connect("car", Protocol::V5, |c| c.keep_alive_secs = 10);
+    h.advance(14);
+    assert_eq!(h.broker.poll_transmit(h.now, car, 10, &mut Vec::new()), Transmit::Open);
+    h.broker.handle_packet(h.now, car, Packet::PingReq);
+    h.advance(14);
+    assert_eq!(
+        h.broker.poll_transmit(h.now, car, 10, &mut Vec::new()),
+        Transmit::Open,
+        "ping reset the clock"
+    );
+    h.advance(1);
+    let mut out = Vec::new();
+    assert_eq!(h.broker.poll_transmit(h.now, car, 10, &mut out), Transmit::Close);
+    assert!(matches!(out.last(), Some(Packet::Disconnect(d)) if d.reason_code == reason::KEEP_ALIVE_TIMEOUT));
+}
+
+#[test]
+fn connection_without_connect_is_closed_at_the_connect_deadline() {
+    let mut h = Harness::new(|c| c.connect_timeout_secs = 3);
+    let conn = h.broker.open(h.now);
+    h.advance(2);
+    assert_eq!(h.broker.poll_transmit(h.now, conn, 10, &mut Vec::new()), Transmit::Open);
+    h.advance(1);
+    assert_eq!(h.broker.poll_transmit(h.now, conn, 10, &mut Vec::new()), Transmit::Close);
+}
+
+#[test]
+fn slow_consumer_drops_qos0_first_then_is_disconnected_with_0x97() {
+    let mut h = Harness::new(|c| {
+        c.max_queued_messages = 3;
+        c.max_inflight = 1;
+    });
+    let (slow, _) = h.connect("slow", Protocol::V5, |_| {});
+    h.subscribe(slow, "t/#", QoS::AtLeastOnce);
+    let (publisher, _) = h.connect("pub", Protocol::V5, |_| {});
+    // The slow client never reads: everything stays queued in the core.
+    h.publish(publisher, "t/0", QoS::AtMostOnce, 0);
+    h.publish(publisher, "t/1", QoS::AtLeastOnce, 1);
+    h.publish(publisher, "t/2", QoS::AtLeastOnce, 2);
+    h.publish(publisher, "t/3", QoS::AtLeastOnce, 3); // full: the QoS 0 message goes
+    h.publish(publisher, "t/4", QoS::AtMostOnce, 0); // full of QoS 1: a QoS 0 is dropped
+    let mut out = Vec::new();
+    assert_eq!(h.broker.poll_transmit(h.now, slow, 0, &mut out), Transmit::Open);
+    h.publish(publisher, "t/5", QoS::AtLeastOnce, 4); // full of QoS 1: disconnect
+    let mut out = Vec::new();
+    assert_eq!(h.broker.poll_transmit(h.now, slow, 0, &mut out), Transmit::Close);
+    assert!(matches!(out.last(), Some(Packet::Disconnect(d)) if d.reason_code == reason::QUOTA_EXCEEDED));
+    assert_eq!(h.broker.stats().messages_dropped, 3);
+}
+
+#[test]
+fn mqtt_4_4_0_1_unacked_messages_resent_with_dup_on_resume() {
+    let mut h = Harness::new(|_| {});
+    let (sub, _) = h.connect("sub", Protocol::V3_1_1, |c| c.clean_start = false);
+    h.subscribe(sub, "t", QoS::ExactlyOnce);
+    let (publisher, _) = h.connect("pub", Protocol::V3_1_1, |_| {});
+    h.publish(publisher, "t", QoS::AtLeastOnce, 1);
+    h.publish(publisher, "t", QoS::ExactlyOnce, 2);
+    let first = h.drain(sub);
+    let ids: Vec<u16> = publishes(&first).iter().map(|p| p.packet_id).collect();
+    assert_eq!(ids.len(), 2);
+    // PUBREC for the QoS 2 one: it moves to the PUBREL stage.
+    h.broker.handle_packet(h.now, sub, Packet::PubRec(PubResp::new(ids[1])));
+    let rel = h.drain(sub);
+    assert!(matches!(rel.as_slice(), [Packet::PubRel(r)] if r.packet_id == ids[1]));
+    h.broker.close(h.now, sub);
+    let (_, ack, out) = h.connect_all("sub", Protocol::V3_1_1, |c| c.clean_start = false);
+    assert!(ack.session_present);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        matches!(&out[0], Packet::Publish(p) if p.dup && p.packet_id == ids[0] && p.qos == QoS::AtLeastOnce)
+    );
+    assert!(matches!(&out[1], Packet::PubRel(r) if r.packet_id == ids[1]));
+}
+
+#[test]
+fn mqtt5_3_3_2_6_message_expiry_decremented_and_expired_not_sent() {
+    let mut h = Harness::new(|_| {});
+    let (sub, _) = h.connect("sub", Protocol::V5, |c| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(100);
+    });
+    h.subscribe(sub, "t", QoS::AtLeastOnce);
+    h.broker.close(h.now, sub);
+    let (publisher, _) = h.connect("pub", Protocol::V5, |_| {});
+    for (pid, expiry) in [(1, 10), (2, 3)] {
+        let p = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "t".into(),
+            packet_id: pid,
+            properties: Properties { message_expiry_interval: Some(expiry), ..Properties::default() },
+            payload: Bytes::from_static(b"x"),
+            ..Publish::default()
+        };
+        h.broker.handle_packet(h.now, publisher, Packet::Publish(p));
+    }
+    h.advance(4);
+    let (_, _, out) = h.connect_all("sub", Protocol::V5, |c| c.clean_start = false);
+    let got = publishes(&out);
+    assert_eq!(got.len(), 1, "the 3 s message expired");
+    assert_eq!(got[0].properties.message_expiry_interval, Some(6));
+}
