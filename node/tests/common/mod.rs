@@ -24,9 +24,7 @@ impl TestBroker {
 
     /// Starts a broker after letting `tweak` change the config.
     pub async fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> Self {
-        let mut config = NodeConfig::default();
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.broker.sys_interval_secs = 0;
+        let mut config = test_config();
         tweak(&mut config);
         let server = Server::bind(config).await.expect("bind");
         Self::spawn(server)
@@ -34,9 +32,7 @@ impl TestBroker {
 
     /// Starts a broker with a custom authenticator.
     pub async fn start_with_auth(auth: Box<dyn Authenticator>, tweak: impl FnOnce(&mut NodeConfig)) -> Self {
-        let mut config = NodeConfig::default();
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.broker.sys_interval_secs = 0;
+        let mut config = test_config();
         tweak(&mut config);
         let server = Server::bind_with_auth(config, auth).await.expect("bind");
         Self::spawn(server)
@@ -66,6 +62,13 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         self.handle.shutdown();
     }
+}
+
+/// Loopback on a free port, `$SYS` off (tests that want it turn it on).
+fn test_config() -> NodeConfig {
+    let mut config = NodeConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..NodeConfig::default() };
+    config.broker.sys_interval_secs = 0;
+    config
 }
 
 /// Upper bound for waiting on one expected event in tests (a hang guard, not a speed check).
