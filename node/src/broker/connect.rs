@@ -194,6 +194,11 @@ impl Broker {
         } else {
             self.config.max_session_expiry_secs
         };
+        if let Some(w) = &connect.will
+            && crate::mqtt::topic::validate_topic_name(&w.topic, self.config.topic_limits()).is_err()
+        {
+            return self.refuse(now, conn, reason::TOPIC_NAME_INVALID, "invalid will topic");
+        }
         // Stored for the session's life: copy out of the read buffer (see `own`).
         let client_id = own(&connect.client_id);
         // Takeover: the old connection gets DISCONNECT 0x8E and is closed (MQTT-3.1.4-3).
@@ -221,11 +226,6 @@ impl Broker {
             None
         };
         let mut will = connect.will;
-        if let Some(w) = &will
-            && crate::mqtt::topic::validate_topic_name(&w.topic, self.config.topic_limits()).is_err()
-        {
-            return self.refuse(now, conn, reason::TOPIC_NAME_INVALID, "invalid will topic");
-        }
         if let Some(w) = &mut will {
             w.qos = w.qos.min(self.max_qos());
             w.topic = own(&w.topic);
@@ -249,7 +249,9 @@ impl Broker {
             c.extras().auth_method = Some(ByteString::from(method));
         }
         let wants_response_info = p.request_response_information == Some(1);
-        let session = self.sessions.get_mut(&key).expect("session just looked up");
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
         session.conn = Some(conn);
         session.generation += 1;
         session.expiry_secs = expiry_secs;

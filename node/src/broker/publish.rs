@@ -90,8 +90,10 @@ impl Broker {
         if validate_topic_name(&p.topic, self.config.topic_limits()).is_err() {
             return reason::TOPIC_NAME_INVALID;
         }
-        let client_id = self.sessions[&key].client_id.clone();
-        let username = self.conns[&conn].username.clone();
+        let (Some(s), Some(c)) = (self.sessions.get(&key), self.conns.get(&conn)) else {
+            return reason::UNSPECIFIED_ERROR;
+        };
+        let (client_id, username) = (s.client_id.clone(), c.username.clone());
         if !self.auth.authorize(&client_id, username.as_deref(), super::auth::Action::Publish, &p.topic) {
             return reason::NOT_AUTHORIZED;
         }

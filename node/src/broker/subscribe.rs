@@ -60,12 +60,16 @@ impl Broker {
         if let Err(code) = validate_filter(inner, limits) {
             return code;
         }
-        let client_id = self.sessions[&key].client_id.clone();
+        let Some(client_id) = self.sessions.get(&key).map(|s| s.client_id.clone()) else {
+            return reason::UNSPECIFIED_ERROR;
+        };
         if !self.auth.authorize(&client_id, username, super::auth::Action::Subscribe, inner) {
             return reason::NOT_AUTHORIZED;
         }
         let filter = super::connect::own(&filter);
-        let s = self.sessions.get_mut(&key).expect("session of a connected client");
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return reason::UNSPECIFIED_ERROR;
+        };
         let existed = s.subs.contains_key(&filter);
         let max = self.config.max_subscriptions_per_client;
         if !existed && max > 0 && s.subs.len() >= max {

@@ -36,7 +36,9 @@ pub(super) async fn run(shared: Arc<Shared>, mut stream: TcpStream, peer: Socket
         core.wakers.insert(id, notify.clone());
         id
     };
-    let mut task = Task { shared: shared.clone(), conn, peer, protocol: None, rbuf: BytesMut::new() };
+    let max_packet_size = shared.config.broker.max_packet_size as usize;
+    let mut task =
+        Task { shared: shared.clone(), conn, peer, protocol: None, rbuf: BytesMut::new(), max_packet_size };
     task.serve(&mut stream, &notify).await;
     let _ = stream.shutdown().await;
     let mut core = shared.lock();
@@ -51,6 +53,7 @@ struct Task {
     peer: SocketAddr,
     protocol: Option<Protocol>,
     rbuf: BytesMut,
+    max_packet_size: usize,
 }
 
 enum Step {
@@ -89,7 +92,7 @@ impl Task {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Continue,
             Err(_) => return Step::Close,
         }
-        let max = self.shared.lock().broker.max_packet_size();
+        let max = self.max_packet_size;
         let mut packets = Vec::new();
         let mut failed = None;
         loop {
