@@ -351,7 +351,17 @@ impl Broker {
             return Transmit::Close;
         };
         // Take the deque itself: an idle connection keeps no packet buffer allocated.
+        let start = out.len();
         out.extend(std::mem::take(&mut c.outbox));
+        if c.protocol.is_v5() && c.client_max_packet_size < u32::MAX {
+            // MQTT-3.1.2-25: never exceed the client's maximum; diagnostics go first.
+            let max = c.client_max_packet_size as usize;
+            for p in &mut out[start..] {
+                if crate::mqtt::codec::encoded_len(p, c.protocol) > max {
+                    strip_diagnostics(p);
+                }
+            }
+        }
         if matches!(c.phase, Phase::Closing) {
             return Transmit::Close;
         }
@@ -475,6 +485,21 @@ impl Broker {
         if attached {
             self.detach(now, conn, will.unwrap_or(true));
         }
+    }
+}
+
+/// Removes the reason string and user properties of a control packet.
+fn strip_diagnostics(p: &mut Packet) {
+    match p {
+        Packet::ConnAck(a) => a.properties.strip_diagnostics(),
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            r.properties.strip_diagnostics()
+        }
+        Packet::SubAck(a) => a.properties.strip_diagnostics(),
+        Packet::UnsubAck(a) => a.properties.strip_diagnostics(),
+        Packet::Disconnect(d) => d.properties.strip_diagnostics(),
+        Packet::Auth(a) => a.properties.strip_diagnostics(),
+        _ => {}
     }
 }
 

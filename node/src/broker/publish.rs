@@ -76,10 +76,14 @@ impl Broker {
             // 3.1.1 has no way to refuse a PUBLISH but closing the connection.
             return self.close_now(now, conn, Some(true));
         }
+        let mut resp = PubResp::with_reason(pid, code);
+        if code >= 0x80 {
+            resp.properties = self.reason_props(conn, reason::describe(code));
+        }
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(conn, Packet::PubAck(PubResp::with_reason(pid, code))),
-            QoS::ExactlyOnce => self.send(conn, Packet::PubRec(PubResp::with_reason(pid, code))),
+            QoS::AtLeastOnce => self.send(conn, Packet::PubAck(resp)),
+            QoS::ExactlyOnce => self.send(conn, Packet::PubRec(resp)),
         }
     }
 

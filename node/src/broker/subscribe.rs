@@ -37,7 +37,10 @@ impl Broker {
             let code = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
             codes.push(if !v5 && code >= 0x80 { reason::UNSPECIFIED_ERROR } else { code });
         }
-        let properties = crate::mqtt::properties::Properties::default();
+        let properties = match codes.iter().find(|c| **c >= 0x80) {
+            Some(&code) if v5 => self.reason_props(conn, reason::describe(code)),
+            _ => crate::mqtt::properties::Properties::default(),
+        };
         self.send(conn, Packet::SubAck(SubAck { packet_id: sub.packet_id, properties, reason_codes: codes }));
         self.wake(conn);
     }
