@@ -261,9 +261,12 @@ impl Broker {
         if matches!(c.phase, Phase::AwaitConnect) {
             // Before CONNECT the version is unknown; only an unsupported version gets a
             // CONNACK (3.1.1 return code 1, MQTT-3.1.2-2), sent in 3.1.1 framing.
-            if let DecodeError::UnsupportedProtocol(level) = err {
-                let c = self.conns.get_mut(&conn).expect("checked above");
-                c.protocol = if *level >= 5 { Protocol::V5 } else { Protocol::V3_1_1 };
+            // A client speaking an unknown level cannot be assumed to parse 5.0 framing;
+            // 3.1.1 framing with return code 1 is what every version understands.
+            if let DecodeError::UnsupportedProtocol(_) = err
+                && let Some(c) = self.conns.get_mut(&conn)
+            {
+                c.protocol = Protocol::V3_1_1;
                 c.phase = Phase::Closing;
                 let ack = crate::mqtt::packet::ConnAck {
                     session_present: false,

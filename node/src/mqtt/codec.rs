@@ -48,6 +48,10 @@ pub fn decode(
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
+    if protocol.is_none() && first >> 4 != 1 {
+        // Known from the first byte: do not wait for (or buffer) the rest (MQTT-3.1.0-1).
+        return Err(DecodeError::Protocol("first packet is not CONNECT"));
+    }
     let Some((header_len, size)) = frame_len(buf)? else {
         return Ok(None);
     };
@@ -63,8 +67,7 @@ pub fn decode(
     let flags = first & 0x0F;
     let protocol = match protocol {
         Some(p) => p,
-        None if packet_type == 1 => return decode_connect(frame, flags).map(Some),
-        None => return Err(DecodeError::Protocol("first packet is not CONNECT")),
+        None => return decode_connect(frame, flags).map(Some),
     };
     decode_body(packet_type, flags, frame, protocol).map(Some)
 }
