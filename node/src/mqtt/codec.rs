@@ -65,9 +65,8 @@ pub fn decode(
     frame.advance(header_len);
     let packet_type = first >> 4;
     let flags = first & 0x0F;
-    let protocol = match protocol {
-        Some(p) => p,
-        None => return decode_connect(frame, flags).map(Some),
+    let Some(protocol) = protocol else {
+        return decode_connect(frame, flags).map(Some);
     };
     decode_body(packet_type, flags, frame, protocol).map(Some)
 }
