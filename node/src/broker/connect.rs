@@ -194,10 +194,17 @@ impl Broker {
         } else {
             self.config.max_session_expiry_secs
         };
-        if let Some(w) = &connect.will
-            && crate::mqtt::topic::validate_topic_name(&w.topic, self.config.topic_limits()).is_err()
-        {
-            return self.refuse(now, conn, reason::TOPIC_NAME_INVALID, "invalid will topic");
+        if let Some(w) = &connect.will {
+            if crate::mqtt::topic::validate_topic_name(&w.topic, self.config.topic_limits()).is_err() {
+                return self.refuse(now, conn, reason::TOPIC_NAME_INVALID, "invalid will topic");
+            }
+            // MQTT-3.2.2-12, -13: a v5 will beyond what the server supports is refused.
+            if v5 && w.qos as u8 > self.config.max_qos {
+                return self.refuse(now, conn, reason::QOS_NOT_SUPPORTED, "will QoS not supported");
+            }
+            if v5 && w.retain && !self.config.retain_available {
+                return self.refuse(now, conn, reason::RETAIN_NOT_SUPPORTED, "retain not supported");
+            }
         }
         // Stored for the session's life: copy out of the read buffer (see `own`).
         let client_id = own(&connect.client_id);
@@ -296,7 +303,7 @@ impl Broker {
                 properties: props,
             }),
         );
-        self.resend_inflight(conn, key);
+        self.resend_inflight(now, conn, key);
         self.arm_keep_alive(now, conn);
         self.wake(conn);
     }
@@ -315,7 +322,7 @@ impl Broker {
 
     /// Retransmits unacknowledged outbound messages on a resumed session (MQTT-4.4.0-1):
     /// PUBLISH with DUP for unacknowledged ones, PUBREL for released QoS 2.
-    fn resend_inflight(&mut self, conn: ConnId, key: SessionKey) {
+    fn resend_inflight(&mut self, now: Instant, conn: ConnId, key: SessionKey) {
         let Some(s) = self.sessions.get(&key) else {
             return;
         };
@@ -325,13 +332,16 @@ impl Broker {
                 OutState::Released => packets.push(Packet::PubRel(PubResp::new(f.packet_id))),
                 OutState::Published => {
                     let d = &f.delivery;
+                    let mut properties = d.msg.properties.clone();
+                    properties.message_expiry_interval = d.msg.remaining_expiry_secs(now);
+                    properties.subscription_identifiers.clone_from(&d.sub_ids);
                     let publish = Publish {
                         dup: true,
                         qos: d.qos,
                         retain: d.retain,
                         topic: d.msg.topic.clone(),
                         packet_id: f.packet_id,
-                        properties: d.msg.properties.clone(),
+                        properties,
                         payload: d.msg.payload.clone(),
                     };
                     packets.push(Packet::Publish(publish));

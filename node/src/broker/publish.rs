@@ -242,13 +242,19 @@ impl Broker {
             if c.protocol.is_v5() {
                 publish.properties.message_expiry_interval = d.msg.remaining_expiry_secs(now);
                 publish.properties.subscription_identifiers.clone_from(&d.sub_ids);
-                if c.client_alias_max > 0 {
-                    apply_alias(c, &mut publish);
-                }
             }
+            let new_alias = if c.protocol.is_v5() && c.client_alias_max > 0 {
+                apply_alias(c, &mut publish)
+            } else {
+                None
+            };
             let packet = Packet::Publish(publish);
             if encoded_len(&packet, c.protocol) > c.client_max_packet_size as usize {
-                // MQTT-3.1.2-25: discard, and behave as if it had been sent.
+                // MQTT-3.1.2-25: discard, and behave as if it had been sent. An alias this
+                // packet would have established was never sent, so forget it.
+                if let (Some(topic), Some(x)) = (new_alias, c.extras.as_mut()) {
+                    x.alias_out.remove(&topic);
+                }
                 s.dropped += 1;
                 self.stats.messages_dropped += 1;
                 continue;
@@ -347,16 +353,24 @@ fn merge(agg: &mut Option<Delivery>, msg: &Arc<Message>, entry: &SubEntry, key: 
     }
 }
 
-/// Replaces the topic with an alias towards a v5 client that accepts them.
-fn apply_alias(c: &mut super::session::Conn, publish: &mut Publish) {
+/// Replaces the topic with an alias towards a v5 client that accepts them. Returns the
+/// topic if this packet establishes a new alias.
+fn apply_alias(c: &mut super::session::Conn, publish: &mut Publish) -> Option<bytestring::ByteString> {
     let max = usize::from(c.client_alias_max);
     let aliases = &mut c.extras().alias_out;
     if let Some(&alias) = aliases.get(&publish.topic) {
         publish.properties.topic_alias = Some(alias);
         publish.topic = bytestring::ByteString::new();
+        None
     } else if aliases.len() < max {
+        // Aliases are handed out 1..=max and never reused within a connection, so the
+        // next free one is len + 1 (a discarded packet removes the alias it added last).
         let alias = aliases.len() as u16 + 1;
-        aliases.insert(super::connect::own(&publish.topic), alias);
+        let topic = super::connect::own(&publish.topic);
+        aliases.insert(topic.clone(), alias);
         publish.properties.topic_alias = Some(alias);
+        Some(topic)
+    } else {
+        None
     }
 }
