@@ -4,16 +4,17 @@
 //! Memory: an idle connection holds no read or write buffer (both are allocated when bytes
 //! arrive or leave and dropped once empty) and no timer (keep alive and the CONNECT
 //! deadline are core timers). While idle the task waits on two small futures, socket
-//! readability and its `Notify`; the read and write paths are boxed futures that exist only
-//! while running, so the task's own size stays a few hundred bytes.
+//! readability and its [`Signal`] in one `poll_fn` (no stored sub-futures); the read and
+//! write paths are boxed futures that exist only while running, so the task stays small.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use super::Shared;
 use crate::broker::Transmit;
@@ -27,28 +28,40 @@ const TRANSMIT_BUDGET: usize = 256;
 /// Bytes read per read call.
 const READ_CHUNK: usize = 4096;
 
-/// Serves one client until it or the broker closes the connection.
-pub(super) async fn run(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
-    let notify = Arc::new(Notify::new());
-    let conn = {
-        let mut core = shared.lock();
-        let id = core.broker.open(clock::now());
-        core.wakers.insert(id, notify.clone());
-        id
-    };
-    let max_packet_size = shared.config.broker.max_packet_size as usize;
-    let mut task =
-        Task { shared: shared.clone(), conn, peer, protocol: None, rbuf: BytesMut::new(), max_packet_size };
-    task.serve(&mut stream, &notify).await;
-    let _ = stream.shutdown().await;
-    let mut core = shared.lock();
-    core.wakers.remove(&conn);
-    core.broker.close(clock::now(), conn);
-    core.notify_woken(None);
+/// Wakes a connection task: a flag plus the task's waker. Smaller than `tokio::sync::Notify`
+/// and, unlike awaiting `Notified`, needs no future stored in the task.
+#[derive(Default)]
+pub(crate) struct Signal {
+    raised: AtomicBool,
+    waker: Mutex<Option<Waker>>,
 }
 
-struct Task {
+impl Signal {
+    /// Marks work pending and wakes the task if it is waiting.
+    pub(crate) fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Takes the pending mark, or registers `cx`'s waker and returns false.
+    fn poll_take(&self, cx: &mut Context<'_>) -> bool {
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return true;
+        }
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        // A raise between the swap and the registration must not be lost.
+        self.raised.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// A client connection: everything its task owns.
+pub(super) struct Task {
     shared: Arc<Shared>,
+    stream: TcpStream,
+    signal: Arc<Signal>,
     conn: ConnId,
     peer: SocketAddr,
     protocol: Option<Protocol>,
@@ -61,22 +74,59 @@ enum Step {
     Close,
 }
 
+enum Wake {
+    Readable,
+    Signalled,
+    Failed,
+}
+
 impl Task {
-    async fn serve(&mut self, stream: &mut TcpStream, notify: &Notify) {
+    /// Registers a freshly accepted socket with the core.
+    pub(super) fn open(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Self {
+        let signal = Arc::new(Signal::default());
+        let conn = {
+            let mut core = shared.lock();
+            let id = core.broker.open(clock::now());
+            core.wakers.insert(id, signal.clone());
+            id
+        };
+        let max_packet_size = shared.config.broker.max_packet_size as usize;
+        Self { shared, stream, signal, conn, peer, protocol: None, rbuf: BytesMut::new(), max_packet_size }
+    }
+
+    /// Serves the client until it or the broker closes the connection, then tells the core.
+    /// `done` is held until then, so shutdown can wait for every connection.
+    pub(super) async fn run(mut self, done: tokio::sync::mpsc::Sender<()>) {
+        self.serve().await;
+        let _ = self.stream.shutdown().await;
+        let mut core = self.shared.lock();
+        core.wakers.remove(&self.conn);
+        core.broker.close(clock::now(), self.conn);
+        core.notify_woken(None);
+        drop(done);
+    }
+
+    async fn serve(&mut self) {
         loop {
-            let readable = tokio::select! {
-                r = stream.readable() => r.is_ok(),
-                () = notify.notified() => {
-                    if let Step::Close = Box::pin(self.flush(stream)).await {
-                        return;
-                    }
-                    continue;
+            let wake = std::future::poll_fn(|cx| {
+                if self.signal.poll_take(cx) {
+                    return Poll::Ready(Wake::Signalled);
                 }
+                match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Wake::Readable),
+                    Poll::Ready(Err(_)) => Poll::Ready(Wake::Failed),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            let step = match wake {
+                Wake::Signalled => Box::pin(self.flush()).await,
+                Wake::Readable => Box::pin(self.on_readable()).await,
+                Wake::Failed => Step::Close,
             };
-            let step = if readable { Box::pin(self.on_readable(stream)).await } else { Step::Close };
             if let Step::Close = step {
                 // Write whatever the core queued last (CONNACK refusal, DISCONNECT).
-                let _ = Box::pin(self.flush(stream)).await;
+                let _ = Box::pin(self.flush()).await;
                 return;
             }
             if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
@@ -85,8 +135,8 @@ impl Task {
         }
     }
 
-    async fn on_readable(&mut self, stream: &mut TcpStream) -> Step {
-        match read_some(stream, &mut self.rbuf) {
+    async fn on_readable(&mut self) -> Step {
+        match read_some(&self.stream, &mut self.rbuf) {
             Ok(0) => return Step::Close,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Continue,
@@ -126,13 +176,13 @@ impl Task {
             core.notify_woken(Some(self.conn))
         };
         if me_woken || failed.is_some() {
-            return self.flush(stream).await;
+            return self.flush().await;
         }
         Step::Continue
     }
 
     /// Pulls packets from the core and writes them until the core has nothing more.
-    async fn flush(&mut self, stream: &mut TcpStream) -> Step {
+    async fn flush(&mut self) -> Step {
         let mut packets = Vec::new();
         loop {
             packets.clear();
@@ -148,7 +198,7 @@ impl Task {
                 for p in &packets {
                     codec::encode(p, protocol, &mut wbuf);
                 }
-                if stream.write_all(&wbuf).await.is_err() {
+                if self.stream.write_all(&wbuf).await.is_err() {
                     return Step::Close;
                 }
             }

@@ -15,12 +15,8 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, done
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let done = done.clone();
-                tokio::spawn(async move {
-                    super::connection::run(shared, stream, peer).await;
-                    drop(done);
-                });
+                let task = super::connection::Task::open(shared.clone(), stream, peer);
+                tokio::spawn(task.run(done.clone()));
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.

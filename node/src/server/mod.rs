@@ -3,7 +3,7 @@
 //!
 //! The core lives behind one `std::sync::Mutex` (short critical sections, never held
 //! across an `.await`). After every call into it, the connections the core woke are
-//! notified through their `Notify`, and each connection task pulls its own packets with
+//! signalled through their `Signal`, and each connection task pulls its own packets with
 //! `poll_transmit` once its socket has room, so TCP back-pressure reaches the core's
 //! bounded queues.
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
 use crate::broker::auth::{Authenticator, StaticUsers};
@@ -27,7 +27,7 @@ use crate::config::NodeConfig;
 /// The core plus the shell's per-connection wakers.
 pub(crate) struct Core {
     pub(crate) broker: Broker,
-    wakers: FxHashMap<ConnId, Arc<Notify>>,
+    wakers: FxHashMap<ConnId, Arc<connection::Signal>>,
 }
 
 impl Core {
@@ -38,7 +38,7 @@ impl Core {
             if Some(id) == me {
                 me_woken = true;
             } else if let Some(w) = self.wakers.get(&id) {
-                w.notify_one();
+                w.raise();
             }
         }
         me_woken
@@ -122,7 +122,7 @@ impl Server {
             core.broker.shutdown(clock::now());
             core.notify_woken(None);
             for w in core.wakers.values() {
-                w.notify_one();
+                w.raise();
             }
         }
         let grace = Duration::from_secs(u64::from(shared.config.shutdown_grace_secs));
