@@ -81,8 +81,9 @@ enum Wake {
 }
 
 impl Task {
-    /// Registers a freshly accepted socket with the core.
-    pub(super) fn open(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Self {
+    /// Registers a freshly accepted socket with the core. Boxed: an async fn keeps its
+    /// by-value arguments twice in its state, so the task's state is passed as a pointer.
+    pub(super) fn open(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> Box<Self> {
         let signal = Arc::new(Signal::default());
         let conn = {
             let mut core = shared.lock();
@@ -91,12 +92,21 @@ impl Task {
             id
         };
         let max_packet_size = shared.config.broker.max_packet_size as usize;
-        Self { shared, stream, signal, conn, peer, protocol: None, rbuf: BytesMut::new(), max_packet_size }
+        Box::new(Self {
+            shared,
+            stream,
+            signal,
+            conn,
+            peer,
+            protocol: None,
+            rbuf: BytesMut::new(),
+            max_packet_size,
+        })
     }
 
     /// Serves the client until it or the broker closes the connection, then tells the core.
     /// `done` is held until then, so shutdown can wait for every connection.
-    pub(super) async fn run(mut self, done: tokio::sync::mpsc::Sender<()>) {
+    pub(super) async fn run(mut self: Box<Self>, done: tokio::sync::mpsc::Sender<()>) {
         self.serve().await;
         let _ = self.stream.shutdown().await;
         let mut core = self.shared.lock();
