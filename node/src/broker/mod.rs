@@ -163,7 +163,7 @@ impl Broker {
             b.publish_sys(now);
             b.schedule(now + Duration::from_secs(u64::from(b.config.sys_interval_secs)), Timer::Sys);
         }
-        b.schedule(now + Duration::from_secs(60), Timer::RetainedPurge);
+        b.schedule(now + Duration::from_secs(5), Timer::RetainedPurge);
         b
     }
 
@@ -402,7 +402,7 @@ impl Broker {
                 }
                 Timer::RetainedPurge => {
                     self.retained.purge_expired(now);
-                    self.schedule(now + Duration::from_secs(60), Timer::RetainedPurge);
+                    self.schedule(now + Duration::from_secs(5), Timer::RetainedPurge);
                 }
             }
         }

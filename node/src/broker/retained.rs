@@ -3,9 +3,14 @@
 //! A level tree of topic names. A literal filter is one lookup; `+` visits the children of
 //! one level and `#` a subtree, so a SUBSCRIBE costs the matching part of the tree, not a
 //! scan of every retained topic. Invariant: a node with no message and no children is
-//! removed.
+//! removed. Messages with an expiry are also listed in `expiring`, ordered by deadline, so
+//! purging costs the expired messages only, never a walk of the tree.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
 
 use rustc_hash::FxHashMap;
 
@@ -22,6 +27,9 @@ struct Node {
 pub struct Retained {
     root: Node,
     len: usize,
+    /// `(deadline, topic)` of retained messages with an expiry; may hold stale entries for
+    /// topics since replaced or cleared, which the purge skips.
+    expiring: BTreeSet<(Instant, ByteString)>,
 }
 
 impl Retained {
@@ -47,6 +55,9 @@ impl Retained {
             return;
         }
         let message = Arc::new(message.compacted());
+        if let Some(at) = message.expires_at {
+            self.expiring.insert((at, message.topic.clone()));
+        }
         let mut node = &mut self.root;
         for level in topic.split('/') {
             node = node.children.entry(level.into()).or_default();
@@ -62,12 +73,32 @@ impl Retained {
         collect(&self.root, &levels, 0, out);
     }
 
-    /// Removes retained messages whose expiry has passed, by visiting the whole tree; the
-    /// caller runs this on a slow timer.
-    pub fn purge_expired(&mut self, now: std::time::Instant) -> usize {
-        let purged = purge(&mut self.root, now);
-        self.len -= purged;
+    /// Removes retained messages whose expiry has passed; returns how many.
+    pub fn purge_expired(&mut self, now: Instant) -> usize {
+        let mut purged = 0;
+        while let Some((at, _)) = self.expiring.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, topic)) = self.expiring.pop_first() else {
+                break;
+            };
+            let levels: Vec<&str> = topic.split('/').collect();
+            if lookup(&self.root, &levels).is_some_and(|m| m.is_expired(now))
+                && clear(&mut self.root, &levels)
+            {
+                self.len -= 1;
+                purged += 1;
+            }
+        }
         purged
+    }
+}
+
+fn lookup<'a>(node: &'a Node, levels: &[&str]) -> Option<&'a Arc<Message>> {
+    match levels.split_first() {
+        None => node.message.as_ref(),
+        Some((first, rest)) => lookup(node.children.get(*first)?, rest),
     }
 }
 
@@ -119,19 +150,6 @@ fn subtree(node: &Node, at_root: bool, out: &mut Vec<Arc<Message>>) {
     }
 }
 
-fn purge(node: &mut Node, now: std::time::Instant) -> usize {
-    let mut n = 0;
-    if node.message.as_ref().is_some_and(|m| m.is_expired(now)) {
-        node.message = None;
-        n += 1;
-    }
-    node.children.retain(|_, child| {
-        n += purge(child, now);
-        child.message.is_some() || !child.children.is_empty()
-    });
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +178,29 @@ mod tests {
             want.sort();
             assert_eq!(got, want, "filter {f}");
         }
+    }
+
+    #[test]
+    fn expired_retained_messages_are_purged_and_replaced_ones_kept() {
+        let now = Instant::now();
+        let mut r = Retained::default();
+        let with_expiry = |topic: &str, secs: u64| {
+            let mut m = Message::for_test(topic, Bytes::from_static(b"x"));
+            m.expires_at = Some(now + std::time::Duration::from_secs(secs));
+            Arc::new(m)
+        };
+        r.set(with_expiry("a", 5));
+        r.set(with_expiry("b", 5));
+        r.set(msg("b", b"no expiry")); // replaces b: its old deadline is stale
+        r.set(with_expiry("c", 50));
+        assert_eq!(r.purge_expired(now + std::time::Duration::from_secs(4)), 0);
+        assert_eq!(r.purge_expired(now + std::time::Duration::from_secs(5)), 1);
+        let mut out = Vec::new();
+        r.matching("#", &mut out);
+        let mut topics: Vec<String> = out.iter().map(|m| m.topic.to_string()).collect();
+        topics.sort();
+        assert_eq!(topics, ["b", "c"]);
+        assert_eq!(r.len(), 2);
     }
 
     #[test]
