@@ -262,8 +262,13 @@ impl Broker {
         session.conn = Some(conn);
         session.generation += 1;
         session.expiry_secs = expiry_secs;
-        session.will_pending = None;
+        let had_pending_will = session.will_pending.take().is_some();
         self.stats.clients_connected += 1;
+        self.journal_session(key);
+        let will = self.conns.get(&conn).and_then(|c| c.will.as_deref().cloned());
+        if will.is_some() || had_pending_will {
+            self.journal_will(&client_id, will.as_ref());
+        }
         self.stats.clients_maximum = self.stats.clients_maximum.max(self.stats.clients_connected);
 
         let mut props = Properties::default();
@@ -312,7 +317,7 @@ impl Broker {
         QoS::from_u8(self.config.max_qos).unwrap_or(QoS::ExactlyOnce)
     }
 
-    fn create_session(&mut self, client_id: ByteString, expiry_secs: u32) -> SessionKey {
+    pub(super) fn create_session(&mut self, client_id: ByteString, expiry_secs: u32) -> SessionKey {
         let key = self.next_session;
         self.next_session += 1;
         self.by_client.insert(client_id.clone(), key);
@@ -371,6 +376,9 @@ impl Broker {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.expiry_secs = new_expiry.min(self.config.max_session_expiry_secs);
             }
+            if new_expiry > 0 {
+                self.journal_session(key);
+            }
         }
         // 0x04: disconnect with will; anything else a client sends ends it without the will
         // (MQTT-3.14.4-3), except error codes, which still publish it.
@@ -402,7 +410,14 @@ impl Broker {
         self.stats.clients_connected -= 1;
         let redeliver = s.take_shared();
         for d in redeliver {
+            self.emit_done(key, &d);
             self.redeliver_shared(now, key, d);
+        }
+        if let (Some(_), false) = (&will, publish_will)
+            && let Some(s) = self.sessions.get(&key)
+        {
+            let client_id = s.client_id.clone();
+            self.journal_will(&client_id, None);
         }
         if let Some(w) = will.filter(|_| publish_will) {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
@@ -457,6 +472,9 @@ impl Broker {
         if self.by_client.get(&s.client_id) == Some(&key) {
             self.by_client.remove(&s.client_id);
         }
+        if s.journaled {
+            self.emit(super::journal::Record::SessionEnd { client_id: s.client_id.clone() });
+        }
         for d in s.take_shared() {
             self.redeliver_shared(now, key, d);
         }
@@ -466,20 +484,32 @@ impl Broker {
         }
         if let Some(pending) = s.will_pending.take() {
             let (w, user) = *pending;
-            self.publish_will(now, w, key, user);
+            self.publish_will_as(now, w, key, &s.client_id, user);
         }
     }
 
     fn publish_will(&mut self, now: Instant, will: Will, key: SessionKey, username: Option<String>) {
-        let client_id = self.sessions.get(&key).map(|s| s.client_id.to_string()).unwrap_or_default();
-        if !self.auth.authorize(&client_id, username.as_deref(), super::auth::Action::Publish, &will.topic) {
+        let client_id = self.sessions.get(&key).map(|s| s.client_id.clone()).unwrap_or_default();
+        self.publish_will_as(now, will, key, &client_id, username);
+    }
+
+    fn publish_will_as(
+        &mut self,
+        now: Instant,
+        will: Will,
+        key: SessionKey,
+        client_id: &ByteString,
+        username: Option<String>,
+    ) {
+        self.journal_will(client_id, None);
+        if !self.auth.authorize(client_id, username.as_deref(), super::auth::Action::Publish, &will.topic) {
             return;
         }
         let mut props = will.properties;
         props.will_delay_interval = None;
         let retain = will.retain && self.config.retain_available;
         let msg = Message::new(now, will.topic, will.payload, will.qos, retain, props, Some(key));
-        tracing::debug!(client_id, topic = %msg.topic, "publishing will");
+        tracing::debug!(client_id = %client_id, topic = %msg.topic, "publishing will");
         self.route(now, Arc::new(msg));
     }
 }

@@ -13,7 +13,7 @@ use crate::mqtt::properties::Properties;
 pub type SessionKey = u64;
 
 /// One application message.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Message {
     /// Topic name.
     pub topic: ByteString,

@@ -14,6 +14,9 @@
 //!    `$SYS`).
 
 mod connect;
+mod durable;
+#[cfg(test)]
+mod durable_tests;
 mod publish;
 mod shared;
 mod subscribe;
@@ -23,6 +26,7 @@ mod tests;
 
 pub mod auth;
 pub mod config;
+pub mod journal;
 pub mod message;
 pub mod retained;
 pub mod session;
@@ -40,6 +44,7 @@ use crate::mqtt::properties::Properties;
 use crate::mqtt::reason;
 use auth::Authenticator;
 use config::BrokerConfig;
+pub use durable::RestoreReport;
 use message::SessionKey;
 use retained::Retained;
 use session::{Conn, ConnId, GroupKey, Phase, Session, SubEntry};
@@ -131,6 +136,8 @@ pub struct Broker {
     scratch: Vec<(Target, SubEntry)>,
     /// Salt for assigned client identifiers.
     id_salt: u64,
+    /// Journal state; `None` when nothing is persisted.
+    journal: Option<Box<durable::JournalState>>,
 }
 
 impl Broker {
@@ -158,6 +165,7 @@ impl Broker {
             shutting_down: false,
             scratch: Vec::new(),
             id_salt: seed,
+            journal: None,
         };
         if b.config.sys_interval_secs > 0 {
             b.publish_sys(now);
@@ -368,7 +376,7 @@ impl Broker {
         if matches!(c.phase, Phase::Closing) {
             return Transmit::Close;
         }
-        if c.is_connected() {
+        if c.is_connected() && !self.has_parked(conn) {
             self.fill_from_queue(now, conn, budget, out);
         }
         Transmit::Open
@@ -418,10 +426,14 @@ impl Broker {
         self.timers.insert((at, self.timer_seq), timer);
     }
 
-    /// Queues a control packet for `conn` and wakes it.
+    /// Queues a control packet for `conn` and wakes it. While journal records emitted
+    /// before it are not durable, the packet waits (it may acknowledge them).
     fn send(&mut self, conn: ConnId, packet: Packet) {
+        let Some(packet) = self.park_if_needed(conn, packet) else {
+            return;
+        };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.outbox.push_back(packet);
+            c.outbox.push(packet);
             if !c.woken {
                 c.woken = true;
                 self.woken.push(conn);

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::journal::Record;
 use super::message::{Message, SessionKey};
 use super::session::{ConnId, Delivery, Inflight, OutState, SubEntry};
 use super::{Broker, Target};
@@ -111,6 +112,10 @@ impl Broker {
             && let Some(s) = self.sessions.get_mut(&key)
         {
             s.qos2_in.insert(pid);
+            if s.journaled {
+                let client_id = s.client_id.clone();
+                self.emit(Record::Qos2In { client_id, packet_id: pid, present: true });
+            }
         }
         if matched == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS }
     }
@@ -119,6 +124,9 @@ impl Broker {
     pub(super) fn route(&mut self, now: Instant, msg: Arc<Message>) -> usize {
         if msg.retain {
             self.retained.set(msg.clone());
+            if self.journal_on() && !msg.topic.starts_with("$SYS/") {
+                self.emit(Record::Retain { message: msg.clone() });
+            }
         }
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
@@ -192,6 +200,22 @@ impl Broker {
                 return;
             }
         }
+        let mut d = d;
+        if s.journaled && d.qos != QoS::AtMostOnce {
+            let client_id = s.client_id.clone();
+            let id = match d.msg_id {
+                Some(id) => Some(id),
+                None => self.store_message(&d.msg),
+            };
+            if let Some(id) = id {
+                d.msg_id = Some(id);
+                let (qos, retain, sub_ids) = (d.qos, d.retain, d.sub_ids.clone());
+                self.emit(Record::Enqueue { client_id, id, qos, retain, sub_ids });
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
         if d.qos == QoS::AtMostOnce {
             s.qos0_pending += 1;
         }
@@ -216,6 +240,9 @@ impl Broker {
             return;
         };
         let window = usize::from(c.client_receive_max.min(self.config.max_inflight));
+        let journaled = s.journaled && self.journal.is_some();
+        let mut records = Vec::new();
+        let mut gated = None;
         while out.len() < budget {
             let Some(front) = s.pending.front() else {
                 break;
@@ -227,6 +254,9 @@ impl Broker {
             if d.msg.is_expired(now) {
                 s.dropped += 1;
                 self.stats.messages_dropped += 1;
+                if let (true, Some(id)) = (journaled, d.msg_id) {
+                    records.push(Record::Done { client_id: s.client_id.clone(), id });
+                }
                 continue;
             }
             let packet_id = if d.qos == QoS::AtMostOnce { 0 } else { s.alloc_packet_id() };
@@ -257,17 +287,37 @@ impl Broker {
                 }
                 s.dropped += 1;
                 self.stats.messages_dropped += 1;
+                if let (true, Some(id)) = (journaled, d.msg_id) {
+                    records.push(Record::Done { client_id: s.client_id.clone(), id });
+                }
                 continue;
             }
+            // QoS 2: the packet id is recorded before the first send, so a restart resends
+            // the same id and the client's own QoS 2 state removes the duplicate.
+            let assign = match (journaled, d.qos, d.msg_id) {
+                (true, QoS::ExactlyOnce, Some(id)) => Some(id),
+                _ => None,
+            };
             if d.qos != QoS::AtMostOnce {
                 s.inflight.push_back(Inflight { packet_id, delivery: d, state: OutState::Published });
             }
             self.stats.messages_sent += 1;
+            if let Some(id) = assign {
+                records.push(Record::Assign { client_id: s.client_id.clone(), id, packet_id });
+                gated = Some(packet);
+                break;
+            }
             out.push(packet);
         }
         // Drained queues give their memory back, so idle sessions stay small.
         if s.pending.is_empty() && s.pending.capacity() > 0 {
             s.pending = std::collections::VecDeque::new();
+        }
+        for r in records {
+            self.emit(r);
+        }
+        if let Some(packet) = gated {
+            self.send(conn, packet);
         }
     }
 
@@ -278,11 +328,11 @@ impl Broker {
                 f.packet_id == pid && f.state == OutState::Published && f.delivery.qos == QoS::AtLeastOnce
             })
         {
-            s.inflight.remove(i);
+            let done = s.inflight.remove(i);
             if s.inflight.is_empty() {
                 s.inflight = std::collections::VecDeque::new();
             }
-            self.wake(conn);
+            self.finish_delivery(conn, done.map(|f| f.delivery));
         }
     }
 
@@ -296,11 +346,18 @@ impl Broker {
         match found {
             Some(i) if r.reason_code >= 0x80 => {
                 // The receiver refused it; the flow ends (MQTT-4.3.3-4 note).
-                s.inflight.remove(i);
-                self.wake(conn);
+                let done = s.inflight.remove(i);
+                self.finish_delivery(conn, done.map(|f| f.delivery));
             }
             Some(i) => {
                 s.inflight[i].state = OutState::Released;
+                let record = match (s.journaled, s.inflight[i].delivery.msg_id) {
+                    (true, Some(id)) => Some(Record::Released { client_id: s.client_id.clone(), id }),
+                    _ => None,
+                };
+                if let Some(r) = record {
+                    self.emit(r);
+                }
                 self.send(conn, Packet::PubRel(PubResp::new(pid)));
             }
             None => self
@@ -314,14 +371,33 @@ impl Broker {
             && let Some(i) =
                 s.inflight.iter().position(|f| f.packet_id == pid && f.state == OutState::Released)
         {
-            s.inflight.remove(i);
-            self.wake(conn);
+            let done = s.inflight.remove(i);
+            self.finish_delivery(conn, done.map(|f| f.delivery));
         }
+    }
+
+    /// A delivery's flow ended: journal it and let the window move.
+    fn finish_delivery(&mut self, conn: ConnId, delivery: Option<Delivery>) {
+        if let (Some(d), Some(key)) = (delivery, self.conns.get(&conn).and_then(|c| c.session)) {
+            self.emit_done(key, &d);
+        }
+        self.wake(conn);
     }
 
     pub(super) fn handle_pubrel(&mut self, now: Instant, conn: ConnId, pid: u16) {
         let _ = now;
-        let known = self.session_of(conn).is_some_and(|s| s.qos2_in.remove(&pid));
+        let mut record = None;
+        let known = self.session_of(conn).is_some_and(|s| {
+            let removed = s.qos2_in.remove(&pid);
+            if removed && s.journaled {
+                record =
+                    Some(Record::Qos2In { client_id: s.client_id.clone(), packet_id: pid, present: false });
+            }
+            removed
+        });
+        if let Some(r) = record {
+            self.emit(r);
+        }
         let code = if known { reason::SUCCESS } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
         self.send(conn, Packet::PubComp(PubResp::with_reason(pid, code)));
     }
@@ -345,6 +421,7 @@ fn merge(agg: &mut Option<Delivery>, msg: &Arc<Message>, entry: &SubEntry, key: 
         retain,
         sub_ids: Vec::new(),
         shared: None,
+        msg_id: None,
     });
     d.qos = d.qos.max(qos);
     d.retain |= retain;

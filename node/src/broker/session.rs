@@ -44,6 +44,8 @@ pub struct Delivery {
     pub sub_ids: Vec<u32>,
     /// Set when the message came through a shared subscription, for redelivery.
     pub shared: Option<GroupKey>,
+    /// The journal id of the stored message, when the session is journaled.
+    pub msg_id: Option<super::journal::MsgId>,
 }
 
 /// State of an outbound QoS 1/2 flow.
@@ -92,6 +94,8 @@ pub struct Session {
     pub will_pending: Option<Box<(Will, Option<String>)>>,
     /// Messages dropped for this session because its queue was full or they expired.
     pub dropped: u64,
+    /// The session is recorded in the journal (persistent, journaling on).
+    pub journaled: bool,
 }
 
 impl Session {
@@ -110,6 +114,7 @@ impl Session {
             next_packet_id: 1,
             will_pending: None,
             dropped: 0,
+            journaled: false,
         }
     }
 
@@ -217,7 +222,7 @@ pub struct Conn {
     /// The attached session.
     pub session: Option<super::message::SessionKey>,
     /// Control packets and retransmissions to write, in order, before queued messages.
-    pub outbox: VecDeque<crate::mqtt::packet::Packet>,
+    pub outbox: Vec<crate::mqtt::packet::Packet>,
     /// When the last packet arrived (keep alive).
     pub last_seen: Instant,
     /// The will of this connection.
@@ -241,7 +246,7 @@ impl Conn {
             client_alias_max: 0,
             client_max_packet_size: u32::MAX,
             session: None,
-            outbox: VecDeque::new(),
+            outbox: Vec::new(),
             last_seen: now,
             will: None,
             username: None,

@@ -108,6 +108,7 @@ impl Broker {
             retain: msg.retain && entry.opts.retain_as_published,
             sub_ids: entry.sub_id.into_iter().collect(),
             shared: Some(group),
+            msg_id: None,
             msg: msg.clone(),
         };
         self.enqueue(now, key, d);

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 
+use super::journal::Record;
 use super::message::SessionKey;
 use super::session::{ConnId, Delivery, SubEntry};
 use super::{Broker, Target};
@@ -81,6 +82,10 @@ impl Broker {
         opts.qos = opts.qos.min(crate::mqtt::packet::QoS::from_u8(self.config.max_qos).unwrap_or_default());
         let entry = SubEntry { opts, sub_id };
         s.subs.insert(filter.clone(), entry);
+        if s.journaled {
+            let client_id = s.client_id.clone();
+            self.emit(Record::Subscribe { client_id, filter: filter.clone(), opts, sub_id });
+        }
         match shared {
             Some(sf) => {
                 let group = ByteString::from(sf.group);
@@ -116,6 +121,7 @@ impl Broker {
                 retain: true,
                 sub_ids: entry.sub_id.into_iter().collect(),
                 shared: None,
+                msg_id: None,
                 msg,
             };
             self.enqueue(now, key, d);
@@ -141,8 +147,12 @@ impl Broker {
 
     /// Removes one subscription of a session from its map, the trie or its shared group.
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) -> bool {
-        if let Some(s) = self.sessions.get_mut(&key) {
-            s.subs.remove(filter);
+        if let Some(s) = self.sessions.get_mut(&key)
+            && s.subs.remove(filter).is_some()
+            && s.journaled
+        {
+            let client_id = s.client_id.clone();
+            self.emit(Record::Unsubscribe { client_id, filter: filter.into() });
         }
         match parse_shared(filter) {
             Ok(Some(sf)) => self.leave_shared(key, sf.group, sf.filter),
