@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = NodeConfig { listen: "127.0.0.1:0".parse()?, ..NodeConfig::default() };
     config.broker.sys_interval_secs = 0;
     config.broker.connect_timeout_secs = 1;
+    config.storage.persistence = false;
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     tokio::spawn(server.run());

@@ -22,6 +22,51 @@ pub struct NodeConfig {
     pub shutdown_grace_secs: u16,
     /// Broker limits and behaviour.
     pub broker: BrokerConfig,
+    /// Durability of sessions, queued messages, wills and retained messages.
+    pub storage: StorageConfig,
+}
+
+/// When journal writes are made durable.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// `fdatasync` every batch before acknowledging it (PUBACK/PUBREC wait for the disk).
+    EveryBatch,
+    /// `fdatasync` at most every `sync-interval-ms`; acknowledgements wait for it.
+    Interval,
+}
+
+/// The `[storage]` section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StorageConfig {
+    /// Persist broker state in `data-dir`; `false` keeps everything in memory.
+    pub persistence: bool,
+    /// When writes are made durable.
+    pub sync: SyncMode,
+    /// With `sync = "interval"`: the longest a write waits for its fsync, milliseconds.
+    pub sync_interval_ms: u64,
+    /// Journal segment size in bytes.
+    pub segment_bytes: u32,
+    /// Write a checkpoint (and delete older segments) after this many journal bytes.
+    pub checkpoint_bytes: u64,
+    /// Cut a damaged journal at its first bad record instead of refusing to start
+    /// (`--repair`; not a file setting).
+    #[serde(skip)]
+    pub repair: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            persistence: true,
+            sync: SyncMode::EveryBatch,
+            sync_interval_ms: 10,
+            segment_bytes: 64 << 20,
+            checkpoint_bytes: 256 << 20,
+            repair: false,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -32,6 +77,7 @@ impl Default for NodeConfig {
             log: "info".into(),
             shutdown_grace_secs: 5,
             broker: BrokerConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -76,6 +122,28 @@ impl NodeConfig {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), LoadError> {
         self.broker.validate()?;
+        let s = &self.storage;
+        if s.sync == SyncMode::Interval && s.sync_interval_ms == 0 {
+            return Err(LoadError::Invalid(ConfigError::OutOfRange {
+                field: "storage.sync-interval-ms",
+                value: "0".into(),
+                rule: "it must be at least 1 with sync = \"interval\"",
+            }));
+        }
+        if s.segment_bytes < 1 << 20 {
+            return Err(LoadError::Invalid(ConfigError::OutOfRange {
+                field: "storage.segment-bytes",
+                value: s.segment_bytes.to_string(),
+                rule: "it must be at least 1048576",
+            }));
+        }
+        if s.checkpoint_bytes < u64::from(s.segment_bytes) {
+            return Err(LoadError::Invalid(ConfigError::OutOfRange {
+                field: "storage.checkpoint-bytes",
+                value: s.checkpoint_bytes.to_string(),
+                rule: "it must be at least segment-bytes",
+            }));
+        }
         Ok(())
     }
 }

@@ -26,6 +26,10 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "debug".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Start even if the journal is damaged: cut it at the first bad record (everything
+    /// after it is lost) instead of refusing to start.
+    #[arg(long)]
+    repair: bool,
 }
 
 fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
@@ -42,6 +46,7 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
     if let Some(log) = &cli.log {
         config.log = log.clone();
     }
+    config.storage.repair = cli.repair;
     config.validate()?;
     Ok(config)
 }
@@ -58,8 +63,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
-    let listen = config.listen;
-    let server = Server::bind(config).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr()?, "flotilla MQTT listening");
     let handle = server.shutdown_handle();
     tokio::spawn(async move {

@@ -321,6 +321,17 @@ impl Broker {
                     s.inflight.retain(|f| f.delivery.msg_id != Some(id));
                 }
             }
+            Record::Reset => {
+                // A checkpoint follows: drop what earlier records built.
+                r.messages.clear();
+                r.wills.clear();
+                self.sessions.clear();
+                self.by_client.clear();
+                self.trie = super::trie::Trie::default();
+                self.shared.clear();
+                self.shared_index.clear();
+                self.retained = super::retained::Retained::default();
+            }
             Record::Qos2In { client_id, packet_id, present } => {
                 if let Some(s) = self.session_by_client(&client_id) {
                     if present {
@@ -348,6 +359,21 @@ impl Broker {
                 self.trie.remove(filter, Target::Session(key));
             }
             Err(_) => {}
+        }
+    }
+
+    /// Emits a checkpoint into the journal: a `Reset` and then the snapshot. Once it is
+    /// durable, journal segments before the `Reset` can be deleted.
+    pub fn checkpoint(&mut self) {
+        if !self.journal_on() {
+            return;
+        }
+        let mut records = vec![Record::Reset];
+        self.snapshot(&mut records);
+        if let Some(j) = self.journal.as_mut() {
+            j.seq += records.len() as u64;
+            j.records.extend(records);
+            j.last_stored = None;
         }
     }
 

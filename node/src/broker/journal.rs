@@ -128,6 +128,8 @@ pub enum Record {
         /// Whether it is now awaiting PUBREL.
         present: bool,
     },
+    /// A checkpoint starts: everything before is superseded by the records that follow.
+    Reset,
 }
 
 mod tag {
@@ -143,6 +145,7 @@ mod tag {
     pub(super) const RELEASED: u8 = 10;
     pub(super) const DONE: u8 = 11;
     pub(super) const QOS2_IN: u8 = 12;
+    pub(super) const RESET: u8 = 13;
 }
 
 fn bad(what: &'static str) -> DecodeError {
@@ -294,6 +297,7 @@ impl Record {
                 id_of(buf, client_id);
                 buf.put_u64(*id);
             }
+            Self::Reset => buf.put_u8(tag::RESET),
             Self::Qos2In { client_id, packet_id, present } => {
                 buf.put_u8(tag::QOS2_IN);
                 id_of(buf, client_id);
@@ -358,6 +362,7 @@ impl Record {
                 };
                 Self::Qos2In { client_id, packet_id, present }
             }
+            tag::RESET => Self::Reset,
             _ => return Err(bad("unknown journal record tag")),
         };
         if !b.is_empty() {
@@ -426,6 +431,7 @@ mod tests {
             Record::Released { client_id: c.clone(), id: 42 },
             Record::Done { client_id: c.clone(), id: 42 },
             Record::Qos2In { client_id: c.clone(), packet_id: 3, present: true },
+            Record::Reset,
         ];
         for r in records {
             let mut buf = BytesMut::new();

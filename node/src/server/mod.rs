@@ -8,6 +8,7 @@
 //! bounded queues.
 
 mod connection;
+pub mod journal;
 mod listener;
 
 use std::net::SocketAddr;
@@ -28,11 +29,19 @@ use crate::config::NodeConfig;
 pub(crate) struct Core {
     pub(crate) broker: Broker,
     wakers: FxHashMap<ConnId, Arc<connection::Signal>>,
+    /// Wakes the journal writer; `None` without persistence.
+    kick: Option<Arc<journal::Kick>>,
 }
 
 impl Core {
     /// Notifies every connection the core woke, except `me` (the caller handles itself).
+    /// Also wakes the journal writer if the core emitted records.
     pub(crate) fn notify_woken(&mut self, me: Option<ConnId>) -> bool {
+        if let Some(k) = &self.kick
+            && self.broker.journal_lag() > 0
+        {
+            k.kick();
+        }
         let mut me_woken = false;
         while let Some(id) = self.broker.poll_woken() {
             if Some(id) == me {
@@ -60,11 +69,28 @@ impl Shared {
     }
 }
 
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The journal could not be opened or replayed.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+}
+
 /// A bound, not yet running broker server.
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
+    journal: Option<(journal::OpenJournal, Arc<journal::Kick>)>,
 }
 
 /// Handle to stop a running server.
@@ -80,19 +106,33 @@ impl ShutdownHandle {
 
 impl Server {
     /// Binds the listener with the built-in authenticator.
-    pub async fn bind(config: NodeConfig) -> std::io::Result<Self> {
+    pub async fn bind(config: NodeConfig) -> Result<Self, StartError> {
         let auth = StaticUsers::new(config.broker.allow_anonymous, config.broker.users.clone());
         Self::bind_with_auth(config, Box::new(auth)).await
     }
 
-    /// Binds the listener with a custom authenticator.
-    pub async fn bind_with_auth(config: NodeConfig, auth: Box<dyn Authenticator>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let broker = Broker::new(config.broker.clone(), auth, clock::now(), clock::seed());
+    /// Binds the listener with a custom authenticator. With persistence on, the journal in
+    /// `data-dir` is replayed first (nothing is served until it has been).
+    pub async fn bind_with_auth(
+        config: NodeConfig,
+        auth: Box<dyn Authenticator>,
+    ) -> Result<Self, StartError> {
+        let addr = config.listen;
+        let now = clock::now();
+        let mut broker = Broker::new(config.broker.clone(), auth, now, clock::seed());
+        let journal = if config.storage.persistence {
+            let (open, report) = journal::open(&config.data_dir, &config.storage, &mut broker, now)?;
+            tracing::info!(?report, dir = %config.data_dir.display(), "journal replayed");
+            Some((open, Arc::new(journal::Kick::default())))
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let core = Mutex::new(Core { broker, wakers: FxHashMap::default() });
+        let kick = journal.as_ref().map(|(_, k)| k.clone());
+        let core = Mutex::new(Core { broker, wakers: FxHashMap::default(), kick });
         let shared = Arc::new(Shared { core, config, shutdown });
-        Ok(Self { listener, shared, shutdown_tx })
+        Ok(Self { listener, shared, shutdown_tx, journal })
     }
 
     /// The address actually bound (useful with port 0).
@@ -106,9 +146,19 @@ impl Server {
     }
 
     /// Serves until shutdown is requested, then tells clients (DISCONNECT 0x8B to v5),
-    /// waits up to `shutdown-grace-secs` for them to flush, and returns.
+    /// waits up to `shutdown-grace-secs` for them to flush, writes the rest of the journal,
+    /// and returns.
     pub async fn run(self) {
-        let Self { listener, shared, shutdown_tx } = self;
+        let Self { listener, shared, shutdown_tx, journal } = self;
+        let writer = journal.map(|(open, kick)| {
+            let handle = journal::spawn_writer(shared.clone(), open, kick.clone());
+            (handle, kick)
+        });
+        {
+            // Records emitted during replay (wills published, for example) go out now.
+            let mut core = shared.lock();
+            core.notify_woken(None);
+        }
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let timer = tokio::spawn(timer_task(shared.clone()));
         let mut shutdown = shared.shutdown.clone();
@@ -129,6 +179,10 @@ impl Server {
         // Every connection task holds a clone of `done_tx`; recv() ends when all are gone.
         let _ = tokio::time::timeout(grace, done_rx.recv()).await;
         timer.abort();
+        if let Some((handle, kick)) = writer {
+            kick.stop();
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
         drop(shutdown_tx);
     }
 }

@@ -12,6 +12,7 @@ use node::server::{Server, ShutdownHandle};
 /// A running broker; shuts down when dropped.
 pub struct TestBroker {
     pub addr: SocketAddr,
+    data_dir: std::path::PathBuf,
     handle: ShutdownHandle,
     join: Option<tokio::task::JoinHandle<()>>,
 }
@@ -26,23 +27,25 @@ impl TestBroker {
     pub async fn start_with(tweak: impl FnOnce(&mut NodeConfig)) -> Self {
         let mut config = test_config();
         tweak(&mut config);
+        let data_dir = config.data_dir.clone();
         let server = Server::bind(config).await.expect("bind");
-        Self::spawn(server)
+        Self::spawn(server, data_dir)
     }
 
     /// Starts a broker with a custom authenticator.
     pub async fn start_with_auth(auth: Box<dyn Authenticator>, tweak: impl FnOnce(&mut NodeConfig)) -> Self {
         let mut config = test_config();
         tweak(&mut config);
+        let data_dir = config.data_dir.clone();
         let server = Server::bind_with_auth(config, auth).await.expect("bind");
-        Self::spawn(server)
+        Self::spawn(server, data_dir)
     }
 
-    fn spawn(server: Server) -> Self {
+    fn spawn(server: Server, data_dir: std::path::PathBuf) -> Self {
         let addr = server.local_addr().expect("addr");
         let handle = server.shutdown_handle();
         let join = Some(tokio::spawn(server.run()));
-        Self { addr, handle, join }
+        Self { addr, data_dir, handle, join }
     }
 
     pub fn port(&self) -> u16 {
@@ -61,14 +64,34 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.handle.shutdown();
+        // Open files stay valid after unlinking; the directory is gone either way.
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
-/// Loopback on a free port, `$SYS` off (tests that want it turn it on).
-fn test_config() -> NodeConfig {
-    let mut config = NodeConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..NodeConfig::default() };
+/// Loopback on a free port, a private data directory, `$SYS` off (tests that want it turn
+/// it on).
+pub fn test_config() -> NodeConfig {
+    let mut config = NodeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: temp_data_dir(),
+        ..NodeConfig::default()
+    };
     config.broker.sys_interval_secs = 0;
+    // Small segments: every test broker preallocates one.
+    config.storage.segment_bytes = 1 << 20;
+    config.storage.checkpoint_bytes = 4 << 20;
     config
+}
+
+/// A fresh directory under the system temp dir, unique per process and call.
+pub fn temp_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("flotilla-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// Upper bound for waiting on one expected event in tests (a hang guard, not a speed check).

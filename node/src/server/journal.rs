@@ -1,0 +1,272 @@
+//! SHELL. The journal on disk: replay at startup, and a writer thread that appends the
+//! core's records to a `storage::SegmentLog` with group commit and reports them durable.
+//!
+//! One journal record is one log record (offsets and sequence numbers advance together).
+//! The writer takes every record the core emitted since its last round, writes them as one
+//! batch (one `pwrite`, one `fdatasync` under `sync = "every-batch"`), then tells the core the
+//! sequence number they reached, which releases the acknowledgements that waited for them.
+//! After `checkpoint-bytes` of journal it asks the core for a checkpoint (a `Reset` plus a
+//! snapshot), rolls to a new segment first, and once the checkpoint is durable deletes the
+//! segments before it.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use storage::{LogConfig, OsFs, RecoveryMode, SegmentLog, SyncPolicy};
+
+use super::Shared;
+use crate::broker::journal::Record;
+use crate::broker::{Broker, RestoreReport};
+use crate::clock;
+use crate::config::{StorageConfig, SyncMode};
+
+/// Why the journal could not be opened or replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The storage layer refused (IO error, corruption, lock held by another process).
+    #[error("journal in {dir}: {source}{hint}")]
+    Storage {
+        /// The journal directory.
+        dir: PathBuf,
+        /// What storage reported.
+        source: storage::Error,
+        /// How to recover, when there is a way.
+        hint: &'static str,
+    },
+    /// A record passed its checksum but does not decode: written by another version.
+    #[error("journal in {dir}: record at offset {offset} does not decode ({reason}); {hint}")]
+    Record {
+        /// The journal directory.
+        dir: PathBuf,
+        /// Offset of the record.
+        offset: u64,
+        /// Decoder's reason.
+        reason: String,
+        /// How to recover.
+        hint: &'static str,
+    },
+}
+
+const REPAIR_HINT: &str =
+    "; start with --repair to cut the journal at the first damaged record (what follows it is lost)";
+
+fn storage_error(dir: &Path, source: storage::Error) -> JournalError {
+    let hint = if matches!(source, storage::Error::Corruption { .. }) { REPAIR_HINT } else { "" };
+    JournalError::Storage { dir: dir.to_owned(), source, hint }
+}
+
+/// An open journal, replayed into the broker, ready for its writer thread.
+pub struct OpenJournal {
+    log: SegmentLog,
+    dir: PathBuf,
+    config: StorageConfig,
+    bytes_since_checkpoint: u64,
+}
+
+/// Opens `data_dir/journal`, replays it into `broker` and turns journaling on.
+pub fn open(
+    data_dir: &Path,
+    config: &StorageConfig,
+    broker: &mut Broker,
+    now: Instant,
+) -> Result<(OpenJournal, RestoreReport), JournalError> {
+    let dir = data_dir.join("journal");
+    let log_config = LogConfig {
+        segment_bytes_max: config.segment_bytes,
+        sync: match config.sync {
+            SyncMode::EveryBatch => SyncPolicy::EveryBatch,
+            SyncMode::Interval => SyncPolicy::Interval { interval_ms: config.sync_interval_ms },
+        },
+        recovery: if config.repair { RecoveryMode::Repair } else { RecoveryMode::Strict },
+        segment_age_ms_max: None,
+        // Index files sized to the segment (an entry per 4 KiB), not storage's 10 MiB default.
+        index_bytes_max: (config.segment_bytes / 4096 * 8 + 64).max(4096),
+        // A record holds at most one message or a retained message plus framing.
+        record_bytes_max: (broker.max_packet_size() as u32).saturating_add(64 << 10).max(16 << 20),
+        ..LogConfig::default()
+    };
+    let log = SegmentLog::open(OsFs, &dir, log_config).map_err(|e| storage_error(&dir, e))?;
+    let recovered = log.recovery_report();
+    if !recovered.torn_tails.is_empty() {
+        tracing::info!(dir = %dir.display(), cuts = ?recovered.torn_tails, "journal: torn tail truncated");
+    }
+    if !recovered.repairs.is_empty() {
+        tracing::warn!(dir = %dir.display(), cuts = ?recovered.repairs, "journal repaired: records lost");
+    }
+    let mut records = Vec::new();
+    let mut offset = log.start_offset();
+    while offset < log.next_offset() {
+        let batch = log.read_from(offset, 4 << 20).map_err(|e| storage_error(&dir, e))?;
+        for r in &batch {
+            let record =
+                Record::decode(Bytes::copy_from_slice(r.payload), now).map_err(|e| JournalError::Record {
+                    dir: dir.clone(),
+                    offset: r.offset,
+                    reason: e.to_string(),
+                    hint: REPAIR_HINT,
+                })?;
+            records.push(record);
+            offset = r.offset + 1;
+        }
+        if batch.is_empty() {
+            break;
+        }
+    }
+    broker.enable_journal(0);
+    let report = broker.restore(now, records);
+    let bytes_since_checkpoint = log.bytes();
+    Ok((OpenJournal { log, dir, config: config.clone(), bytes_since_checkpoint }, report))
+}
+
+/// Wakes the writer when the core has records for it.
+#[derive(Default)]
+pub struct Kick {
+    state: Mutex<KickState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct KickState {
+    pending: bool,
+    stop: bool,
+}
+
+impl Kick {
+    /// There are records to write.
+    pub fn kick(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.pending {
+            s.pending = true;
+            self.cond.notify_one();
+        }
+    }
+
+    /// Write what is left, then stop.
+    pub fn stop(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.stop = true;
+        self.cond.notify_one();
+    }
+
+    /// Waits up to `timeout` for a kick; returns `(kicked, stopping)`.
+    fn wait(&self, timeout: Duration) -> (bool, bool) {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut s, _) = self
+            .cond
+            .wait_timeout_while(s, timeout, |s| !s.pending && !s.stop)
+            .unwrap_or_else(|e| e.into_inner());
+        let kicked = std::mem::take(&mut s.pending);
+        (kicked, s.stop)
+    }
+}
+
+/// Starts the writer thread.
+pub(super) fn spawn_writer(shared: Arc<Shared>, journal: OpenJournal, kick: Arc<Kick>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("journal".into())
+        .spawn(move || Writer { shared, journal, kick, inflight: VecDeque::new(), reset_at: None }.run())
+        .expect("spawning the journal thread")
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    journal: OpenJournal,
+    kick: Arc<Kick>,
+    /// `(end offset, seq)` of batches written but perhaps not yet durable.
+    inflight: VecDeque<(u64, u64)>,
+    /// Offset of the last checkpoint's `Reset`, until older segments are deleted.
+    reset_at: Option<u64>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut records = Vec::new();
+        loop {
+            let wait = self.journal.log.poll_timeout().map_or(Duration::from_millis(200), |at| {
+                Duration::from_millis(at.saturating_sub(clock::wall_ms()).max(1))
+            });
+            let (_, stopping) = self.kick.wait(wait);
+            records.clear();
+            let seq = self.shared.lock().broker.poll_journal(&mut records);
+            if let Err(e) = self.write(&records, seq) {
+                tracing::error!(dir = %self.journal.dir.display(), error = %e,
+                    "journal write failed: the log is poisoned; acknowledgements stop until restart");
+                return;
+            }
+            if stopping && self.shared.lock().broker.journal_lag() == 0 {
+                return;
+            }
+        }
+    }
+
+    fn write(&mut self, records: &[Record], seq: u64) -> Result<(), storage::Error> {
+        let now_ms = clock::wall_ms();
+        let now = clock::now();
+        if !records.is_empty() {
+            let encoded: Vec<BytesMut> = records
+                .iter()
+                .map(|r| {
+                    let mut b = BytesMut::new();
+                    r.encode(now, &mut b);
+                    b
+                })
+                .collect();
+            // A checkpoint starts a fresh segment, so everything before it can be deleted.
+            let split = records.iter().position(|r| matches!(r, Record::Reset)).unwrap_or(encoded.len());
+            self.append(now_ms, &encoded[..split])?;
+            if split < encoded.len() {
+                self.journal.log.roll()?;
+                self.reset_at = Some(self.journal.log.next_offset());
+                self.journal.bytes_since_checkpoint = 0;
+                self.append(now_ms, &encoded[split..])?;
+            }
+            let end = self.journal.log.next_offset();
+            self.inflight.push_back((end, seq));
+        }
+        self.journal.log.poll_sync(now_ms)?;
+        let durable = self.journal.log.durable_offset();
+        let mut reached = None;
+        while let Some(&(end, seq)) = self.inflight.front() {
+            if end > durable {
+                break;
+            }
+            reached = Some(seq);
+            self.inflight.pop_front();
+        }
+        if let Some(seq) = reached {
+            let mut core = self.shared.lock();
+            core.broker.handle_durable(seq);
+            core.notify_woken(None);
+            if self.journal.bytes_since_checkpoint > self.journal.config.checkpoint_bytes {
+                core.broker.checkpoint();
+                self.journal.bytes_since_checkpoint = 0;
+                self.kick.kick();
+            }
+        }
+        if let Some(at) = self.reset_at
+            && durable > at
+        {
+            let report = self.journal.log.retain(now_ms, at)?;
+            tracing::debug!(?report, "journal checkpoint complete; older segments deleted");
+            self.reset_at = None;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, now_ms: u64, encoded: &[BytesMut]) -> Result<(), storage::Error> {
+        if encoded.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<storage::Record<'_>> = encoded
+            .iter()
+            .map(|b| storage::Record { timestamp_ms: now_ms, topic: b"", payload: b })
+            .collect();
+        self.journal.log.append(now_ms, &batch)?;
+        self.journal.bytes_since_checkpoint += encoded.iter().map(|b| b.len() as u64 + 28).sum::<u64>();
+        Ok(())
+    }
+}
