@@ -62,7 +62,10 @@ impl Broker {
                 // A retransmission of a message already received (MQTT-4.3.3-10).
                 return self.send(conn, Packet::PubRec(PubResp::new(pid)));
             }
-            if s.qos2_in.len() >= usize::from(self.config.max_inflight) {
+            // Only v5 clients were told a Receive Maximum (MQTT-3.3.4-7); a 3.x client's
+            // bound is the packet identifier space itself.
+            let limit = if v5 { usize::from(self.config.max_inflight) } else { usize::from(u16::MAX) };
+            if s.qos2_in.len() >= limit {
                 return self.protocol_error(
                     now,
                     conn,
