@@ -64,7 +64,9 @@ fn pump(mut el: EventLoop) -> (mpsc::UnboundedReceiver<Packet>, tokio::task::Joi
     (rx, h)
 }
 
-async fn connect(o: MqttOptions) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>, tokio::task::JoinHandle<()>) {
+async fn connect(
+    o: MqttOptions,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>, tokio::task::JoinHandle<()>) {
     let (c, el) = AsyncClient::new(o, 256);
     let (mut rx, h) = pump(el);
     let ack = tokio::time::timeout(common::WAIT, rx.recv()).await.expect("CONNACK in time");
@@ -84,7 +86,13 @@ async fn expect_suback(rx: &mut mpsc::UnboundedReceiver<Packet>) {
 
 /// Publishes `n` numbered messages and records which were acknowledged (PUBACK for QoS 1,
 /// PUBCOMP for QoS 2), until the broker dies.
-async fn publish_until_killed(port: u16, id: &str, topic: &str, qos: QoS, n: u16) -> tokio::task::JoinHandle<BTreeSet<u16>> {
+async fn publish_until_killed(
+    port: u16,
+    id: &str,
+    topic: &str,
+    qos: QoS,
+    n: u16,
+) -> tokio::task::JoinHandle<BTreeSet<u16>> {
     let (c, mut rx, _h) = connect(options(id, port, true)).await;
     let topic = topic.to_string();
     // The sender works on a clone: rumqttc's event loop ends when every client is dropped.
@@ -116,7 +124,10 @@ async fn publish_until_killed(port: u16, id: &str, topic: &str, qos: QoS, n: u16
 }
 
 /// Collects publishes on a reconnected persistent session until `quiet` passes without one.
-async fn collect(rx: &mut mpsc::UnboundedReceiver<Packet>, quiet: Duration) -> Vec<(String, Vec<u8>, QoS, bool)> {
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<Packet>,
+    quiet: Duration,
+) -> Vec<(String, Vec<u8>, QoS, bool)> {
     let mut got = Vec::new();
     while let Ok(Some(p)) = tokio::time::timeout(quiet, rx.recv()).await {
         if let Packet::Publish(p) = p {
@@ -184,8 +195,18 @@ async fn sigkill_loses_nothing_acknowledged() {
     }
     let lost1: Vec<u16> = acked1.iter().filter(|s| !q1_seen.contains_key(s)).copied().collect();
     let lost2: Vec<u16> = acked2.iter().filter(|s| !q2_seen.contains_key(s)).copied().collect();
-    assert!(lost1.is_empty(), "{} PUBACKed QoS 1 messages lost, e.g. {:?}", lost1.len(), &lost1[..lost1.len().min(5)]);
-    assert!(lost2.is_empty(), "{} PUBCOMPed QoS 2 messages lost, e.g. {:?}", lost2.len(), &lost2[..lost2.len().min(5)]);
+    assert!(
+        lost1.is_empty(),
+        "{} PUBACKed QoS 1 messages lost, e.g. {:?}",
+        lost1.len(),
+        &lost1[..lost1.len().min(5)]
+    );
+    assert!(
+        lost2.is_empty(),
+        "{} PUBCOMPed QoS 2 messages lost, e.g. {:?}",
+        lost2.len(),
+        &lost2[..lost2.len().min(5)]
+    );
     let dup2: Vec<(&u16, &usize)> = q2_seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dup2.is_empty(), "QoS 2 messages delivered more than once: {dup2:?}");
     eprintln!(
