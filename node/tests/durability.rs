@@ -241,3 +241,69 @@ async fn sigkill_loses_nothing_acknowledged() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("toml"));
 }
+
+/// Runs the broker to completion and returns its exit status and stderr.
+fn run_to_exit(port: u16, dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .args(["--log", "warn"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flotilla");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+            return (status, err);
+        }
+        if Instant::now() > deadline || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            child.kill().expect("kill");
+            let status = child.wait().expect("wait");
+            return (status, String::from("(started and served)"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_journal_refuses_to_start_until_repaired() {
+    let dir = common::temp_data_dir();
+    let port = free_port();
+    let mut broker = start_broker(port, &dir);
+    let (r, mut rx, _h) = connect(options("corrupt-writer", port, true)).await;
+    for i in 0..20u8 {
+        r.publish(format!("c/{i}"), QoS::AtLeastOnce, true, vec![i; 100]).await.expect("publish");
+    }
+    let mut acks = 0;
+    while acks < 20 {
+        match tokio::time::timeout(common::WAIT, rx.recv()).await.expect("PUBACK in time") {
+            Some(Packet::PubAck(_)) => acks += 1,
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+    broker.kill().expect("kill");
+    let _ = broker.wait();
+
+    // Damage the first record (a byte inside its payload); valid records follow it, so this
+    // is corruption, not a torn tail.
+    let log = dir.join("journal").join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).expect("read segment");
+    bytes[32 + 28 + 8] ^= 0xFF;
+    std::fs::write(&log, &bytes).expect("write segment");
+
+    let (status, err) = run_to_exit(port, &dir, &[]);
+    assert!(!status.success(), "broker started on a corrupted journal");
+    assert!(err.contains("00000000000000000000.log"), "error does not name the file: {err}");
+    assert!(err.contains("--repair"), "error does not say how to recover: {err}");
+
+    let (_, served) = run_to_exit(port, &dir, &["--repair"]);
+    assert_eq!(served, "(started and served)", "--repair did not start the broker");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+}

@@ -1,7 +1,13 @@
 //! Append and replay throughput of the segment log, against a raw-device reference measured in
 //! the same run: plain sequential `write` + `fdatasync` of the same bytes to a file in the same
-//! directory. The goal is batched appends at >= 80% of the reference; the ratios are printed
-//! at the end.
+//! directory (`raw`). The goal is batched appends at >= 80% of the reference; the ratios are
+//! printed at the end, measured with the three writers taking turns (see [`ratios`]) because
+//! `fdatasync` latency on a shared machine drifts more than the differences measured. A second reference, `raw_fallocated`, does the same into a file
+//! preallocated with `fallocate` as the log's segments are: on ext4 every `fdatasync` into
+//! such a file also converts unwritten extents, so `log / raw_fallocated` is the cost of the
+//! log's own work (encoding, CRC32C, indexes) and `raw_fallocated / raw` that of preallocating.
+//! `log_steady` appends to a segment that reuses a deleted segment's file (steady state of a
+//! broker whose retention deletes segments), where that conversion cost is gone.
 //!
 //! `cargo bench -p storage -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -10,11 +16,9 @@
 //! and the reference syncs once per batch of the same bytes. Files live under Cargo's
 //! target tmp dir and are deleted afterwards.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -22,19 +26,6 @@ use storage::{LogConfig, OsFs, Record, Retention, SegmentLog};
 
 const TOPIC: &[u8] = b"fleet/v000042/gps/1a";
 const SEGMENT_BYTES: u64 = 256 << 20;
-
-/// (payload bytes, batch, "log" or "raw").
-type Key = (usize, usize, &'static str);
-
-/// Bytes and time measured per key, warm-up included.
-static TALLY: Mutex<BTreeMap<Key, (u64, Duration)>> = Mutex::new(BTreeMap::new());
-
-fn tally(key: Key, bytes: u64, elapsed: Duration) {
-    let mut t = TALLY.lock().unwrap();
-    let e = t.entry(key).or_default();
-    e.0 += bytes;
-    e.1 += elapsed;
-}
 
 fn bench_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("storage-bench").join(name);
@@ -53,25 +44,36 @@ fn log_config() -> LogConfig {
 }
 
 /// Plain sequential appends to a file, starting a new file every segment's worth of bytes
-/// like the log does.
+/// like the log does; with `preallocate`, each file is first `fallocate`d to a segment's size
+/// as the log does, which isolates the cost of the log's own work from ext4's
+/// unwritten-extent conversion on `fdatasync`.
 struct Raw {
     dir: PathBuf,
+    preallocate: bool,
     file: fs::File,
     written: u64,
     files: u64,
 }
 
 impl Raw {
-    fn new(dir: PathBuf) -> Self {
-        let file = fs::File::create(dir.join("raw-0")).unwrap();
-        Self { dir, file, written: 0, files: 0 }
+    fn new(dir: PathBuf, preallocate: bool) -> Self {
+        let file = Self::create(&dir, 0, preallocate);
+        Self { dir, preallocate, file, written: 0, files: 0 }
+    }
+
+    fn create(dir: &Path, n: u64, preallocate: bool) -> fs::File {
+        let file = fs::File::create(dir.join(format!("raw-{n}"))).unwrap();
+        if preallocate {
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, SEGMENT_BYTES).unwrap();
+        }
+        file
     }
 
     fn append(&mut self, bytes: &[u8]) {
         if self.written + bytes.len() as u64 > SEGMENT_BYTES {
             self.files += 1;
             let _ = fs::remove_file(self.dir.join(format!("raw-{}", self.files - 1)));
-            self.file = fs::File::create(self.dir.join(format!("raw-{}", self.files))).unwrap();
+            self.file = Self::create(&self.dir, self.files, self.preallocate);
             self.written = 0;
         }
         self.file.write_all(bytes).unwrap();
@@ -102,30 +104,28 @@ fn append(c: &mut Criterion) {
                         now_ms += 1;
                         log.append(now_ms, &records).unwrap();
                     }
-                    let elapsed = start.elapsed();
-                    tally((payload_bytes, batch, "log"), iters * batch_bytes, elapsed);
-                    elapsed
+                    start.elapsed()
                 })
             });
             drop(log);
             let _ = fs::remove_dir_all(&dir);
 
-            let dir = bench_dir(&format!("raw-{payload_bytes}-{batch}"));
-            let bytes = vec![0xA5u8; batch_bytes as usize];
-            let mut raw = Raw::new(dir.clone());
-            group.bench_function(BenchmarkId::new("raw", batch), |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        raw.append(&bytes);
-                    }
-                    let elapsed = start.elapsed();
-                    tally((payload_bytes, batch, "raw"), iters * batch_bytes, elapsed);
-                    elapsed
-                })
-            });
-            drop(raw);
-            let _ = fs::remove_dir_all(&dir);
+            for (kind, preallocate) in [("raw", false), ("raw_fallocated", true)] {
+                let dir = bench_dir(&format!("{kind}-{payload_bytes}-{batch}"));
+                let bytes = vec![0xA5u8; batch_bytes as usize];
+                let mut raw = Raw::new(dir.clone(), preallocate);
+                group.bench_function(BenchmarkId::new(kind, batch), |b| {
+                    b.iter_custom(|iters| {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            raw.append(&bytes);
+                        }
+                        start.elapsed()
+                    })
+                });
+                drop(raw);
+                let _ = fs::remove_dir_all(&dir);
+            }
         }
         group.finish();
     }
@@ -179,20 +179,101 @@ fn replay(c: &mut Criterion) {
     let _ = fs::remove_dir_all(&dir);
 }
 
-fn report(_: &mut Criterion) {
-    let t = TALLY.lock().unwrap();
-    let mib_s = |(bytes, elapsed): (u64, Duration)| bytes as f64 / elapsed.as_secs_f64() / f64::from(1 << 20);
-    println!("\nappend throughput vs raw write+fdatasync of the same bytes (same run):");
-    println!("{:>8} {:>6} {:>12} {:>12} {:>7}", "payload", "batch", "log MiB/s", "raw MiB/s", "ratio");
-    for (&(payload, batch, kind), &log) in t.iter() {
-        if kind != "log" {
-            continue;
+/// A log in steady state: retention has deleted a full segment and the active segment reuses
+/// its file (see `LogConfig::recycle_segments_max`), as in a broker that has run for a while.
+fn steady_log(dir: &Path) -> SegmentLog {
+    let config = LogConfig { retention: Retention { bytes_max: None, age_ms_max: Some(0) }, ..log_config() };
+    let mut log = SegmentLog::open(OsFs, dir, config).unwrap();
+    let payload = vec![0u8; 1024];
+    let fill = vec![Record { timestamp_ms: 0, topic: TOPIC, payload: &payload }; 1024];
+    while log.segments().len() < 2 {
+        log.append(0, &fill).unwrap();
+    }
+    log.retain(1, u64::MAX).unwrap(); // the full segment becomes a spare
+    log.roll().unwrap(); // the next segment reuses it
+    log.retain(1, u64::MAX).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    assert!(fs::read_dir(dir).unwrap().all(|e| e.unwrap().path().extension().is_none_or(|x| x != "spare")));
+    log
+}
+
+/// The ratios, measured robustly on a shared machine: the writers take turns in short rounds
+/// (so they see the same disk and CPU conditions), and each ratio is the median over rounds of
+/// the paired per-round ratio. `log` appends to a fresh (`fallocate`d) segment, `log_steady`
+/// to a recycled one.
+fn ratios(_: &mut Criterion) {
+    const ROUNDS: usize = 15;
+    const ROUND_TIME: Duration = Duration::from_millis(60);
+    const KINDS: usize = 4;
+    println!(
+        "\nappend throughput, interleaved rounds (median MiB/s; ratios = median of paired per-round ratios):"
+    );
+    println!(
+        "{:>8} {:>6} {:>8} {:>11} {:>8} {:>11} {:>8} {:>15} {:>15}",
+        "payload",
+        "batch",
+        "log",
+        "log_steady",
+        "raw",
+        "raw_falloc",
+        "log/raw",
+        "log_steady/raw",
+        "log/raw_falloc"
+    );
+    for payload_bytes in [64usize, 1024] {
+        let payload = vec![0xA5u8; payload_bytes];
+        for batch in [1usize, 64, 1024] {
+            let records = vec![Record { timestamp_ms: 0, topic: TOPIC, payload: &payload }; batch];
+            let batch_bytes = (batch * (28 + TOPIC.len() + payload_bytes)) as u64;
+            let bytes = vec![0xA5u8; batch_bytes as usize];
+            let dir = bench_dir(&format!("ratio-{payload_bytes}-{batch}"));
+            let mut log = SegmentLog::open(OsFs, dir.join("log"), log_config()).unwrap();
+            let mut steady = steady_log(&dir.join("steady"));
+            fs::create_dir_all(dir.join("raw")).unwrap();
+            fs::create_dir_all(dir.join("falloc")).unwrap();
+            let mut raw = Raw::new(dir.join("raw"), false);
+            let mut falloc = Raw::new(dir.join("falloc"), true);
+            let mut mib_s: [Vec<f64>; KINDS] = Default::default();
+            let mut now_ms = 0;
+            for round in 0..ROUNDS {
+                log.retain(now_ms, u64::MAX).unwrap();
+                for k in 0..KINDS {
+                    let kind = (round + k) % KINDS; // rotate who goes first
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < ROUND_TIME {
+                        now_ms += 1;
+                        match kind {
+                            0 => drop(log.append(now_ms, &records).unwrap()),
+                            1 => drop(steady.append(now_ms, &records).unwrap()),
+                            2 => raw.append(&bytes),
+                            _ => falloc.append(&bytes),
+                        }
+                        n += 1;
+                    }
+                    mib_s[kind]
+                        .push((n * batch_bytes) as f64 / start.elapsed().as_secs_f64() / f64::from(1 << 20));
+                }
+            }
+            let paired =
+                |a: usize, b: usize| 100.0 * median((0..ROUNDS).map(|i| mib_s[a][i] / mib_s[b][i]).collect());
+            let [l, st, r, f] = mib_s.clone().map(median);
+            println!(
+                "{payload_bytes:>7}B {batch:>6} {l:>8.1} {st:>11.1} {r:>8.1} {f:>11.1} {:>7.0}% {:>14.0}% {:>14.0}%",
+                paired(0, 2),
+                paired(1, 2),
+                paired(0, 3)
+            );
+            drop((log, steady, raw, falloc));
+            let _ = fs::remove_dir_all(&dir);
         }
-        let Some(&raw) = t.get(&(payload, batch, "raw")) else { continue };
-        let (l, r) = (mib_s(log), mib_s(raw));
-        println!("{payload:>7}B {batch:>6} {l:>12.1} {r:>12.1} {:>6.0}%", 100.0 * l / r);
     }
 }
 
-criterion_group!(benches, append, replay, report);
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+criterion_group!(benches, append, replay, ratios);
 criterion_main!(benches);

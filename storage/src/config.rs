@@ -61,6 +61,12 @@ pub struct LogConfig {
     pub index_bytes_max: u32,
     /// Largest encoded record (28-byte header + topic + payload).
     pub record_bytes_max: u32,
+    /// How many `.log` files of segments deleted by retention are kept as spares and reused
+    /// for new segments. Overwriting blocks that are already written makes each `fdatasync` a
+    /// pure data flush, without the unwritten-extent conversion a fresh `fallocate`d file
+    /// costs (about 30% of an fsync on ext4). Each spare holds a segment's worth of disk,
+    /// and the expired records in it until they are overwritten. 0 disables recycling.
+    pub recycle_segments_max: usize,
     /// When to `fdatasync`.
     pub sync: SyncPolicy,
     /// What `retain` deletes.
@@ -77,6 +83,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             index_bytes_max: 10 << 20,
             record_bytes_max: 16 << 20,
+            recycle_segments_max: 1,
             sync: SyncPolicy::EveryBatch,
             retention: Retention::default(),
             recovery: RecoveryMode::Strict,

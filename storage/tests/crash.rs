@@ -43,21 +43,20 @@ fn append<F: FileSystem>(log: &mut SegmentLog<F>, from: u64, to: u64) -> storage
     log.append(0, &records).map(|_| ())
 }
 
-/// Checks that the log holds exactly records `0..n`, by offset, by topic and by time.
+/// Checks that the log holds exactly records `start..n`, by offset, by topic and by time.
 fn assert_exactly<F: FileSystem>(log: &SegmentLog<F>, n: u64) {
+    let start = log.start_offset();
     assert_eq!(log.next_offset(), n);
     let records = log.read_from(0, u64::MAX).unwrap();
-    assert_eq!(records.len() as u64, n);
-    for r in &records {
-        assert_eq!(
-            (r.topic, r.payload, r.timestamp_ms),
-            (&topic(r.offset)[..], &payload(r.offset)[..], r.offset)
-        );
+    assert_eq!(records.len() as u64, n - start);
+    for (r, offset) in records.iter().zip(start..) {
+        assert_eq!(r.offset, offset);
+        assert_eq!((r.topic, r.payload, r.timestamp_ms), (&topic(offset)[..], &payload(offset)[..], offset));
     }
     let t1 = topic(1);
     let by_topic: Vec<u64> = log.read_topics(&[&t1], 0, u64::MAX).unwrap().iter().map(|r| r.offset).collect();
-    assert_eq!(by_topic, (0..n).filter(|i| i % 3 == 1).collect::<Vec<_>>());
-    if n > 0 {
+    assert_eq!(by_topic, (start..n).filter(|i| i % 3 == 1).collect::<Vec<_>>());
+    if n > start {
         assert_eq!(log.offset_for_time(n - 1).unwrap(), Some(n - 1));
     }
     assert_eq!(log.offset_for_time(n).unwrap(), None);
@@ -130,16 +129,26 @@ fn crash_at_every_step(
     acked_before: u64,
     acked_after: u64,
 ) {
+    crash_at_every_step_with(config(), setup, action, acked_before, acked_after);
+}
+
+fn crash_at_every_step_with(
+    config: LogConfig,
+    setup: impl Fn(&mut SegmentLog<FaultyFs>),
+    action: impl Fn(&mut SegmentLog<FaultyFs>) -> storage::Result<()>,
+    acked_before: u64,
+    acked_after: u64,
+) {
     for ops in 0.. {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultyFs::new();
-        let mut log = SegmentLog::open(fs.clone(), dir.path(), config()).unwrap();
+        let mut log = SegmentLog::open(fs.clone(), dir.path(), config.clone()).unwrap();
         setup(&mut log);
         fs.set(|f| f.crash_after_ops = Some(ops));
         let done = action(&mut log).is_ok();
         let crashed = fs.faults().crashed();
         drop(log);
-        let log = SegmentLog::open(OsFs, dir.path(), config())
+        let log = SegmentLog::open(OsFs, dir.path(), config.clone())
             .unwrap_or_else(|e| panic!("open after a crash at op {ops}: {e}"));
         let n = log.next_offset();
         assert!(
@@ -149,8 +158,8 @@ fn crash_at_every_step(
         assert!(n <= acked_after, "crash at op {ops}: phantom records");
         assert_exactly(&log, n);
         drop(log);
-        // Recovery itself may have been interrupted by nothing here; a second open agrees.
-        let log = SegmentLog::open(OsFs, dir.path(), config()).unwrap();
+        // A second open agrees.
+        let log = SegmentLog::open(OsFs, dir.path(), config.clone()).unwrap();
         assert_eq!(log.next_offset(), n);
         if !crashed {
             assert!(done);
@@ -175,6 +184,30 @@ fn crash_at_every_step_of_an_explicit_roll_keeps_every_record() {
         },
         7,
         8,
+    );
+}
+
+#[test]
+fn crash_at_every_step_of_a_roll_into_a_recycled_file_keeps_every_record() {
+    // Retention leaves a spare whose former records fill the file; the roll reuses it.
+    let mut config = config();
+    config.retention.age_ms_max = Some(0);
+    crash_at_every_step_with(
+        config,
+        |log| {
+            for i in 0..40 {
+                append(log, i, i + 1).unwrap();
+            }
+            let start = log.segments()[1].base_offset;
+            assert_eq!(log.retain(1000, start).unwrap().segments_deleted, 1);
+            assert!(log.dir().join(format!("{:020}.spare", 0)).exists());
+        },
+        |log| {
+            log.roll()?;
+            append(log, 40, 42)
+        },
+        40,
+        42,
     );
 }
 

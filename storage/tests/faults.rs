@@ -286,3 +286,37 @@ fn a_damaged_log_header_or_a_missing_segment_is_corruption() {
     let log = SegmentLog::open(OsFs, dir.path(), repair()).unwrap();
     assert_eq!(offsets(&log).unwrap(), (0..segments[1].base_offset).collect::<Vec<_>>());
 }
+
+#[test]
+fn repair_of_a_damaged_first_segment_header_restarts_the_log_at_its_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open(OsFs, dir.path(), config()).unwrap();
+    append(&mut log, 0, 200).unwrap();
+    assert!(log.segments().len() > 2);
+    log.close().unwrap();
+    flip_byte(&log_path(dir.path(), 0), 3);
+    assert!(matches!(
+        SegmentLog::open(OsFs, dir.path(), config()),
+        Err(Error::Corruption { position: 0, .. })
+    ));
+
+    let mut log = SegmentLog::open(OsFs, dir.path(), repair()).unwrap();
+    assert_eq!(log.recovery_report().repairs[0].file, log_path(dir.path(), 0));
+    assert_eq!((log.start_offset(), log.next_offset()), (0, 0));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        4,
+        "LOCK and one empty segment's .log, .idx, .tidx"
+    );
+    append(&mut log, 0, 30).unwrap();
+    drop(log);
+    let log = SegmentLog::open(OsFs, dir.path(), config()).unwrap();
+    assert_eq!(offsets(&log).unwrap(), (0..30).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_log_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<SegmentLog>();
+    check::<SegmentLog<FaultyFs>>();
+}

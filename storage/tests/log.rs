@@ -334,3 +334,49 @@ fn missing_or_damaged_indexes_of_sealed_segments_are_rebuilt_on_open() {
     let log = SegmentLog::open(OsFs, dir.path(), small_config()).unwrap();
     assert_eq!(log.recovery_report().indexes_rebuilt.len(), 1, "only the active segment is scanned");
 }
+
+#[test]
+fn deleted_segments_are_recycled_and_their_former_records_never_reappear() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        recycle_segments_max: 2,
+        retention: Retention { bytes_max: None, age_ms_max: Some(0) },
+        ..small_config()
+    };
+    let mut log = SegmentLog::open(OsFs, dir.path(), config.clone()).unwrap();
+    append_range(&mut log, 0, 300, 5);
+    let sealed = log.segments().len() - 1;
+    assert!(sealed > 2);
+    let report = log.retain(1_000_000, u64::MAX).unwrap();
+    assert_eq!(report.segments_deleted, sealed);
+    assert_eq!(files(dir.path(), "spare"), 2, "two spares kept, the rest deleted");
+    assert_eq!(files(dir.path(), "log"), 1);
+    // The next rolls reuse the spares: their tails still hold the former records.
+    append_range(&mut log, 300, 400, 5);
+    assert_eq!(files(dir.path(), "spare"), 0);
+    let start = log.start_offset();
+    assert_eq!(read_all(&log, 0), (start..400).collect::<Vec<_>>());
+    // A crash (no close) leaves the active segment's former bytes behind its records.
+    drop(log);
+    let mut log = SegmentLog::open(OsFs, dir.path(), config.clone()).unwrap();
+    let report = log.recovery_report();
+    assert!(report.torn_tails.is_empty() && report.repairs.is_empty(), "{report:?}");
+    assert_eq!(read_all(&log, 0), (start..400).collect::<Vec<_>>());
+    append_range(&mut log, 400, 450, 5);
+    log.close().unwrap();
+    let log = SegmentLog::open(OsFs, dir.path(), config).unwrap();
+    assert_eq!(read_all(&log, 0), (start..450).collect::<Vec<_>>());
+}
+
+#[test]
+fn small_segments_are_deleted_not_recycled() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        LogConfig { retention: Retention { bytes_max: None, age_ms_max: Some(0) }, ..small_config() };
+    let mut log = SegmentLog::open(OsFs, dir.path(), config).unwrap();
+    append_range(&mut log, 0, 3, 3);
+    log.roll().unwrap();
+    append_range(&mut log, 3, 4, 1);
+    assert_eq!(log.retain(1_000_000, u64::MAX).unwrap().segments_deleted, 1);
+    assert_eq!(files(dir.path(), "spare"), 0);
+}

@@ -1,9 +1,9 @@
 //! SHELL. Every file access of the crate goes through [`FileSystem`] and [`File`], as in
-//! raft-engine's `env`, so tests can inject disk faults ([`faulty`], feature `fault`).
+//! raft-engine's `env`, so tests can inject disk faults (`faulty`, feature `fault`).
 //!
 //! [`OsFs`] is the real implementation: `pwrite`/`pread`, `fdatasync`, `fallocate`, `flock`
 //! through rustix (safe wrappers, no `unsafe` here), and read-only memory maps through
-//! [`map`], the crate's only module with `unsafe`.
+//! `map`, the crate's only module with `unsafe`.
 //!
 //! Invariants the rest of the crate relies on:
 //! - [`File::allocate`] reserves real blocks (never a sparse hole), so a later write into the

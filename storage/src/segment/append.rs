@@ -123,7 +123,8 @@ impl<F: FileSystem> SegmentLog<F> {
     fn roll_to(&mut self, capacity: Capacity) -> Result<()> {
         self.sync()?;
         let next = self.next_offset();
-        let segment = Segment::create(&self.fs, &self.dir, next, capacity, &self.config)?;
+        let spare = self.spares.pop();
+        let segment = Segment::create(&self.fs, &self.dir, next, capacity, &self.config, spare.as_deref())?;
         let (fs, dir) = (&self.fs, &self.dir);
         let sealed = self.segments.last_mut().expect("there is always an active segment").seal(fs, dir);
         self.poison_on_err(sealed)?;

@@ -20,7 +20,8 @@ use crate::env::{File, FileSystem, Map};
 use crate::error::{Error, Reason, Result};
 use crate::segment::Record;
 use crate::segment::format::{
-    FILE_HEADER_LEN, FileHeader, FileKind, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN, encode_record, u32_at,
+    FILE_HEADER_LEN, FLAG_RECYCLED, FileHeader, FileKind, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN, encode_record,
+    u32_at,
 };
 use crate::segment::index::{IndexFile, IndexPoints};
 use crate::segment::recovery::Scan;
@@ -56,16 +57,29 @@ pub(crate) fn file_name(base_offset: u64, kind: FileKind) -> String {
     format!("{base_offset:020}.{}", kind.extension())
 }
 
+/// Extension of a spare file: a deleted segment's `.log` kept for reuse.
+pub(crate) const SPARE_EXTENSION: &str = "spare";
+
+/// `{base:020}.spare`, for the `.log` of the deleted segment `base_offset`.
+pub(crate) fn spare_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{SPARE_EXTENSION}"))
+}
+
 /// The base offset and kind of a segment file name.
 pub(crate) fn parse_file_name(name: &str) -> Option<(u64, FileKind)> {
     let (stem, ext) = name.split_once('.')?;
     let kind = [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex, FileKind::TopicIndex]
         .into_iter()
         .find(|k| k.extension() == ext)?;
+    parse_base(stem).map(|base| (base, kind))
+}
+
+/// The base offset of a 20-digit file stem.
+pub(crate) fn parse_base(stem: &str) -> Option<u64> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((stem.parse().ok()?, kind))
+    stem.parse().ok()
 }
 
 /// The temporary name a file is written under before it is renamed into place.
@@ -162,16 +176,18 @@ fn create_index<F: FileSystem>(
 
 impl<Fl: File> Segment<Fl> {
     /// Creates the files of a new, empty active segment at `base_offset` and makes them
-    /// durable. On failure, removes what it created; nothing else changed.
+    /// durable, reusing the `spare` file (a deleted segment's `.log`) if given. On failure,
+    /// removes what it created; nothing else changed (a spare may be gone).
     pub(crate) fn create<F: FileSystem<File = Fl>>(
         fs: &F,
         dir: &Path,
         base_offset: u64,
         capacity: Capacity,
         config: &LogConfig,
+        spare: Option<&Path>,
     ) -> Result<Self> {
         let paths = SegmentPaths::new(dir, base_offset);
-        let created = Self::create_files(fs, dir, &paths, base_offset, capacity, config);
+        let created = Self::create_files(fs, dir, &paths, base_offset, capacity, config, spare);
         if created.is_err() {
             for path in paths.all().into_iter().map(Path::to_owned).chain([tmp_path(&paths.log)]) {
                 let _ = fs.remove_file(&path);
@@ -185,17 +201,36 @@ impl<Fl: File> Segment<Fl> {
         dir: &Path,
         paths: &SegmentPaths,
         base_offset: u64,
-        capacity: Capacity,
+        mut capacity: Capacity,
         config: &LogConfig,
+        spare: Option<&Path>,
     ) -> Result<Self> {
+        // A `.tpx` left at this base (a repair cut here) would mark the new segment sealed.
+        match fs.remove_file(&paths.topics) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("unlink", &paths.topics)(e));
+            }
+            _ => {}
+        }
         // The `.log` appears under its name only complete: header written, space reserved.
-        let tmp = tmp_path(&paths.log);
-        let log = fs.create(&tmp).map_err(io_at("create", &tmp))?;
-        log.write_all_at(&FileHeader::active(FileKind::Log, base_offset).encode(), 0)
-            .map_err(io_at("pwrite", &tmp))?;
-        log.allocate(capacity.log_bytes).map_err(io_at("fallocate", &tmp))?;
-        log.sync_all().map_err(io_at("fsync", &tmp))?;
-        fs.rename(&tmp, &paths.log).map_err(io_at("rename", &tmp))?;
+        let (from, log, header) = match spare {
+            Some(spare) => {
+                let log = fs.open(spare).map_err(io_at("open", spare))?;
+                capacity.log_bytes = capacity.log_bytes.max(log.len_bytes().map_err(io_at("stat", spare))?);
+                let header =
+                    FileHeader { flags: FLAG_RECYCLED, ..FileHeader::active(FileKind::Log, base_offset) };
+                (spare.to_owned(), log, header)
+            }
+            None => {
+                let tmp = tmp_path(&paths.log);
+                let log = fs.create(&tmp).map_err(io_at("create", &tmp))?;
+                (tmp, log, FileHeader::active(FileKind::Log, base_offset))
+            }
+        };
+        log.write_all_at(&header.encode(), 0).map_err(io_at("pwrite", &from))?;
+        log.allocate(capacity.log_bytes).map_err(io_at("fallocate", &from))?;
+        log.sync_all().map_err(io_at("fsync", &from))?;
+        fs.rename(&from, &paths.log).map_err(io_at("rename", &from))?;
         let offsets = create_index(
             fs,
             &paths.offsets,
@@ -532,6 +567,15 @@ impl<Fl: File> Segment<Fl> {
     pub(crate) fn delete<F: FileSystem<File = Fl>>(self, fs: &F) -> Result<()> {
         let paths = self.paths.clone();
         drop(self);
+        remove_files(fs, &paths)
+    }
+
+    /// Unmaps the segment, renames its `.log` to `spare` (which ends its existence) and
+    /// removes its other files.
+    pub(crate) fn recycle<F: FileSystem<File = Fl>>(self, fs: &F, spare: &Path) -> Result<()> {
+        let paths = self.paths.clone();
+        drop(self);
+        fs.rename(&paths.log, spare).map_err(io_at("rename", &paths.log))?;
         remove_files(fs, &paths)
     }
 }

@@ -26,6 +26,9 @@ pub(crate) const VERSION: u16 = 1;
 pub(crate) const RECORD_MAGIC: u8 = 0xF1;
 /// Header flag of a sealed index file.
 pub(crate) const FLAG_SEALED: u16 = 1;
+/// Header flag of a `.log` that reuses a deleted segment's file: after its records come the
+/// stale bytes of the former segment, not zeros.
+pub(crate) const FLAG_RECYCLED: u16 = 2;
 
 /// The four kinds of segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +128,7 @@ impl FileHeader {
             return Err(Reason::HeaderChecksum);
         }
         let flags = u16_at(b, 10);
-        let flags_known = if kind == FileKind::Log { 0 } else { FLAG_SEALED };
+        let flags_known = if kind == FileKind::Log { FLAG_RECYCLED } else { FLAG_SEALED };
         if flags & !flags_known != 0 {
             return Err(Reason::Flags(flags));
         }
@@ -138,6 +141,10 @@ impl FileHeader {
 
     pub(crate) fn sealed(&self) -> bool {
         self.flags & FLAG_SEALED != 0
+    }
+
+    pub(crate) fn recycled(&self) -> bool {
+        self.kind == FileKind::Log && self.flags & FLAG_RECYCLED != 0
     }
 }
 

@@ -1,10 +1,10 @@
 //! SHELL over CORE pieces. [`SegmentLog`]: the append-only, offset-indexed, memory-mapped log
 //! of one message-log group (ARCHITECTURE.md section 9).
 //!
-//! The state lives here; its operations live in sibling files: [`append`](self::append)
-//! (append, group commit, roll), [`read`](self::read) (by offset, by topic, by time),
-//! [`retain`](self::retain) (retention), [`recovery`] (open). Formats: [`format`],
-//! [`index`], [`topic_index`]; one segment's files: [`file`].
+//! The state lives here; its operations live in sibling files: [`append`]
+//! (append, group commit, roll), [`read`] (by offset, by topic, by time),
+//! [`retain`] (retention), [`recovery`] (open). Formats: [`format`](mod@format),
+//! [`index`], [`topic_index`]; one segment's files: [`file`](mod@file).
 //!
 //! Time is the caller's: every operation that depends on it takes `now_ms`; nothing here
 //! reads a clock. Synchronous: callers run it on their own threads.
@@ -84,6 +84,9 @@ pub struct SegmentLog<F: FileSystem = OsFs> {
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment<F::File>>,
+    /// Spare `.log` files of deleted segments, reused by the next rolls; at most
+    /// `config.recycle_segments_max`.
+    spares: Vec<PathBuf>,
     durable_offset: u64,
     /// `now_ms` of the first append after the last sync, if anything is unsynced.
     unsynced_since_ms: Option<u64>,
@@ -122,13 +125,14 @@ impl<F: FileSystem> SegmentLog<F> {
             std::io::ErrorKind::WouldBlock => Error::Locked { dir: dir.clone() },
             _ => Error::io("flock", &lock_path)(e),
         })?;
-        let (segments, report) = recovery::open_segments(&fs, &dir, &config)?;
+        let recovery::OpenedLog { segments, spares, report } = recovery::open_segments(&fs, &dir, &config)?;
         let next = segments.last().expect("open returns an active segment").next_offset;
         Ok(Self {
             fs,
             dir,
             config,
             segments,
+            spares,
             durable_offset: next,
             unsynced_since_ms: None,
             poisoned: false,

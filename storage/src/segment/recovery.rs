@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::config::{LogConfig, RecoveryMode};
 use crate::env::{File, FileSystem};
 use crate::error::{Error, Reason, Result};
-use crate::segment::file::{Capacity, Segment, SegmentPaths, corrupt, parse_file_name, remove_files};
+use crate::segment::file::{
+    Capacity, SPARE_EXTENSION, Segment, SegmentPaths, corrupt, parse_base, parse_file_name, remove_files,
+};
 use crate::segment::format::{
     FILE_HEADER_LEN, FileHeader, FileKind, RECORD_HEADER_LEN, RECORD_MAGIC, decode_record, u32_at, u64_at,
 };
@@ -75,7 +77,9 @@ pub(crate) struct Scan {
 }
 
 /// Scans the records of a `.log` (`bytes` is the whole file, header included and checked).
-pub(crate) fn scan(bytes: &[u8], base_offset: u64, index_interval_bytes: u32) -> Scan {
+/// In a `recycled` file, the bytes after the last record are the former segment's, so
+/// non-zero bytes there are not reported as torn.
+pub(crate) fn scan(bytes: &[u8], base_offset: u64, index_interval_bytes: u32, recycled: bool) -> Scan {
     let mut s = Scan {
         end: FILE_HEADER_LEN as u64,
         next_offset: base_offset,
@@ -95,7 +99,7 @@ pub(crate) fn scan(bytes: &[u8], base_offset: u64, index_interval_bytes: u32) ->
                 let zeros = rest[..rest.len().min(RECORD_HEADER_LEN)].iter().all(|&b| b == 0);
                 s.stop = if find_valid_record(bytes, pos, s.next_offset).is_some() {
                     Stop::Corrupt(reason)
-                } else if zeros {
+                } else if zeros || recycled {
                     Stop::Clean
                 } else {
                     Stop::Torn(reason)
@@ -161,8 +165,10 @@ enum Opened<Fl> {
     Keep(Segment<Fl>),
     /// An empty segment that is not the last: dropped.
     Skip,
-    /// Repair: the log ends in this segment (if any); later segments go.
-    CutAfter(Option<Segment<Fl>>),
+    /// Repair: the log ends in this segment; later segments go.
+    CutAfter(Segment<Fl>),
+    /// Repair: the log ends before this segment; it and later segments go.
+    CutBefore,
 }
 
 struct Recovery<'a, F: FileSystem> {
@@ -172,14 +178,23 @@ struct Recovery<'a, F: FileSystem> {
     report: RecoveryReport,
 }
 
-/// Opens (and recovers) the segments of `dir`; the last one returned is active.
+/// What [`open_segments`] found.
+pub(crate) struct OpenedLog<Fl> {
+    /// The segments; the last one is active.
+    pub(crate) segments: Vec<Segment<Fl>>,
+    /// Spare files for new segments, at most `recycle_segments_max`.
+    pub(crate) spares: Vec<PathBuf>,
+    pub(crate) report: RecoveryReport,
+}
+
+/// Opens (and recovers) the segments of `dir`.
 pub(crate) fn open_segments<F: FileSystem>(
     fs: &F,
     dir: &Path,
     config: &LogConfig,
-) -> Result<(Vec<Segment<F::File>>, RecoveryReport)> {
+) -> Result<OpenedLog<F::File>> {
     let mut r = Recovery { fs, dir, config, report: RecoveryReport::default() };
-    let bases = r.list()?;
+    let (bases, mut spares) = r.list()?;
     let mut segments: Vec<Segment<F::File>> = Vec::new();
     let mut cut_from = None;
     for (i, &base) in bases.iter().enumerate() {
@@ -188,8 +203,12 @@ pub(crate) fn open_segments<F: FileSystem>(
             Opened::Keep(seg) => segments.push(seg),
             Opened::Skip => {}
             Opened::CutAfter(seg) => {
-                segments.extend(seg);
+                segments.push(seg);
                 cut_from = Some(i + 1);
+                break;
+            }
+            Opened::CutBefore => {
+                cut_from = Some(i);
                 break;
             }
         }
@@ -201,21 +220,29 @@ pub(crate) fn open_segments<F: FileSystem>(
     }
     let next = segments.last().map_or_else(|| bases.first().copied().unwrap_or(0), |s| s.next_offset);
     if segments.last().is_none_or(|s| !s.is_active()) {
-        segments.push(Segment::create(fs, dir, next, Capacity::for_batch(config, 0, 0), config)?);
+        let spare = spares.pop();
+        let capacity = Capacity::for_batch(config, 0, 0);
+        segments.push(Segment::create(fs, dir, next, capacity, config, spare.as_deref())?);
     }
     fs.sync_dir(dir).map_err(Error::io("fsync", dir))?;
-    Ok((segments, r.report))
+    Ok(OpenedLog { segments, spares, report: r.report })
 }
 
 impl<F: FileSystem> Recovery<'_, F> {
-    /// Cleans up leftovers and returns the base offsets of the segments, ascending.
-    fn list(&mut self) -> Result<Vec<u64>> {
+    /// Cleans up leftovers and returns the base offsets of the segments, ascending, and the
+    /// spare files to keep.
+    fn list(&mut self) -> Result<(Vec<u64>, Vec<PathBuf>)> {
         let names = self.fs.list(self.dir).map_err(Error::io("readdir", self.dir))?;
         let mut bases = BTreeSet::new();
         let mut others = Vec::new();
+        let mut spares = Vec::new();
         for name in names {
             if name.ends_with(".tmp") {
                 self.remove(self.dir.join(name))?;
+            } else if let Some(stem) = name.strip_suffix(&format!(".{SPARE_EXTENSION}"))
+                && parse_base(stem).is_some()
+            {
+                spares.push(self.dir.join(name));
             } else if let Some((base, kind)) = parse_file_name(&name) {
                 if kind == FileKind::Log {
                     bases.insert(base);
@@ -229,7 +256,12 @@ impl<F: FileSystem> Recovery<'_, F> {
                 self.remove(self.dir.join(name))?;
             }
         }
-        Ok(bases.into_iter().collect())
+        spares.sort();
+        while spares.len() > self.config.recycle_segments_max {
+            let spare = spares.remove(0);
+            self.remove(spare)?;
+        }
+        Ok((bases.into_iter().collect(), spares))
     }
 
     fn remove(&mut self, path: PathBuf) -> Result<()> {
@@ -260,13 +292,16 @@ impl<F: FileSystem> Recovery<'_, F> {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Reason::Truncated),
             Err(e) => return Err(Error::io("pread", &paths.log)(e)),
         };
-        if let Err(reason) = header {
-            self.corruption(&paths, 0, base, reason)?;
-            return Ok(Opened::CutAfter(None));
-        }
+        let header = match header {
+            Ok(header) => header,
+            Err(reason) => {
+                self.corruption(&paths, 0, base, reason)?;
+                return Ok(Opened::CutBefore);
+            }
+        };
         if let Some(expected) = expected.filter(|&e| e != base) {
             self.corruption(&paths, 0, expected, Reason::Gap { expected, found: base })?;
-            return Ok(Opened::CutAfter(None));
+            return Ok(Opened::CutBefore);
         }
         if !self.repair()
             && let Some(seg) = Segment::open_sealed(self.fs, paths.clone(), base, &log)?
@@ -274,7 +309,7 @@ impl<F: FileSystem> Recovery<'_, F> {
             return Ok(Opened::Keep(seg));
         }
         let map = log.map().map_err(Error::io("mmap", &paths.log))?;
-        let scan = scan(&map, base, self.config.index_interval_bytes);
+        let scan = scan(&map, base, self.config.index_interval_bytes, header.recycled());
         drop(map);
         let mut cut_after = false;
         match scan.stop.clone() {
@@ -306,7 +341,7 @@ impl<F: FileSystem> Recovery<'_, F> {
         if !becomes_last {
             seg.seal(self.fs, self.dir)?;
         }
-        Ok(if cut_after { Opened::CutAfter(Some(seg)) } else { Opened::Keep(seg) })
+        Ok(if cut_after { Opened::CutAfter(seg) } else { Opened::Keep(seg) })
     }
 }
 
@@ -327,7 +362,7 @@ mod tests {
     #[test]
     fn scan_stops_cleanly_at_preallocated_zeros() {
         let b = log_bytes(&[(b"a", b"1"), (b"b", b"22")], 4096);
-        let s = scan(&b, 100, 4096);
+        let s = scan(&b, 100, 4096, false);
         assert_eq!(s.stop, Stop::Clean);
         assert_eq!(s.next_offset, 102);
         assert_eq!(s.end as usize, b.len() - 4096);
@@ -341,11 +376,11 @@ mod tests {
         let third = second + RECORD_HEADER_LEN + 3;
         let mut torn = clean.clone();
         torn[third + RECORD_HEADER_LEN + 1] ^= 0xFF;
-        let s = scan(&torn, 100, 4096);
+        let s = scan(&torn, 100, 4096, false);
         assert_eq!((s.stop, s.end as usize, s.next_offset), (Stop::Torn(Reason::RecordChecksum), third, 102));
         let mut middle = clean;
         middle[second + 30] ^= 0xFF;
-        let s = scan(&middle, 100, 4096);
+        let s = scan(&middle, 100, 4096, false);
         assert_eq!(
             (s.stop, s.end as usize, s.next_offset),
             (Stop::Corrupt(Reason::RecordChecksum), second, 101)
@@ -357,7 +392,21 @@ mod tests {
         let mut b = log_bytes(&[(b"a", b"1"), (b"b", b"22"), (b"c", b"333")], 0);
         let second = FILE_HEADER_LEN + RECORD_HEADER_LEN + 2;
         b[second..second + 10].fill(0);
-        assert_eq!(scan(&b, 100, 4096).stop, Stop::Corrupt(Reason::RecordLength(0)));
+        assert_eq!(scan(&b, 100, 4096, false).stop, Stop::Corrupt(Reason::RecordLength(0)));
+    }
+
+    #[test]
+    fn scan_of_a_recycled_file_ignores_the_former_segments_bytes() {
+        let mut b = log_bytes(&[(b"a", b"1"), (b"b", b"22")], 0);
+        let end = b.len();
+        // The former segment's records: valid, but with older offsets.
+        for i in 0..5 {
+            encode_record(&mut b, 10 + i, 0, b"old", b"stale");
+        }
+        b[end + 3] ^= 0xFF; // and mid-record garbage right after the end
+        let s = scan(&b, 100, 4096, true);
+        assert_eq!((s.stop, s.end as usize, s.next_offset), (Stop::Clean, end, 102));
+        assert!(matches!(scan(&b, 100, 4096, false).stop, Stop::Torn(_)));
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Retention: deletes whole sealed segments, oldest first, by size, by age, and by the lowest
 //! offset any session still needs (see [`Retention`](crate::Retention)). The active segment
-//! is never deleted; roll it first (age-based rolls do that on append).
+//! is never deleted; roll it first (age-based rolls do that on append). The `.log` of a
+//! deleted segment becomes a spare for the next roll while there are fewer than
+//! `recycle_segments_max` spares (see `LogConfig::recycle_segments_max`).
 
 use crate::env::FileSystem;
 use crate::error::{Error, Result};
 use crate::segment::SegmentLog;
+use crate::segment::file::spare_path;
 
 /// What [`SegmentLog::retain`] deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +48,16 @@ impl<F: FileSystem> SegmentLog<F> {
         for _ in 0..count {
             let seg = self.segments.remove(0);
             let bytes = seg.data_end;
-            seg.delete(&self.fs)?;
+            // Only a file of at least half a segment is worth reusing.
+            if self.spares.len() < self.config.recycle_segments_max
+                && 2 * bytes >= u64::from(self.config.segment_bytes_max)
+            {
+                let spare = spare_path(&self.dir, seg.base_offset);
+                seg.recycle(&self.fs, &spare)?;
+                self.spares.push(spare);
+            } else {
+                seg.delete(&self.fs)?;
+            }
             report.segments_deleted += 1;
             report.bytes_deleted += bytes;
         }
