@@ -7,12 +7,18 @@
 //! - [`config`] the node's TOML configuration.
 //! - [`server`] SHELL: the tokio listener, a task per connection, graceful shutdown.
 //! - [`clock`] SHELL: the only place that reads the system clock.
+//! - [`group`] CORE: one replica of a range-partitioned raft group (raft-rs `RawNode`, KV
+//!   state machine, epochs, conf changes, leader transfer, lease reads, hibernation).
+//! - [`raftstore`] SHELL: hosts many groups on poller threads over one raft-engine log,
+//!   one fsync per round; store-wide ticks; recovery; the `Transport` trait.
 //!
-//! Later issues add the multi-raft runtime, QUIC transport and durable storage here.
+//! Later issues add the QUIC transport and durable storage here.
 #![deny(missing_docs)]
 
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod group;
 pub mod mqtt;
+pub mod raftstore;
 pub mod server;

@@ -1,0 +1,195 @@
+//! CORE. The group's key-value state machine: an ordered map applied deterministically.
+//!
+//! Invariants:
+//! - `apply` is a pure function of (state, command): every replica that applies the same
+//!   committed prefix holds the same map.
+//! - `digest` is an order-independent hash of the (key, value) multiset, maintained
+//!   incrementally (wrapping sum of per-pair hashes), so replicas can be compared in O(1).
+//! - `bytes` is the sum of key and value lengths.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::codec::{CodecError, Reader, put_bytes, put_uvarint};
+use super::command::Command;
+use super::response::Outcome;
+
+/// The ordered key-value map of one range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvState {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+    digest: u64,
+}
+
+impl KvState {
+    /// Applies one command and says what happened.
+    pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        match cmd {
+            Command::Put { key, value } => {
+                self.set(key, Some(value));
+                Outcome::Written
+            }
+            Command::Delete { key } => {
+                self.set(key, None);
+                Outcome::Written
+            }
+            Command::CompareAndSet { key, expected, new } => {
+                let previous = self.map.get(key).cloned();
+                let succeeded = previous.as_deref() == expected.as_deref();
+                if succeeded {
+                    self.set(key, new.as_deref());
+                }
+                Outcome::Cas { succeeded, previous }
+            }
+        }
+    }
+
+    fn set(&mut self, key: &[u8], value: Option<&[u8]>) {
+        if let Some(old) = self.map.remove(key) {
+            self.digest = self.digest.wrapping_sub(pair_hash(key, &old));
+            self.bytes -= key.len() + old.len();
+        }
+        if let Some(v) = value {
+            self.digest = self.digest.wrapping_add(pair_hash(key, v));
+            self.bytes += key.len() + v.len();
+            self.map.insert(key.to_vec(), v.to_vec());
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    /// Up to `limit` pairs with keys in `[start, end)` (empty `end` = unbounded), in order.
+    pub fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+        self.map
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Total key and value bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The order-independent content hash.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Appends the encoding: a count, then (key, value) pairs in key order.
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+        buf.reserve(self.bytes + 2 * self.map.len() + 10);
+        put_uvarint(buf, self.map.len() as u64);
+        for (k, v) in &self.map {
+            put_bytes(buf, k);
+            put_bytes(buf, v);
+        }
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.count(2)?;
+        let mut kv = Self::default();
+        for _ in 0..n {
+            let key = r.bytes()?;
+            let value = r.bytes()?;
+            kv.set(key, Some(value));
+        }
+        Ok(kv)
+    }
+}
+
+/// A 64-bit hash of one pair (FNV-1a over length-prefixed parts, then a splitmix finalizer).
+fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(key);
+    eat(value);
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> Command {
+        Command::Put { key: k.into(), value: v.into() }
+    }
+
+    #[test]
+    fn cas_semantics() {
+        let mut kv = KvState::default();
+        let cas = |expected: Option<&str>, new: Option<&str>| Command::CompareAndSet {
+            key: b"k".to_vec(),
+            expected: expected.map(Into::into),
+            new: new.map(Into::into),
+        };
+        assert_eq!(kv.apply(&cas(None, Some("a"))), Outcome::Cas { succeeded: true, previous: None });
+        assert_eq!(
+            kv.apply(&cas(None, Some("b"))),
+            Outcome::Cas { succeeded: false, previous: Some(b"a".to_vec()) }
+        );
+        assert_eq!(
+            kv.apply(&cas(Some("a"), None)),
+            Outcome::Cas { succeeded: true, previous: Some(b"a".to_vec()) }
+        );
+        assert!(kv.is_empty());
+        assert_eq!(kv.digest(), 0);
+    }
+
+    #[test]
+    fn digest_is_order_independent_and_tracks_deletes() {
+        let mut a = KvState::default();
+        let mut b = KvState::default();
+        a.apply(&put("x", "1"));
+        a.apply(&put("y", "2"));
+        b.apply(&put("y", "2"));
+        b.apply(&put("z", "9"));
+        b.apply(&put("x", "1"));
+        assert_ne!(a.digest(), b.digest());
+        b.apply(&Command::Delete { key: b"z".to_vec() });
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.bytes(), 4);
+    }
+
+    #[test]
+    fn scan_and_round_trip() {
+        let mut kv = KvState::default();
+        for k in ["a", "b", "c", "d"] {
+            kv.apply(&put(k, k));
+        }
+        let keys: Vec<_> = kv.scan(b"b", b"d", 10).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(kv.scan(b"b", b"", 1).len(), 1);
+        let mut buf = Vec::new();
+        kv.encode(&mut buf);
+        let mut r = Reader::new(&buf);
+        assert_eq!(KvState::decode(&mut r).unwrap(), kv);
+        r.finish().unwrap();
+    }
+}

@@ -1,0 +1,376 @@
+//! SHELL. [`Store`]: hosts many groups of one node over one raft-engine log.
+//!
+//! Opening a store replays raft-engine and rebuilds every group it finds (checkpoint + log);
+//! pollers then run rounds (see `poller`), a ticker ticks awake groups every tick interval
+//! (hibernated groups cost nothing), and the [`Transport`] carries messages between stores.
+//! Requests enter through the group mailboxes and are answered on the caller's channel.
+//!
+//! Replicas of groups created elsewhere (a new learner) are created here when their first
+//! message arrives (`GroupMessage::may_create_replica`) unless the group is tombstoned (its
+//! replica here was destroyed), and start uninitialized until the leader's snapshot.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, Sender};
+use raft_engine::LogBatch;
+
+use super::config::StoreConfig;
+use super::engine::{self, EngineLog, RaftEngine};
+use super::error::StoreError;
+use super::fsm::GroupFsm;
+use super::mailbox::{GroupCell, PeerMsg, Router};
+use super::metrics::StoreMetrics;
+use super::transport::Transport;
+use super::{poller, ticker};
+use crate::group::{
+    Epoch, GroupId, GroupMessage, GroupPeer, NodeId, PeerChange, PeerStatus, PersistedState, RangeDescriptor,
+    ReadRequest, Response, WriteRequest,
+};
+
+/// Most rounds one [`Store::poll`] call runs (a guard against a livelock in manual mode).
+const POLL_ROUNDS_MAX: usize = 100_000;
+
+/// State shared by the store handle, its threads and its routers.
+pub(crate) struct StoreShared {
+    pub(crate) cfg: StoreConfig,
+    pub(crate) engine: Arc<RaftEngine>,
+    pub(crate) router: Router,
+    pub(crate) ready_rx: Receiver<Arc<GroupCell>>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) metrics: StoreMetrics,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) poisoned: AtomicBool,
+    logger: slog::Logger,
+    tombstones: Mutex<BTreeSet<GroupId>>,
+    create_lock: Mutex<()>,
+}
+
+impl StoreShared {
+    fn create_replica(&self, group: GroupId, state: PersistedState) -> Result<Arc<GroupCell>, StoreError> {
+        let log = EngineLog::new(Arc::clone(&self.engine), group);
+        let seed = self.cfg.seed ^ group.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let peer = GroupPeer::new(&self.cfg.peer, self.cfg.node_id, group, log, state, seed, &self.logger)
+            .map_err(|source| StoreError::Group { group, source })?;
+        let cell = GroupCell::new(group, GroupFsm::new(peer), self.cfg.mailbox_msgs_max);
+        if !self.router.insert_new(Arc::clone(&cell)) {
+            return Err(StoreError::Config(format!("group {group} is already hosted")));
+        }
+        self.router.schedule(&cell);
+        Ok(cell)
+    }
+
+    /// A group's replica was destroyed (its destroy write is durable).
+    pub(crate) fn destroyed(&self, group: GroupId) {
+        self.router.remove(group);
+        if let Ok(mut t) = self.tombstones.lock() {
+            t.insert(group);
+        }
+        StoreMetrics::add(&self.metrics.replicas_destroyed, 1);
+    }
+
+    fn is_tombstoned(&self, group: GroupId) -> bool {
+        self.tombstones.lock().map(|t| t.contains(&group)).unwrap_or(true)
+    }
+
+    /// Delivers a message from another store; false if it was dropped.
+    fn deliver(&self, msg: GroupMessage) -> bool {
+        if self.poisoned.load(Ordering::Acquire) || msg.to != self.cfg.node_id {
+            return false;
+        }
+        let cell = match self.router.get(msg.group_id) {
+            Some(cell) => cell,
+            None if msg.may_create_replica() => match self.create_uninitialized(msg.group_id) {
+                Some(cell) => cell,
+                None => return false,
+            },
+            None => return false,
+        };
+        if !Router::send_to(&cell, PeerMsg::Raft(Box::new(msg))) {
+            StoreMetrics::add(&self.metrics.messages_dropped, 1);
+            return false;
+        }
+        self.router.schedule(&cell);
+        true
+    }
+
+    fn create_uninitialized(&self, group: GroupId) -> Option<Arc<GroupCell>> {
+        let _guard = self.create_lock.lock().ok()?;
+        if let Some(cell) = self.router.get(group) {
+            return Some(cell);
+        }
+        if self.is_tombstoned(group) {
+            return None;
+        }
+        match self.create_replica(group, PersistedState::uninitialized()) {
+            Ok(cell) => {
+                StoreMetrics::add(&self.metrics.replicas_created, 1);
+                Some(cell)
+            }
+            Err(e) => {
+                tracing::warn!(group, error = %e, "cannot create a replica");
+                None
+            }
+        }
+    }
+}
+
+/// A handle that delivers messages into a store; transports hold it. It does not keep the
+/// store alive: after the store is dropped, deliveries fail.
+#[derive(Clone)]
+pub struct StoreRouter {
+    shared: Weak<StoreShared>,
+}
+
+impl StoreRouter {
+    /// Delivers `msg` to its group's mailbox; false if dropped (store gone, mailbox full,
+    /// unknown group).
+    pub fn deliver(&self, msg: GroupMessage) -> bool {
+        self.shared.upgrade().is_some_and(|s| s.deliver(msg))
+    }
+}
+
+/// Many raft groups of one node, over one raft-engine log.
+pub struct Store {
+    shared: Arc<StoreShared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Store {
+    /// Opens the store in `cfg.dir`, recovers every group found there, and (unless in
+    /// manual mode) starts the pollers and the ticker.
+    pub fn open(cfg: StoreConfig, transport: Arc<dyn Transport>) -> Result<Self, StoreError> {
+        cfg.validate()?;
+        let engine = engine::open(&cfg.dir)?;
+        let tombstones = engine::tombstones(&engine)?;
+        let (ready_tx, ready_rx) = crossbeam::channel::unbounded();
+        let shared = Arc::new(StoreShared {
+            router: Router::new(ready_tx),
+            ready_rx,
+            transport,
+            metrics: StoreMetrics::default(),
+            shutdown: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            logger: crate::group::raft_logger(),
+            tombstones: Mutex::new(tombstones),
+            create_lock: Mutex::new(()),
+            engine,
+            cfg,
+        });
+        let groups = engine::stored_groups(
+            &shared.engine,
+            &shared.tombstones.lock().map(|t| t.clone()).unwrap_or_default(),
+        );
+        for group in groups {
+            let state = engine::load_state(&shared.engine, group)?;
+            shared.create_replica(group, state)?;
+        }
+        let mut store = Self { shared, threads: Vec::new() };
+        store.start_threads()?;
+        Ok(store)
+    }
+
+    fn start_threads(&mut self) -> Result<(), StoreError> {
+        let n = self.shared.cfg.poller_threads;
+        if n == 0 {
+            return Ok(());
+        }
+        let node = self.shared.cfg.node_id;
+        for i in 0..n {
+            let shared = Arc::clone(&self.shared);
+            let t = std::thread::Builder::new()
+                .name(format!("raft-poll-{node}-{i}"))
+                .spawn(move || poller::run(&shared))
+                .map_err(|e| StoreError::Config(format!("spawn poller: {e}")))?;
+            self.threads.push(t);
+        }
+        let shared = Arc::clone(&self.shared);
+        let t = std::thread::Builder::new()
+            .name(format!("raft-tick-{node}"))
+            .spawn(move || ticker::run(&shared))
+            .map_err(|e| StoreError::Config(format!("spawn ticker: {e}")))?;
+        self.threads.push(t);
+        Ok(())
+    }
+
+    /// This store's node.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.cfg.node_id
+    }
+
+    /// A delivery handle for transports.
+    pub fn router(&self) -> StoreRouter {
+        StoreRouter { shared: Arc::downgrade(&self.shared) }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.shared.metrics
+    }
+
+    /// Ids of the hosted groups, sorted.
+    pub fn group_ids(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self.shared.router.cells().iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Number of hosted groups.
+    pub fn group_count(&self) -> usize {
+        self.shared.router.len()
+    }
+
+    /// Creates the initial replicas of new groups on this store (this node must be one of
+    /// each group's voters), persisting all of them in one write. Groups already present
+    /// (bootstrapped before, or created by an early message from a peer) are skipped.
+    /// Returns how many were created.
+    pub fn bootstrap_groups(&self, descs: &[RangeDescriptor]) -> Result<usize, StoreError> {
+        let shared = &self.shared;
+        // Serialized with replica creation by message: a replica that a vote request created
+        // first (and that may have voted) must not be overwritten; it stays and catches up
+        // from the leader's snapshot instead.
+        let _guard = shared.create_lock.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut batch = LogBatch::default();
+        let mut new = Vec::new();
+        for desc in descs {
+            if !desc.voters.contains(&shared.cfg.node_id) {
+                return Err(StoreError::Config(format!(
+                    "node {} is not a voter of group {}",
+                    shared.cfg.node_id, desc.id
+                )));
+            }
+            let exists = shared.router.get(desc.id).is_some() || engine::has_group(&shared.engine, desc.id);
+            if exists || shared.is_tombstoned(desc.id) {
+                continue;
+            }
+            let state = PersistedState::bootstrap(desc);
+            engine::add_bootstrap(&mut batch, desc.id, &state)?;
+            new.push((desc.id, state));
+        }
+        if !batch.is_empty() {
+            shared.engine.write(&mut batch, shared.cfg.sync_writes)?;
+        }
+        for (group, state) in &new {
+            shared.create_replica(*group, state.clone())?;
+        }
+        Ok(new.len())
+    }
+
+    fn send(&self, group: GroupId, msg: PeerMsg) -> Result<(), StoreError> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        self.shared.router.send(group, msg)
+    }
+
+    /// Proposes a write to `group`; the answer goes to `reply` with `req.request_id`.
+    pub fn propose(
+        &self,
+        group: GroupId,
+        req: WriteRequest,
+        reply: &Sender<Response>,
+    ) -> Result<(), StoreError> {
+        self.send(group, PeerMsg::Propose { req, reply: reply.clone() })
+    }
+
+    /// Reads from `group`; the answer goes to `reply` with `req.request_id`.
+    pub fn read(&self, group: GroupId, req: ReadRequest, reply: &Sender<Response>) -> Result<(), StoreError> {
+        self.send(group, PeerMsg::Read { req, reply: reply.clone() })
+    }
+
+    /// Proposes a membership change of `group` (on its leader).
+    pub fn change_peers(
+        &self,
+        group: GroupId,
+        request_id: u64,
+        epoch: Epoch,
+        changes: Vec<PeerChange>,
+        reply: &Sender<Response>,
+    ) -> Result<(), StoreError> {
+        self.send(group, PeerMsg::ConfChange { request_id, epoch, changes, reply: reply.clone() })
+    }
+
+    /// Asks `group`'s leader here to hand leadership to `to`; `reply` gets `Outcome::Noop`
+    /// once raft accepted the transfer.
+    pub fn transfer_leader(
+        &self,
+        group: GroupId,
+        request_id: u64,
+        epoch: Epoch,
+        to: NodeId,
+        reply: &Sender<Response>,
+    ) -> Result<(), StoreError> {
+        self.send(group, PeerMsg::TransferLeader { request_id, epoch, to, reply: reply.clone() })
+    }
+
+    /// Makes this store's replica of `group` campaign now.
+    pub fn campaign(&self, group: GroupId) -> Result<(), StoreError> {
+        self.send(group, PeerMsg::Campaign)
+    }
+
+    /// Wakes every hibernated group that has a replica on `node`: call it when the
+    /// connection to `node` drops, so followers notice a dead leader.
+    pub fn wake_groups_with(&self, node: NodeId) {
+        for cell in self.shared.router.cells() {
+            if cell.fsm().peer.desc().has_member(node) {
+                let _ = self.shared.router.send(cell.id, PeerMsg::Wake);
+            }
+        }
+    }
+
+    /// The status of this store's replica of `group`.
+    pub fn status(&self, group: GroupId) -> Option<PeerStatus> {
+        Some(self.shared.router.get(group)?.fsm().peer.status())
+    }
+
+    /// Manual mode: ticks every awake group once (the ticker thread does this otherwise).
+    pub fn tick(&self) {
+        ticker::tick_all(&self.shared);
+    }
+
+    /// Manual mode: runs rounds on this thread until no group has work; returns the rounds.
+    pub fn poll(&self, now: Instant) -> usize {
+        let mut batch = Vec::with_capacity(self.shared.cfg.batch_groups_max);
+        for rounds in 0..POLL_ROUNDS_MAX {
+            poller::fill_batch(&self.shared, &mut batch);
+            if batch.is_empty() {
+                return rounds;
+            }
+            poller::run_round(&self.shared, &batch, now);
+            batch.clear();
+        }
+        POLL_ROUNDS_MAX
+    }
+
+    /// Runs raft-engine's purge now (the ticker does it every `purge_interval`); groups that
+    /// pin old files checkpoint with their next round.
+    pub fn purge_log(&self) {
+        ticker::purge(&self.shared);
+    }
+
+    /// Whether a failed log write stopped the store.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Stops the threads; durable state stays in the directory for the next `open`.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
