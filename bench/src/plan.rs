@@ -165,6 +165,12 @@ pub struct PlanArgs {
     /// Calibrate from these results (JSON Lines from --out) instead of running scenarios.
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// With --from: use only the runs with this label (e.g. flotilla in suite results).
+    #[arg(long)]
+    pub only_label: Option<String>,
+    /// Open-loop telemetry rate of the fan-in calibration runs, msg/s.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub calibration_rate: f64,
     /// Calibration scale: clients per calibration run.
     #[arg(long, default_value_t = 2000)]
     pub calibration_clients: u64,
@@ -256,8 +262,12 @@ pub fn calibrate_from(results: &[RunResult]) -> Calibration {
     c
 }
 
-/// The calibration scenarios for `profile`, scaled to `clients`.
-pub fn calibration_runs(profile: &FleetProfile, opts: &RunOpts, clients: u64) -> Vec<Scenario> {
+/// The calibration scenarios for `profile`, scaled to `clients`, with fan-in at `rate` msg/s.
+/// The memory runs come first, the largest first: later runs on the same broker reuse memory
+/// freed by earlier ones and under-report their growth. Fan-in and fan-out run open loop:
+/// closed loop bounds what a broker accepts, not what it delivers, so overload would measure
+/// load shedding instead of capacity.
+pub fn calibration_runs(profile: &FleetProfile, opts: &RunOpts, clients: u64, rate: f64) -> Vec<Scenario> {
     let f = &profile.fleet;
     let base = RunOpts {
         warmup: Dur(Duration::from_secs(2)),
@@ -266,27 +276,41 @@ pub fn calibration_runs(profile: &FleetProfile, opts: &RunOpts, clients: u64) ->
         ..opts.clone()
     };
     let closed = |qos: u8, payload: u32| RunOpts { qos, payload, max: true, rate: None, ..base.clone() };
-    let mut runs = vec![
-        Scenario::Conn(ConnArgs {
-            opts: base.clone(),
-            conns: clients,
-            subscribe: false,
-            hold: Dur(Duration::from_secs(5)),
-        }),
-        Scenario::Subs(SubsArgs {
-            opts: base.clone(),
-            clients: (clients / 20).max(1),
-            subs_per_client: 200,
-            per_packet: 10,
-            sub_window: 4,
-            wildcards: 0.1,
-            hold: Dur(Duration::from_secs(3)),
-        }),
-    ];
+    let open = |qos: u8, payload: u32, rate: f64| RunOpts {
+        qos,
+        payload,
+        max: false,
+        rate: Some(rate),
+        ..base.clone()
+    };
+    let mut runs = vec![Scenario::Conn(ConnArgs {
+        opts: base.clone(),
+        conns: clients,
+        subscribe: false,
+        hold: Dur(Duration::from_secs(5)),
+    })];
+    if f.persistent_share > 0.0 {
+        runs.push(Scenario::Persist(PersistArgs {
+            opts: RunOpts { qos: 1, payload: f.command_payload_bytes, ..base.clone() },
+            vehicles: clients / 2,
+            backends: 2,
+            messages_per_vehicle: 50,
+            replay_max: Dur(Duration::from_secs(60)),
+        }));
+    }
+    runs.push(Scenario::Subs(SubsArgs {
+        opts: base.clone(),
+        clients: (clients / 20).max(1),
+        subs_per_client: 200,
+        per_packet: 10,
+        sub_window: 4,
+        wildcards: 0.1,
+        hold: Dur(Duration::from_secs(3)),
+    }));
     for q in 0..3u8 {
         if f.telemetry_qos_mix[q as usize] > 0.0 {
             runs.push(Scenario::Fanin(FaninArgs {
-                opts: closed(q, f.telemetry_payload_bytes),
+                opts: open(q, f.telemetry_payload_bytes, rate),
                 vehicles: clients,
                 backends: 4,
                 shared: true,
@@ -299,22 +323,31 @@ pub fn calibration_runs(profile: &FleetProfile, opts: &RunOpts, clients: u64) ->
         backends: 4,
     }));
     if f.broadcasts_per_sec > 0.0 {
+        // 20 broadcasts per second, each to every calibration vehicle.
         runs.push(Scenario::Fanout(FanoutArgs {
-            opts: closed(0, f.command_payload_bytes),
+            opts: open(0, f.command_payload_bytes, 20.0),
             vehicles: clients,
             regions: 1,
         }));
     }
-    if f.persistent_share > 0.0 {
-        runs.push(Scenario::Persist(PersistArgs {
-            opts: RunOpts { qos: 1, payload: f.command_payload_bytes, ..base.clone() },
-            vehicles: clients / 2,
-            backends: 2,
-            messages_per_vehicle: 50,
-            replay_max: Dur(Duration::from_secs(60)),
-        }));
-    }
     runs
+}
+
+/// Calibration figures that were not measured (zero), which make the sizing optimistic.
+pub fn missing(c: &Calibration) -> Vec<&'static str> {
+    [
+        ("bytes per connection", c.bytes_per_connection),
+        ("bytes per subscription", c.bytes_per_subscription),
+        ("bytes per queued message", c.bytes_per_queued_message),
+        ("connects per CPU-second", c.connects_per_cpu_sec),
+        ("fan-in QoS 0 per CPU-second", c.fanin_per_cpu_sec[0]),
+        ("p2p QoS 1 per CPU-second", c.p2p_qos1_per_cpu_sec),
+        ("fan-out per CPU-second", c.fanout_per_cpu_sec),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v <= 0.0)
+    .map(|(name, _)| name)
+    .collect()
 }
 
 /// Sizes the fleet.
@@ -423,6 +456,12 @@ pub fn render(s: &Sizing) -> String {
         let _ = writeln!(out, "  by {k:<27} {v}");
     }
     let _ = writeln!(out, "deploy {} nodes", s.nodes);
+    for m in missing(c) {
+        let _ = writeln!(
+            out,
+            "warning: {m} was not measured (for memory: the broker reused memory freed by an earlier run; restart it, or calibrate --from suite results); the sizing leaves it out"
+        );
+    }
     out
 }
 
@@ -430,13 +469,19 @@ pub fn render(s: &Sizing) -> String {
 pub async fn run(args: &PlanArgs) -> anyhow::Result<(Sizing, Vec<RunResult>)> {
     let profile = FleetProfile::load(&args.fleet)?;
     let results = match &args.from {
-        Some(path) => crate::report::json::read(path)?,
+        Some(path) => {
+            let mut runs = crate::report::json::read(path)?;
+            if let Some(label) = &args.only_label {
+                runs.retain(|r| &r.label == label);
+            }
+            runs
+        }
         None => {
             if args.opts.broker_pid.is_none() {
                 bail!("calibration needs --broker-pid (capacities are per broker CPU-second)");
             }
             let mut results = Vec::new();
-            for s in calibration_runs(&profile, &args.opts, args.calibration_clients) {
+            for s in calibration_runs(&profile, &args.opts, args.calibration_clients, args.calibration_rate) {
                 eprintln!("plan: calibrating with {}", s.name());
                 results.push(s.run().await?);
                 tokio::time::sleep(Duration::from_secs(1)).await;
