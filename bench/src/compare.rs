@@ -196,9 +196,10 @@ pub fn render(c: &Comparison) -> String {
     for (name, r) in &c.median_ratio {
         let a = c.median_a.get(name).copied().unwrap_or(f64::NAN);
         let b = c.median_b.get(name).copied().unwrap_or(f64::NAN);
+        let ratio = if r.is_finite() { format!("{r:.2}") } else { "-".into() };
         let _ = writeln!(
             out,
-            "  {name:<40} {:>12} {:>12} {r:>8.2}",
+            "  {name:<40} {:>12} {:>12} {ratio:>8}",
             figure_value(name, a),
             figure_value(name, b)
         );

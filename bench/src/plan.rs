@@ -198,61 +198,55 @@ fn fig(r: &RunResult, name: &str) -> Option<f64> {
     r.figures.get(name).copied().filter(|v| v.is_finite() && *v > 0.0)
 }
 
-/// Picks the calibration figures out of results (the last run of each kind wins).
+/// Picks the calibration figures out of results: for each figure, the median over the runs
+/// that measured it (p2p only from QoS 1 runs, fan-in by QoS).
 pub fn calibrate_from(results: &[RunResult]) -> Calibration {
-    let mut c = Calibration::default();
+    let mut found: BTreeMap<String, (Vec<f64>, Vec<String>)> = BTreeMap::new();
     for r in results {
-        let src = format!("{} {} run {}", r.scenario, r.label, r.run_id);
         let qos: usize = r.params.get("qos").and_then(|q| q.parse().ok()).unwrap_or(0).min(2);
-        let mut set = |slot: &mut f64, name: &str, v: Option<f64>| {
-            if let Some(v) = v {
-                *slot = v;
-                c.sources.insert(name.to_string(), src.clone());
-            }
+        let wanted: Vec<(String, &str)> = match r.scenario.as_str() {
+            "conn" => vec![
+                ("bytes_per_connection".into(), figure::BYTES_PER_CONNECTION),
+                ("connects_per_cpu_sec".into(), figure::CONNECTS_PER_CPU_SEC),
+            ],
+            "subs" => vec![("bytes_per_subscription".into(), figure::BYTES_PER_SUBSCRIPTION)],
+            "persist" => vec![("bytes_per_queued_message".into(), figure::BYTES_PER_QUEUED_MESSAGE)],
+            "fanin" => vec![(format!("fanin_qos{qos}_per_cpu_sec"), figure::DELIVERIES_PER_CPU_SEC)],
+            "p2p" if qos == 1 => vec![("p2p_qos1_per_cpu_sec".into(), figure::DELIVERIES_PER_CPU_SEC)],
+            "fanout" => vec![("fanout_per_cpu_sec".into(), figure::DELIVERIES_PER_CPU_SEC)],
+            _ => vec![],
         };
-        match r.scenario.as_str() {
-            "conn" => {
-                set(
-                    &mut c.bytes_per_connection,
-                    "bytes_per_connection",
-                    fig(r, figure::BYTES_PER_CONNECTION),
-                );
-                set(
-                    &mut c.connects_per_cpu_sec,
-                    "connects_per_cpu_sec",
-                    fig(r, figure::CONNECTS_PER_CPU_SEC),
-                );
+        for (key, name) in wanted {
+            if let Some(v) = fig(r, name) {
+                let e = found.entry(key).or_default();
+                e.0.push(v);
+                e.1.push(format!("{} {} run {}", r.scenario, r.label, r.run_id));
             }
-            "subs" => set(
-                &mut c.bytes_per_subscription,
-                "bytes_per_subscription",
-                fig(r, figure::BYTES_PER_SUBSCRIPTION),
-            ),
-            "persist" => set(
-                &mut c.bytes_per_queued_message,
-                "bytes_per_queued_message",
-                fig(r, figure::BYTES_PER_QUEUED_MESSAGE),
-            ),
-            "fanin" => {
-                let mut v = c.fanin_per_cpu_sec;
-                set(
-                    &mut v[qos],
-                    &format!("fanin_qos{qos}_per_cpu_sec"),
-                    fig(r, figure::DELIVERIES_PER_CPU_SEC),
-                );
-                c.fanin_per_cpu_sec = v;
-            }
-            "p2p" => set(
-                &mut c.p2p_qos1_per_cpu_sec,
-                "p2p_qos1_per_cpu_sec",
-                fig(r, figure::DELIVERIES_PER_CPU_SEC),
-            ),
-            "fanout" => {
-                set(&mut c.fanout_per_cpu_sec, "fanout_per_cpu_sec", fig(r, figure::DELIVERIES_PER_CPU_SEC))
-            }
-            _ => {}
         }
     }
+    let mut c = Calibration::default();
+    let mut take = |key: &str| -> f64 {
+        let Some((values, sources)) = found.get(key) else {
+            return 0.0;
+        };
+        c.sources.insert(key.to_string(), sources.join(", "));
+        crate::compare::median(values)
+    };
+    let bytes_per_connection = take("bytes_per_connection");
+    let connects_per_cpu_sec = take("connects_per_cpu_sec");
+    let bytes_per_subscription = take("bytes_per_subscription");
+    let bytes_per_queued_message = take("bytes_per_queued_message");
+    let fanin =
+        [take("fanin_qos0_per_cpu_sec"), take("fanin_qos1_per_cpu_sec"), take("fanin_qos2_per_cpu_sec")];
+    let p2p = take("p2p_qos1_per_cpu_sec");
+    let fanout = take("fanout_per_cpu_sec");
+    c.bytes_per_connection = bytes_per_connection;
+    c.connects_per_cpu_sec = connects_per_cpu_sec;
+    c.bytes_per_subscription = bytes_per_subscription;
+    c.bytes_per_queued_message = bytes_per_queued_message;
+    c.fanin_per_cpu_sec = fanin;
+    c.p2p_qos1_per_cpu_sec = p2p;
+    c.fanout_per_cpu_sec = fanout;
     // Without a QoS 2 (or 1) fan-in run, assume the next lower QoS's capacity halved.
     for q in 1..3 {
         if c.fanin_per_cpu_sec[q] == 0.0 {
@@ -540,9 +534,14 @@ mod tests {
         let mut fanin = RunResult { scenario: "fanin".into(), ..RunResult::default() };
         fanin.params.insert("qos".into(), "1".into());
         fanin.figures.insert(figure::DELIVERIES_PER_CPU_SEC.into(), 40_000.0);
-        let c = calibrate_from(&[conn, fanin]);
+        let mut fanin2 = fanin.clone();
+        fanin2.figures.insert(figure::DELIVERIES_PER_CPU_SEC.into(), 60_000.0);
+        let mut p2p_qos0 = RunResult { scenario: "p2p".into(), ..RunResult::default() };
+        p2p_qos0.figures.insert(figure::DELIVERIES_PER_CPU_SEC.into(), 1.0);
+        let c = calibrate_from(&[conn, fanin, fanin2, p2p_qos0]);
+        assert_eq!(c.p2p_qos1_per_cpu_sec, 0.0, "a QoS 0 p2p run says nothing about QoS 1");
         assert_eq!(c.bytes_per_connection, 900.0);
-        assert_eq!(c.fanin_per_cpu_sec[1], 40_000.0);
-        assert_eq!(c.fanin_per_cpu_sec[2], 20_000.0);
+        assert_eq!(c.fanin_per_cpu_sec[1], 50_000.0);
+        assert_eq!(c.fanin_per_cpu_sec[2], 25_000.0);
     }
 }

@@ -58,6 +58,9 @@ pub struct SuiteArgs {
     /// No live progress display.
     #[arg(long)]
     pub no_progress: bool,
+    /// Do not run anything: re-render the markdown and HTML from an earlier suite.jsonl.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
 }
 
 /// What a goal asks of the Flotilla/Mosquitto ratio of a figure.
@@ -272,10 +275,49 @@ fn git_describe() -> String {
         .unwrap_or_default()
 }
 
-/// Runs the suite and writes its outputs.
+/// Runs the suite (or reads an earlier one with `--from`) and writes its outputs.
 pub async fn run(args: &SuiteArgs) -> anyhow::Result<String> {
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    let jsonl = args.out_dir.join("suite.jsonl");
+    let all = match &args.from {
+        Some(path) => json::read(path)?,
+        None => run_all(args, &jsonl).await?,
+    };
+    let mut comparisons: BTreeMap<&'static str, Comparison> = BTreeMap::new();
+    let t = |label: &str| Target {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        pid: None,
+        label: label.into(),
+    };
+    for exp in experiments(&RunOpts::default(), args.quick) {
+        let runs: Vec<RunResult> = all
+            .iter()
+            .filter(|r| r.params.get("experiment").map(String::as_str) == Some(exp.id))
+            .cloned()
+            .collect();
+        if !runs.is_empty() {
+            comparisons.insert(
+                exp.id,
+                compare::summarize(exp.scenario.name(), &t("flotilla"), &t("mosquitto"), runs),
+            );
+        }
+    }
+    let load_of =
+        |r: Option<&RunResult>| r.and_then(|r| r.params.get("load_avg").cloned()).unwrap_or_default();
+    let load = format!("{} at the first run, {} at the last", load_of(all.first()), load_of(all.last()));
+    let text = markdown(args, &comparisons, &suite_command(args), &load);
+    write_markdown(&args.md, &text)?;
+    let summary: String = comparisons.values().map(compare::render).collect::<Vec<_>>().join("\n");
+    let html_path = args.out_dir.join("suite.html");
+    std::fs::write(&html_path, html::render("Flotilla vs Mosquitto", &all, Some(&summary)))
+        .with_context(|| format!("cannot write {}", html_path.display()))?;
+    eprintln!("wrote {} and {}", args.md.display(), html_path.display());
+    Ok(text)
+}
+
+/// Runs every experiment on fresh brokers, appending each result to `jsonl`.
+async fn run_all(args: &SuiteArgs, jsonl: &PathBuf) -> anyhow::Result<Vec<RunResult>> {
     let config = if args.durable {
         None
     } else {
@@ -287,19 +329,16 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<String> {
     let flotilla = Kind::Flotilla { exe: args.flotilla.clone(), config };
     let mosquitto = Kind::Mosquitto { exe: args.mosquitto.clone() };
     let base = RunOpts { no_progress: args.no_progress, ..RunOpts::default() };
-    let load_start = loadavg();
-    let jsonl = args.out_dir.join("suite.jsonl");
-    let _ = std::fs::remove_file(&jsonl);
-    let mut comparisons: BTreeMap<&'static str, Comparison> = BTreeMap::new();
+    let _ = std::fs::remove_file(jsonl);
     let mut all = Vec::new();
     for exp in experiments(&base, args.quick) {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == exp.id) {
             continue;
         }
-        let mut runs: Vec<RunResult> = Vec::new();
         for pair in 0..args.pairs {
             for (label, kind) in [("flotilla", &flotilla), ("mosquitto", &mosquitto)] {
                 eprintln!("suite: {} pair {}/{} on {label}", exp.id, pair + 1, args.pairs);
+                let load = loadavg();
                 let mut broker = LocalBroker::start(kind)?;
                 let mut s = exp.scenario.clone();
                 let o = s.opts_mut();
@@ -310,30 +349,14 @@ pub async fn run(args: &SuiteArgs) -> anyhow::Result<String> {
                 broker.stop();
                 let mut r = r?;
                 r.params.insert("experiment".into(), exp.id.into());
-                json::append(&jsonl, std::slice::from_ref(&r))?;
-                runs.push(r);
+                r.params.insert("load_avg".into(), load);
+                json::append(jsonl, std::slice::from_ref(&r))?;
+                all.push(r);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        let t = |label: &str| Target {
-            addr: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-            pid: None,
-            label: label.into(),
-        };
-        all.extend(runs.iter().cloned());
-        comparisons
-            .insert(exp.id, compare::summarize(exp.scenario.name(), &t("flotilla"), &t("mosquitto"), runs));
     }
-    let command = suite_command(args);
-    let load = format!("{load_start} at the start, {} at the end", loadavg());
-    let text = markdown(args, &comparisons, &command, &load);
-    write_markdown(&args.md, &text)?;
-    let summary: String = comparisons.values().map(compare::render).collect::<Vec<_>>().join("\n");
-    let html_path = args.out_dir.join("suite.html");
-    std::fs::write(&html_path, html::render("Flotilla vs Mosquitto", &all, Some(&summary)))
-        .with_context(|| format!("cannot write {}", html_path.display()))?;
-    eprintln!("wrote {}, {} and {}", args.md.display(), jsonl.display(), html_path.display());
-    Ok(text)
+    Ok(all)
 }
 
 fn suite_command(args: &SuiteArgs) -> String {
@@ -406,7 +429,7 @@ pub fn markdown(
         let ratios: Vec<String> = c
             .pairs
             .get(g.figure)
-            .map(|p| p.iter().map(|p| format!("{:.2}", p.ratio)).collect())
+            .map(|p| p.iter().map(|p| ratio_text(p.ratio)).collect())
             .unwrap_or_default();
         let _ = writeln!(
             out,
@@ -432,7 +455,7 @@ pub fn markdown(
             .map(|r| {
                 r.params
                     .iter()
-                    .filter(|(k, _)| *k != "experiment")
+                    .filter(|(k, _)| *k != "experiment" && *k != "load_avg")
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join(" ")
@@ -458,9 +481,10 @@ pub fn markdown(
             let b = c.median_b.get(name).copied().unwrap_or(f64::NAN);
             let _ = writeln!(
                 out,
-                "| `{id}` | {name} | {} | {} | {r:.2} |",
+                "| `{id}` | {name} | {} | {} | {} |",
                 figure_value(name, a),
-                figure_value(name, b)
+                figure_value(name, b),
+                ratio_text(*r)
             );
         }
     }
