@@ -11,12 +11,15 @@
 //!   state machine, epochs, conf changes, leader transfer, lease reads, hibernation).
 //! - [`raftstore`] SHELL: hosts many groups on poller threads over one raft-engine log,
 //!   one fsync per round; store-wide ticks; recovery; the `Transport` trait.
-//!
-//! Later issues add the QUIC transport and durable storage here.
+//! - [`cluster`]: the QUIC transport between nodes (frames CORE; quinn, TLS and the node
+//!   lifecycle SHELL) and the `[cluster]` configuration.
+//! - [`admin`] SHELL: the admin HTTP endpoint and its client (with a range cache).
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod mqtt;

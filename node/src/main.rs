@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use node::cluster::ClusterNode;
 use node::config::NodeConfig;
 use node::server::Server;
 use tracing_subscriber::EnvFilter;
@@ -30,6 +31,33 @@ struct Cli {
     /// after it is lost) instead of refusing to start.
     #[arg(long)]
     repair: bool,
+    /// Run as cluster node N (positive); without it the broker runs as a single node.
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// UDP address of the cluster transport (QUIC), e.g. 127.0.0.1:7946.
+    #[arg(long, value_name = "ADDR:PORT")]
+    cluster_listen: Option<SocketAddr>,
+    /// Cluster addresses of existing nodes to join, comma-separated.
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    join: Vec<SocketAddr>,
+    /// Admin HTTP endpoint address (JSON API), e.g. 127.0.0.1:9946.
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin_listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes a development cluster CA (reused if present) and node certificates.
+    Cert {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Node ids to make certificates for, comma-separated.
+        #[arg(long, value_name = "N,...", value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
+    },
 }
 
 fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
@@ -47,12 +75,33 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
         config.log = log.clone();
     }
     config.storage.repair = cli.repair;
+    if let Some(id) = cli.node_id {
+        config.cluster.node_id = id;
+    }
+    if let Some(addr) = cli.cluster_listen {
+        config.cluster.listen = addr;
+    }
+    if !cli.join.is_empty() {
+        config.cluster.join = cli.join.clone();
+    }
+    if let Some(addr) = cli.admin_listen {
+        config.cluster.admin_listen = Some(addr);
+    }
     config.validate()?;
     Ok(config)
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Cert { dir, nodes }) = &cli.command {
+        if nodes.contains(&0) {
+            anyhow::bail!("node ids must be positive");
+        }
+        for path in node::cluster::certgen::generate(dir, nodes)? {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let config = load(&cli)?;
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -63,6 +112,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let cluster = if config.cluster.enabled() {
+        let node = ClusterNode::start(&config.cluster, &config.data_dir).await?;
+        if let Some(addr) = node.admin_addr() {
+            tracing::info!(%addr, "admin endpoint");
+        }
+        Some(node)
+    } else {
+        None
+    };
     let server = Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr()?, "flotilla MQTT listening");
     let handle = server.shutdown_handle();
@@ -71,6 +129,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         handle.shutdown();
     });
     server.run().await;
+    if let Some(node) = cluster {
+        node.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

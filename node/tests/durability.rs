@@ -307,3 +307,77 @@ async fn corrupted_journal_refuses_to_start_until_repaired() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("toml"));
 }
+
+/// Bytes of journal records (their payloads, as the broker encoded them) in `dir/journal`,
+/// and how many of them carry a stored message (`Record::Message`).
+fn journal_contents(dir: &Path) -> (u64, usize) {
+    use node::broker::journal::{Record, WallClock};
+    let log = storage::SegmentLog::open(storage::OsFs, dir.join("journal"), storage::LogConfig::default())
+        .expect("open the journal");
+    let clock = WallClock::new(Instant::now(), 0);
+    let (mut bytes, mut messages, mut at) = (0u64, 0usize, log.start_offset());
+    loop {
+        let batch = log.read_from(at, 1 << 20).expect("read the journal");
+        let Some(last) = batch.last() else { break };
+        at = last.offset + 1;
+        for r in &batch {
+            bytes += r.payload.len() as u64;
+            let record = Record::decode(bytes::Bytes::copy_from_slice(r.payload), &clock).expect("decodes");
+            messages += usize::from(matches!(record, Record::Message { .. }));
+        }
+    }
+    (bytes, messages)
+}
+
+/// Journal bytes for `MESSAGES` 8 KiB QoS 1 messages published to `subscribers` persistent
+/// sessions, half of them offline, half connected (and acknowledging).
+async fn journal_for(subscribers: usize) -> (u64, usize) {
+    const MESSAGES: usize = 10;
+    let dir = common::temp_data_dir();
+    let port = free_port();
+    let mut broker = start_broker(port, &dir);
+    let mut online = Vec::new();
+    for i in 0..subscribers {
+        let (c, mut rx, h) = connect(options(&format!("once-sub-{i}"), port, false)).await;
+        c.subscribe("once/t", QoS::AtLeastOnce).await.expect("subscribe");
+        expect_suback(&mut rx).await;
+        if i % 2 == 0 {
+            c.disconnect().await.expect("disconnect");
+            let _ = tokio::time::timeout(common::WAIT, h).await;
+        } else {
+            online.push((c, rx, h));
+        }
+    }
+    let (p, mut prx, _ph) = connect(options("once-pub", port, true)).await;
+    for i in 0..MESSAGES {
+        p.publish("once/t", QoS::AtLeastOnce, false, vec![i as u8; 8 << 10]).await.expect("publish");
+    }
+    let mut acks = 0;
+    while acks < MESSAGES {
+        match tokio::time::timeout(common::WAIT, prx.recv()).await.expect("PUBACK in time") {
+            Some(Packet::PubAck(_)) => acks += 1,
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+    broker.kill().expect("kill");
+    let _ = broker.wait();
+    drop(online);
+    let contents = journal_contents(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+    contents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_is_journaled_once_however_many_persistent_sessions_queue_it() {
+    let (one, one_messages) = journal_for(1).await;
+    let (twenty, twenty_messages) = journal_for(20).await;
+    assert_eq!((one_messages, twenty_messages), (10, 10), "one Message record per published message");
+    println!("journal bytes for 10 × 8 KiB QoS 1 messages: 1 session {one}, 20 sessions {twenty}");
+    let payloads = 10 * (8 << 10) as u64;
+    assert!(one >= payloads, "{one} bytes hold the payloads");
+    // Nineteen more sessions add their enqueue and acknowledgement records, tens of bytes per
+    // message each, never a copy of a payload (which would be 19 × 80 KiB more).
+    assert!(twenty < one + 19 * 10 * 256, "1 session: {one} B of journal; 20 sessions: {twenty} B");
+}

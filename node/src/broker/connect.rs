@@ -211,6 +211,7 @@ impl Broker {
         // Takeover: the old connection gets DISCONNECT 0x8E and is closed (MQTT-3.1.4-3).
         if let Some(&key) = self.by_client.get(&client_id)
             && let Some(old) = self.sessions.get(&key).and_then(|s| s.conn)
+            && !super::test_bugs::two_sessions()
         {
             self.send_disconnect(old, reason::SESSION_TAKEN_OVER, "session taken over");
             self.close_now(now, old, Some(true));
@@ -251,7 +252,7 @@ impl Broker {
         c.client_alias_max = p.topic_alias_maximum.unwrap_or(0);
         c.problem_info = p.request_problem_information.unwrap_or(1) == 1;
         c.will = will.map(Box::new);
-        c.username = connect.username.as_deref().map(ByteString::from);
+        c.username = connect.username.as_deref().map(Arc::from);
         if let Some(method) = p.authentication_method.as_deref() {
             c.extras().auth_method = Some(ByteString::from(method));
         }
@@ -430,6 +431,9 @@ impl Broker {
                 }
                 self.schedule(at, Timer::Will { session: key, generation });
             }
+        }
+        if expiry != 0 {
+            self.journal_offline(now, key);
         }
         match expiry {
             0 => self.end_session(now, key),

@@ -6,7 +6,11 @@
 //! - A packet is parked with the `seq` current when it was produced and released, in order,
 //!   once `durable >= seq`. While a connection has parked packets, later packets for it and
 //!   its queued messages wait too, so the client sees them in the order they were produced.
-//! - Message ids are assigned in emission order, one per stored message.
+//! - Message ids are assigned in emission order, one per stored message. A message routed
+//!   to many persistent sessions is stored once: the route is a scope ([`RouteStore`]) in
+//!   which the message, and the compacted copy offline sessions get, map to one id. Outside
+//!   a route every store is a new message (pointer identity is never trusted across
+//!   operations: a freed message's address can be reused by the next one).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +23,8 @@ use super::journal::{MsgId, Record};
 use super::message::{Message, SessionKey};
 use super::session::{ConnId, Delivery, Inflight, OutState, Session, SubEntry};
 use super::{Broker, Target, Timer};
-use crate::mqtt::packet::{Packet, QoS, Will};
+use crate::mqtt::packet::{Packet, PubResp, QoS, Will};
+use crate::mqtt::reason;
 use crate::mqtt::topic::parse_shared;
 
 /// Journal bookkeeping inside the core (present only when journaling is on).
@@ -37,8 +42,21 @@ pub(super) struct JournalState {
     pub(super) parked_per_conn: FxHashMap<ConnId, usize>,
     /// Next message id.
     pub(super) next_msg_id: MsgId,
-    /// The last message stored, so one message routed to many sessions is stored once.
-    pub(super) last_stored: Option<(usize, MsgId)>,
+    /// The message being routed, so one message routed to many sessions is stored once.
+    pub(super) route: Option<RouteStore>,
+    /// When each journaled session that is offline went offline (journaled as `Offline`, so
+    /// its expiry counts from then across restarts).
+    pub(super) offline: FxHashMap<SessionKey, Instant>,
+    /// Set once the journal cannot be written: the reason code QoS 1/2 publishers get.
+    pub(super) failed: Option<u8>,
+}
+
+/// The message a route is delivering (its address and that of its compacted copy, both
+/// alive for the whole route) and the id it got when first stored.
+#[derive(Clone, Copy, Default)]
+pub(super) struct RouteStore {
+    ptrs: [usize; 2],
+    id: Option<MsgId>,
 }
 
 impl Broker {
@@ -55,6 +73,9 @@ impl Broker {
         let Some(j) = self.journal.as_mut() else {
             return 0;
         };
+        if super::test_bugs::hold_journal(j.records.len()) {
+            return j.seq - j.records.len() as u64;
+        }
         out.append(&mut j.records);
         j.seq
     }
@@ -88,6 +109,59 @@ impl Broker {
         }
     }
 
+    /// The journal can no longer be written (`disk_full`: for lack of space). Nothing
+    /// emitted since the last `handle_durable` will become durable, so nothing waiting for
+    /// it may be acknowledged as a success:
+    /// - a waiting PUBACK or PUBREC goes out with reason 0x97 Quota exceeded (disk full) or
+    ///   0x80 Unspecified error to a 5.0 client; a 3.1.1 client, which has no way to hear
+    ///   it, is disconnected;
+    /// - a connection with any other packet waiting (SUBACK, CONNACK, a QoS 2 PUBLISH, ...)
+    ///   is disconnected, with DISCONNECT carrying that reason for 5.0;
+    /// - from now on QoS 1/2 PUBLISH packets are refused the same way (see
+    ///   [`Self::journal_failure`]), nothing more is journaled, and QoS 0 goes on.
+    pub fn journal_failed(&mut self, now: Instant, disk_full: bool) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        if j.failed.is_some() {
+            return;
+        }
+        let code = if disk_full { reason::QUOTA_EXCEEDED } else { reason::UNSPECIFIED_ERROR };
+        j.failed = Some(code);
+        j.records.clear();
+        j.parked_per_conn.clear();
+        let parked = std::mem::take(&mut j.parked);
+        let text = if disk_full { "journal write failed: disk full" } else { "journal write failed" };
+        let mut close = Vec::new();
+        for (_, conn, packet) in parked {
+            if close.contains(&conn) {
+                continue;
+            }
+            let v5 = self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5());
+            let refuse = |mut r: PubResp| {
+                if r.reason_code < 0x80 {
+                    r.reason_code = code;
+                    r.properties = self.reason_props(conn, text);
+                }
+                r
+            };
+            match packet {
+                Packet::PubAck(r) if v5 => self.send(conn, Packet::PubAck(refuse(r))),
+                Packet::PubRec(r) if v5 => self.send(conn, Packet::PubRec(refuse(r))),
+                _ => close.push(conn),
+            }
+        }
+        for conn in close {
+            self.send_disconnect(conn, code, text);
+            self.close_now(now, conn, Some(true));
+        }
+    }
+
+    /// The reason code QoS 1/2 publishers get once the journal failed, if it did.
+    pub fn journal_failure(&self) -> Option<u8> {
+        self.journal.as_ref().and_then(|j| j.failed)
+    }
+
     /// Records emitted but not yet durable.
     pub fn journal_lag(&self) -> u64 {
         self.journal.as_ref().map_or(0, |j| j.seq - j.durable)
@@ -98,7 +172,7 @@ impl Broker {
     }
 
     pub(super) fn emit(&mut self, record: Record) {
-        if let Some(j) = self.journal.as_mut() {
+        if let Some(j) = self.journal.as_mut().filter(|j| j.failed.is_none()) {
             j.records.push(record);
             j.seq += 1;
         }
@@ -109,7 +183,10 @@ impl Broker {
         let Some(j) = self.journal.as_mut() else {
             return Some(packet);
         };
-        if j.seq <= j.durable && !j.parked_per_conn.contains_key(&conn) {
+        if j.failed.is_some()
+            || super::test_bugs::ack_before_durable()
+            || (j.seq <= j.durable && !j.parked_per_conn.contains_key(&conn))
+        {
             return Some(packet);
         }
         j.parked.push_back((j.seq, conn, packet));
@@ -122,18 +199,43 @@ impl Broker {
         self.journal.as_ref().is_some_and(|j| j.parked_per_conn.contains_key(&conn))
     }
 
-    /// Stores `msg` in the journal once (per consecutive run of enqueues) and returns its id.
+    /// Starts routing `msg`: until [`Self::end_route`], storing it (or its copy, see
+    /// [`Self::route_copy`]) for any number of sessions stores it once. Returns the outer
+    /// route's scope (a will published while routing nests a route) for `end_route`.
+    pub(super) fn begin_route(&mut self, msg: &Arc<Message>) -> Option<RouteStore> {
+        let j = self.journal.as_mut()?;
+        let ptrs = [Arc::as_ptr(msg) as usize, 0];
+        j.route.replace(RouteStore { ptrs, id: None })
+    }
+
+    /// `copy` is the routed message's compacted copy (queued for offline sessions).
+    pub(super) fn route_copy(&mut self, copy: &Arc<Message>) {
+        if let Some(r) = self.journal.as_mut().and_then(|j| j.route.as_mut()) {
+            r.ptrs[1] = Arc::as_ptr(copy) as usize;
+        }
+    }
+
+    /// Ends the route begun by the matching [`Self::begin_route`].
+    pub(super) fn end_route(&mut self, outer: Option<RouteStore>) {
+        if let Some(j) = self.journal.as_mut() {
+            j.route = outer;
+        }
+    }
+
+    /// Stores `msg` in the journal (once per route, see [`Self::begin_route`]) and returns
+    /// its id.
     pub(super) fn store_message(&mut self, msg: &Arc<Message>) -> Option<MsgId> {
         let j = self.journal.as_mut()?;
         let ptr = Arc::as_ptr(msg) as usize;
-        if let Some((p, id)) = j.last_stored
-            && p == ptr
-        {
+        let routed = j.route.as_mut().filter(|r| r.ptrs.contains(&ptr));
+        if let Some(id) = routed.as_ref().and_then(|r| r.id) {
             return Some(id);
         }
         let id = j.next_msg_id;
         j.next_msg_id += 1;
-        j.last_stored = Some((ptr, id));
+        if let Some(r) = routed {
+            r.id = Some(id);
+        }
         self.emit(Record::Message { id, message: msg.clone() });
         Some(id)
     }
@@ -162,7 +264,33 @@ impl Broker {
         }
         s.journaled = true;
         let record = Record::Session { client_id: s.client_id.clone(), expiry_secs: s.expiry_secs };
+        if let Some(j) = self.journal.as_mut() {
+            j.offline.remove(&key);
+        }
         self.emit(record);
+    }
+
+    /// Journals that a persistent session went offline at `now`: its expiry counts from
+    /// here, also after a restart.
+    pub(super) fn journal_offline(&mut self, now: Instant, key: SessionKey) {
+        let Some(s) = self.sessions.get(&key).filter(|s| s.journaled) else {
+            return;
+        };
+        let client_id = s.client_id.clone();
+        if let Some(j) = self.journal.as_mut() {
+            j.offline.insert(key, now);
+            self.emit(Record::Offline { client_id, since: now });
+        }
+    }
+
+    /// Journals the retained message `msg`, which is being routed: as a reference to the
+    /// stored message if this route stored it for persistent sessions, else in full.
+    pub(super) fn journal_retained(&mut self, msg: &Arc<Message>) {
+        let stored = self.journal.as_ref().and_then(|j| j.route).and_then(|r| r.id);
+        match stored {
+            Some(id) => self.emit(Record::RetainStored { id }),
+            None => self.emit(Record::Retain { message: msg.clone() }),
+        }
     }
 
     /// Journals the will of `client_id` (`None`: published or discarded).
@@ -174,10 +302,16 @@ impl Broker {
     }
 
     /// Rebuilds state from journal records, oldest first, before any client connects.
-    /// Every restored session counts as disconnected at `now`: expiry clocks and will delays
-    /// start again, and wills of clients whose connection the crash closed are published.
+    /// A session that was offline keeps the time it went offline (its `Offline` record, in
+    /// wall-clock time), so its expiry and will delay count the time before the crash and
+    /// the downtime; one that was connected when the process died counts as disconnected at
+    /// `now` (the moment of the crash is not on disk), and its client's will is published.
     pub fn restore(&mut self, now: Instant, records: impl IntoIterator<Item = Record>) -> RestoreReport {
-        let mut r = Restorer { messages: FxHashMap::default(), wills: FxHashMap::default() };
+        let mut r = Restorer {
+            messages: FxHashMap::default(),
+            wills: FxHashMap::default(),
+            offline: FxHashMap::default(),
+        };
         let mut report = RestoreReport::default();
         for record in records {
             report.records += 1;
@@ -196,9 +330,22 @@ impl Broker {
             s.qos0_pending = s.pending.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
             report.sessions += 1;
             report.queued += s.pending.len() + s.inflight.len();
-            let (generation, expiry) = (s.generation, s.expiry_secs);
+            let (generation, expiry, journaled) = (s.generation, s.expiry_secs, s.journaled);
+            let since = match r.offline.get(&s.client_id) {
+                Some(&since) => since.min(now),
+                None => {
+                    let client_id = s.client_id.clone();
+                    if journaled {
+                        self.emit(Record::Offline { client_id, since: now });
+                    }
+                    now
+                }
+            };
+            if let Some(j) = self.journal.as_mut() {
+                j.offline.insert(key, since);
+            }
             if expiry != u32::MAX {
-                let at = now + Duration::from_secs(u64::from(expiry));
+                let at = (since + Duration::from_secs(u64::from(expiry))).max(now);
                 self.schedule(at, Timer::Expire { session: key, generation });
             }
         }
@@ -206,9 +353,10 @@ impl Broker {
             report.wills += 1;
             let key = self.by_client.get(&client_id).copied();
             let delay = will.properties.will_delay_interval.unwrap_or(0);
+            let since = r.offline.get(&client_id).map_or(now, |&since| since.min(now));
             match key.and_then(|k| self.sessions.get_mut(&k).map(|s| (k, s))) {
                 Some((k, s)) if delay > 0 && s.expiry_secs > 0 => {
-                    let at = now + Duration::from_secs(u64::from(delay.min(s.expiry_secs)));
+                    let at = (since + Duration::from_secs(u64::from(delay.min(s.expiry_secs)))).max(now);
                     let generation = s.generation;
                     s.will_pending = Some(Box::new((*will, None)));
                     self.schedule(at, Timer::Will { session: k, generation });
@@ -237,6 +385,7 @@ impl Broker {
     fn restore_one(&mut self, r: &mut Restorer, record: Record) {
         match record {
             Record::Session { client_id, expiry_secs } => {
+                r.offline.remove(&client_id);
                 let key = match self.by_client.get(&client_id) {
                     Some(&k) => k,
                     None => self.create_session(client_id, expiry_secs),
@@ -247,6 +396,7 @@ impl Broker {
                 }
             }
             Record::SessionEnd { client_id } => {
+                r.offline.remove(&client_id);
                 if let Some(key) = self.by_client.remove(&client_id)
                     && let Some(s) = self.sessions.remove(&key)
                 {
@@ -288,6 +438,11 @@ impl Broker {
                 }
             },
             Record::Retain { message } => self.retained.set(message),
+            Record::RetainStored { id } => {
+                if let Some(message) = r.messages.get(&id) {
+                    self.retained.set(message.clone());
+                }
+            }
             Record::Message { id, message } => {
                 r.messages.insert(id, message);
             }
@@ -325,6 +480,7 @@ impl Broker {
                 // A checkpoint follows: drop what earlier records built.
                 r.messages.clear();
                 r.wills.clear();
+                r.offline.clear();
                 self.sessions.clear();
                 self.by_client.clear();
                 self.trie = super::trie::Trie::default();
@@ -339,6 +495,11 @@ impl Broker {
                     } else {
                         s.qos2_in.remove(&packet_id);
                     }
+                }
+            }
+            Record::Offline { client_id, since } => {
+                if self.by_client.contains_key(&client_id) {
+                    r.offline.insert(client_id, since);
                 }
             }
         }
@@ -365,30 +526,32 @@ impl Broker {
     /// Emits a checkpoint into the journal: a `Reset` and then the snapshot. Once it is
     /// durable, journal segments before the `Reset` can be deleted.
     pub fn checkpoint(&mut self) {
-        if !self.journal_on() {
+        if !self.journal_on() || self.journal_failure().is_some() {
             return;
         }
         let mut records = vec![Record::Reset];
         self.snapshot(&mut records);
+        let sessions = &self.sessions;
         if let Some(j) = self.journal.as_mut() {
+            j.offline.retain(|k, _| sessions.get(k).is_some_and(|s| s.conn.is_none()));
             j.seq += records.len() as u64;
             j.records.extend(records);
-            j.last_stored = None;
         }
     }
 
     /// The minimal records that rebuild the current durable state. A checkpoint writes
     /// these after a reset marker so older journal segments can be deleted.
     pub fn snapshot(&self, out: &mut Vec<Record>) {
-        let mut stored: FxHashMap<MsgId, ()> = FxHashMap::default();
-        let mut retained = Vec::new();
-        self.retained.matching("#", &mut retained);
-        for message in retained {
-            out.push(Record::Retain { message });
-        }
-        for s in self.sessions.values().filter(|s| s.journaled) {
+        let mut stored: FxHashMap<MsgId, Arc<Message>> = FxHashMap::default();
+        let offline = self.journal.as_ref().map(|j| &j.offline);
+        for (key, s) in self.sessions.iter().filter(|(_, s)| s.journaled) {
             let client_id = s.client_id.clone();
             out.push(Record::Session { client_id: client_id.clone(), expiry_secs: s.expiry_secs });
+            if s.conn.is_none()
+                && let Some(&since) = offline.and_then(|o| o.get(key))
+            {
+                out.push(Record::Offline { client_id: client_id.clone(), since });
+            }
             for (filter, e) in &s.subs {
                 let (filter, opts, sub_id) = (filter.clone(), e.opts, e.sub_id);
                 out.push(Record::Subscribe { client_id: client_id.clone(), filter, opts, sub_id });
@@ -399,7 +562,7 @@ impl Broker {
                 let Some(id) = d.msg_id else {
                     continue;
                 };
-                if stored.insert(id, ()).is_none() {
+                if stored.insert(id, d.msg.clone()).is_none() {
                     out.push(Record::Message { id, message: d.msg.clone() });
                 }
                 let (qos, retain, sub_ids) = (d.qos, d.retain, d.sub_ids.clone());
@@ -427,6 +590,22 @@ impl Broker {
                 });
             }
         }
+        // A retained message that is also queued refers to the stored copy.
+        let mut by_topic: FxHashMap<&str, Vec<(MsgId, &Arc<Message>)>> = FxHashMap::default();
+        for (id, m) in &stored {
+            by_topic.entry(&*m.topic).or_default().push((*id, m));
+        }
+        let mut retained = Vec::new();
+        self.retained.matching("#", &mut retained);
+        for message in retained {
+            let queued = by_topic.get(&*message.topic).and_then(|candidates| {
+                candidates.iter().find(|(_, m)| same_content(m, &message)).map(|(id, _)| *id)
+            });
+            out.push(match queued {
+                Some(id) => Record::RetainStored { id },
+                None => Record::Retain { message },
+            });
+        }
         for c in self.conns.values() {
             if let (Some(w), Some(key)) = (&c.will, c.session)
                 && let Some(s) = self.sessions.get(&key)
@@ -435,6 +614,16 @@ impl Broker {
             }
         }
     }
+}
+
+/// True if `a` and `b` are the same message as far as any receiver can tell.
+fn same_content(a: &Message, b: &Message) -> bool {
+    a.topic == b.topic
+        && a.payload == b.payload
+        && a.qos == b.qos
+        && a.retain == b.retain
+        && a.expires_at == b.expires_at
+        && a.properties == b.properties
 }
 
 /// What `restore` found.
@@ -455,4 +644,6 @@ pub struct RestoreReport {
 struct Restorer {
     messages: FxHashMap<MsgId, Arc<Message>>,
     wills: FxHashMap<ByteString, Box<Will>>,
+    /// When sessions went offline, by client.
+    offline: FxHashMap<ByteString, Instant>,
 }

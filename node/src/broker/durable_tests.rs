@@ -1,14 +1,14 @@
 //! Deterministic tests of journaling: acknowledgements wait for durability, and a broker
 //! rebuilt from the journal (a "restart") has everything that was acknowledged.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::Broker;
 use super::auth::StaticUsers;
 use super::config::BrokerConfig;
-use super::journal::Record;
+use super::journal::{Record, WallClock};
 use crate::mqtt::packet::*;
 use crate::mqtt::properties::Properties;
 
@@ -121,7 +121,7 @@ fn restart_restores_sessions_queues_retained_and_publishes_open_wills() {
     assert_eq!(acks.iter().filter(|p| matches!(p, Packet::PubAck(_) | Packet::PubRec(_))).count(), 2);
     // Crash: everything in `disk` survives, the broker does not.
     drop(b);
-    let later = now + std::time::Duration::from_secs(1);
+    let later = now + Duration::from_secs(1);
     let mut b = broker(later);
     let report = b.restore(later, disk.clone());
     assert_eq!(report.sessions, 2, "{report:?}");
@@ -214,4 +214,258 @@ fn snapshot_rebuilds_the_same_state() {
     assert_eq!((r1.sessions, r1.queued), (r2.sessions, r2.queued));
     assert_eq!(r2.queued, 5);
     assert!(snap.len() < 20, "snapshot is minimal: {}", snap.len());
+}
+
+/// The journal as the shell writes it, encoded at `write` (wall clock of the crash).
+fn encode_all(records: &[Record], write: &WallClock) -> Vec<Bytes> {
+    records
+        .iter()
+        .map(|r| {
+            let mut buf = BytesMut::new();
+            r.encode(write, &mut buf);
+            buf.freeze()
+        })
+        .collect()
+}
+
+fn decode_all(encoded: Vec<Bytes>, read: &WallClock) -> Vec<Record> {
+    encoded.into_iter().map(|b| Record::decode(b, read).expect("decodes")).collect()
+}
+
+fn encoded_bytes(records: &[Record]) -> usize {
+    encode_all(records, &WallClock::new(Instant::now(), 0)).iter().map(Bytes::len).sum()
+}
+
+static BIG: [u8; 4096] = [7; 4096];
+
+/// Journal bytes and `Message` records written for one 4 KiB QoS 1 message published to
+/// `subscribers` persistent sessions, every other one offline (offline sessions queue a
+/// compacted copy of the message, online ones the message itself).
+fn journal_for_one_message(subscribers: usize) -> (usize, usize, Vec<Record>, Broker) {
+    let now = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(now);
+    for i in 0..subscribers {
+        let c = connect(&mut b, now, &mut disk, &format!("s{i}"), persistent);
+        b.handle_packet(now, c, subscribe("t", QoS::AtLeastOnce));
+        sync(&mut b, &mut disk);
+        drain(&mut b, now, c);
+        if i % 2 == 0 {
+            b.close(now, c);
+        }
+    }
+    let publisher = connect(&mut b, now, &mut disk, "pub", |_| {});
+    sync(&mut b, &mut disk);
+    let before = disk.len();
+    b.handle_packet(now, publisher, publish("t", QoS::AtLeastOnce, 1, &BIG));
+    sync(&mut b, &mut disk);
+    let new = &disk[before..];
+    let stored = new.iter().filter(|r| matches!(r, Record::Message { .. })).count();
+    (encoded_bytes(new), stored, disk, b)
+}
+
+#[test]
+fn a_message_for_many_persistent_sessions_is_stored_once() {
+    let (one_bytes, one_stored, _, _) = journal_for_one_message(1);
+    let (bytes, stored, disk, mut b) = journal_for_one_message(16);
+    assert_eq!((one_stored, stored), (1, 1), "one Message record however many sessions queue it");
+    // The fifteen extra sessions cost an `Enqueue` each (tens of bytes), not a payload.
+    assert!(bytes < one_bytes + 15 * 64, "{bytes} bytes for 16 sessions, {one_bytes} for one");
+    assert!(bytes < 2 * BIG.len());
+    // A checkpoint stores it once too, and both restore to 16 queued copies of one payload.
+    b.checkpoint();
+    let mut snap = Vec::new();
+    b.poll_journal(&mut snap);
+    assert_eq!(snap.iter().filter(|r| matches!(r, Record::Message { .. })).count(), 1);
+    assert!(encoded_bytes(&snap) < 2 * BIG.len());
+    for records in [disk, snap] {
+        let now = Instant::now();
+        let mut r = broker(now);
+        let report = r.restore(now, records);
+        assert_eq!(report.queued, 16, "{report:?}");
+    }
+}
+
+#[test]
+fn session_expiry_counts_time_offline_before_the_crash_and_the_downtime() {
+    let t0 = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(t0);
+    let expiring = |c: &mut Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(100);
+    };
+    let car = connect(&mut b, t0, &mut disk, "car", expiring);
+    let van = connect(&mut b, t0, &mut disk, "van", expiring);
+    // The car goes offline at t0 + 60 s; the van is connected when the process dies.
+    let offline_at = t0 + Duration::from_secs(60);
+    b.close(offline_at, car);
+    sync(&mut b, &mut disk);
+    let _ = van;
+    // Crash at t0 + 70 s; restart 20 s of wall-clock time later, on a new monotonic clock.
+    let wall0 = 1_700_000_000_000;
+    let crash = WallClock::new(t0 + Duration::from_secs(70), wall0 + 70_000);
+    let t1 = t0 + Duration::from_secs(5000);
+    let restart = WallClock::new(t1, wall0 + 90_000);
+    let mut b = broker(t1);
+    let report = b.restore(t1, decode_all(encode_all(&disk, &crash), &restart));
+    assert_eq!(report.sessions, 2);
+    sync(&mut b, &mut disk);
+    // The car has been offline 30 s: 70 s left. The van counts from the restart: 100 s.
+    b.handle_timeout(t1 + Duration::from_secs(69));
+    assert_eq!(b.stats().sessions, 2);
+    b.handle_timeout(t1 + Duration::from_secs(71));
+    assert_eq!(b.stats().sessions, 1, "the car's session expired 100 s after it went offline");
+    b.handle_timeout(t1 + Duration::from_secs(101));
+    assert_eq!(b.stats().sessions, 0);
+}
+
+#[test]
+fn session_offline_time_survives_a_checkpoint_and_a_second_restart() {
+    let t0 = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(t0);
+    let car = connect(&mut b, t0, &mut disk, "car", |c| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(100);
+    });
+    b.close(t0, car);
+    b.checkpoint();
+    let mut snap = Vec::new();
+    b.poll_journal(&mut snap);
+    let reset = snap.iter().position(|r| matches!(r, Record::Reset)).expect("a checkpoint");
+    let snap = snap.split_off(reset);
+    let wall0 = 1_700_000_000_000;
+    let t1 = t0 + Duration::from_secs(5000);
+    let mut b = broker(t1);
+    b.restore(
+        t1,
+        decode_all(encode_all(&snap, &WallClock::new(t0, wall0)), &WallClock::new(t1, wall0 + 50_000)),
+    );
+    b.handle_timeout(t1 + Duration::from_secs(49));
+    assert_eq!(b.stats().sessions, 1);
+    b.handle_timeout(t1 + Duration::from_secs(51));
+    assert_eq!(b.stats().sessions, 0);
+}
+
+#[test]
+fn message_expiry_counts_its_age_before_the_crash_and_the_downtime() {
+    let t0 = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(t0);
+    let car = connect(&mut b, t0, &mut disk, "car", persistent);
+    b.handle_packet(t0, car, subscribe("t", QoS::AtLeastOnce));
+    sync(&mut b, &mut disk);
+    b.close(t0, car);
+    let publisher = connect(&mut b, t0, &mut disk, "pub", |_| {});
+    let mut p = publish_inner("t", b"soon stale");
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = 1;
+    p.properties.message_expiry_interval = Some(60);
+    b.handle_packet(t0, publisher, Packet::Publish(p));
+    sync(&mut b, &mut disk);
+    let wall0 = 1_700_000_000_000;
+    // Written 10 s after it was published; restarted 40 s after that.
+    let crash = WallClock::new(t0 + Duration::from_secs(10), wall0 + 10_000);
+    for (downtime_s, left) in [(40u64, Some(10u32)), (55, None)] {
+        let t1 = t0 + Duration::from_secs(5000);
+        let restart = WallClock::new(t1, wall0 + 10_000 + downtime_s * 1000);
+        let mut b = broker(t1);
+        b.restore(t1, decode_all(encode_all(&disk, &crash), &restart));
+        let mut scratch = Vec::new();
+        let car = connect(&mut b, t1, &mut scratch, "car", persistent);
+        let out = drain(&mut b, t1, car);
+        let got = out.iter().find_map(|p| match p {
+            Packet::Publish(p) => Some(p.properties.message_expiry_interval),
+            _ => None,
+        });
+        match left {
+            Some(secs) => assert_eq!(got, Some(Some(secs)), "{out:?}"),
+            None => assert_eq!(got, None, "expired during the downtime: {out:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_failed_journal_refuses_qos1_and_qos2_instead_of_hanging_and_qos0_goes_on() {
+    use super::Transmit;
+    use crate::mqtt::reason;
+    let now = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(now);
+    let sub = connect(&mut b, now, &mut disk, "sub", persistent);
+    b.handle_packet(now, sub, subscribe("t", QoS::AtLeastOnce));
+    sync(&mut b, &mut disk);
+    drain(&mut b, now, sub);
+    let v5 = connect(&mut b, now, &mut disk, "v5", |_| {});
+    let v3 = connect(&mut b, now, &mut disk, "v3", |c| c.protocol = Some(Protocol::V3_1_1));
+    drain(&mut b, now, v5);
+    drain(&mut b, now, v3);
+    // Acknowledgements wait for records that will never be written: the disk filled up.
+    b.handle_packet(now, v5, publish("t", QoS::AtLeastOnce, 1, b"a"));
+    b.handle_packet(now, v5, publish("t", QoS::ExactlyOnce, 2, b"b"));
+    b.handle_packet(now, v3, publish("t", QoS::AtLeastOnce, 3, b"c"));
+    assert!(drain(&mut b, now, v5).is_empty() && drain(&mut b, now, v3).is_empty());
+    b.journal_failed(now, true);
+    assert_eq!(b.journal_failure(), Some(reason::QUOTA_EXCEEDED));
+    let out = drain(&mut b, now, v5);
+    assert!(
+        matches!(out.as_slice(), [Packet::PubAck(a), Packet::PubRec(r)]
+            if a.packet_id == 1 && a.reason_code == 0x97 && r.packet_id == 2 && r.reason_code == 0x97),
+        "{out:?}"
+    );
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, v3, 100, &mut out), Transmit::Close, "3.1.1 cannot hear a refusal");
+    assert!(out.is_empty(), "no PUBACK for a message that is not durable: {out:?}");
+    // Later QoS 1 publishes are refused at once; QoS 0 still flows.
+    b.handle_packet(now, v5, publish("t", QoS::AtLeastOnce, 4, b"d"));
+    let out = drain(&mut b, now, v5);
+    assert!(matches!(out.as_slice(), [Packet::PubAck(a)] if a.reason_code == 0x97), "{out:?}");
+    b.handle_packet(now, v5, publish("t", QoS::AtMostOnce, 0, b"e"));
+    let got = drain(&mut b, now, sub);
+    assert!(got.iter().any(|p| matches!(p, Packet::Publish(p) if &p.payload[..] == b"e")), "{got:?}");
+    assert!(!got.iter().any(|p| matches!(p, Packet::Publish(p) if &p.payload[..] == b"d")), "{got:?}");
+    // Nothing more is journaled.
+    let mut records = Vec::new();
+    b.poll_journal(&mut records);
+    assert!(records.is_empty(), "{records:?}");
+}
+
+#[test]
+fn a_retained_message_that_is_also_queued_is_stored_once() {
+    let now = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(now);
+    for i in 0..4 {
+        let c = connect(&mut b, now, &mut disk, &format!("s{i}"), persistent);
+        b.handle_packet(now, c, subscribe("state", QoS::AtLeastOnce));
+        sync(&mut b, &mut disk);
+        b.close(now, c);
+    }
+    let publisher = connect(&mut b, now, &mut disk, "pub", |_| {});
+    sync(&mut b, &mut disk);
+    let before = disk.len();
+    let mut p = publish_inner("state", &BIG);
+    (p.qos, p.packet_id, p.retain) = (QoS::AtLeastOnce, 1, true);
+    b.handle_packet(now, publisher, Packet::Publish(p));
+    sync(&mut b, &mut disk);
+    assert!(encoded_bytes(&disk[before..]) < 2 * BIG.len(), "{:?}", &disk[before..].len());
+    assert!(disk[before..].iter().any(|r| matches!(r, Record::RetainStored { .. })));
+    b.checkpoint();
+    let mut snap = Vec::new();
+    b.poll_journal(&mut snap);
+    assert!(encoded_bytes(&snap) < 2 * BIG.len());
+    // Both rebuild the retained message and the four queued copies of it.
+    for records in [disk, snap] {
+        let now = Instant::now();
+        let mut r = broker(now);
+        let report = r.restore(now, records);
+        assert_eq!((report.queued, report.retained), (4, 1), "{report:?}");
+        let mut scratch = Vec::new();
+        let fresh = connect(&mut r, now, &mut scratch, "fresh", |_| {});
+        r.handle_packet(now, fresh, subscribe("state", QoS::AtMostOnce));
+        sync(&mut r, &mut scratch);
+        let out = drain(&mut r, now, fresh);
+        assert!(out.iter().any(|p| matches!(p, Packet::Publish(p) if p.retain && p.payload[..] == BIG[..])));
+    }
 }

@@ -9,12 +9,19 @@
 //! QoS 1/2 messages of persistent sessions, where each message is stored once (`Message`,
 //! identified by its position in the journal) and sessions hold ids (`Enqueue`, `Assign`,
 //! `Released`, `Done`); inbound QoS 2 packet ids awaiting PUBREL; wills of connected
-//! clients; retained messages. Replaying the records in order rebuilds that state
+//! clients; when persistent sessions went offline (`Offline`); retained messages (one that
+//! is also queued refers to the stored copy, `RetainStored`). Replaying the records in order rebuilds that state
 //! (`Broker::restore`); `Broker::snapshot` writes the minimal records for the current state.
 //!
 //! Encoding: each record is `tag:u8` followed by its fields; strings and bytes are
 //! length-prefixed (u16 strings as in MQTT, u32 payloads); messages reuse the MQTT 5
 //! PUBLISH property encoding. Decoding validates everything and never panics.
+//!
+//! Time on disk is wall-clock milliseconds ([`WallClock`] converts from and to the core's
+//! `Instant`s), so a message's expiry and an offline session's expiry count the time before
+//! a crash and the downtime. Tags 6 and 7 (retained and stored messages with expiry as
+//! seconds left at write time) are still read; writers use tags 14 and 15 (an absolute
+//! wall-clock deadline).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +37,42 @@ use crate::mqtt::wire::{read_string, read_u8, read_u16, read_u32, write_binary};
 
 /// Identifies a stored message: assigned by the core in journal order.
 pub type MsgId = u64;
+
+/// One moment on both clocks: the core's monotonic `now` and the wall clock (milliseconds
+/// since the Unix epoch) at the same moment. Records hold `Instant`s; encoding and decoding
+/// convert them through the wall clock so they mean the same moment after a restart.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// Monotonic now.
+    pub now: Instant,
+    /// Wall-clock milliseconds at `now`.
+    pub wall_ms: u64,
+}
+
+impl WallClock {
+    /// A moment on both clocks.
+    pub fn new(now: Instant, wall_ms: u64) -> Self {
+        Self { now, wall_ms }
+    }
+
+    /// Wall-clock milliseconds of `at`.
+    pub fn wall_of(&self, at: Instant) -> u64 {
+        match at.checked_duration_since(self.now) {
+            Some(ahead) => self.wall_ms.saturating_add(ahead.as_millis() as u64),
+            None => self.wall_ms.saturating_sub(self.now.duration_since(at).as_millis() as u64),
+        }
+    }
+
+    /// The instant of wall-clock milliseconds `wall_ms` (`now` if it cannot be represented,
+    /// which only shortens how long ago it looks).
+    pub fn instant_of(&self, wall_ms: u64) -> Instant {
+        if wall_ms >= self.wall_ms {
+            self.now + Duration::from_millis(wall_ms - self.wall_ms)
+        } else {
+            self.now.checked_sub(Duration::from_millis(self.wall_ms - wall_ms)).unwrap_or(self.now)
+        }
+    }
+}
 
 /// One change to durable broker state.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +118,12 @@ pub enum Record {
     Retain {
         /// The message.
         message: Arc<Message>,
+    },
+    /// The stored message `id` (a `Message` record before this one) is also the retained
+    /// message of its topic: one copy of a payload that is both retained and queued.
+    RetainStored {
+        /// The message.
+        id: MsgId,
     },
     /// An application message, stored once for every persistent session it is queued on.
     Message {
@@ -130,6 +179,14 @@ pub enum Record {
     },
     /// A checkpoint starts: everything before is superseded by the records that follow.
     Reset,
+    /// A persistent session went offline at `since`: its expiry counts from then, across
+    /// restarts. A later `Session` record (it reconnected) cancels it.
+    Offline {
+        /// Client identifier.
+        client_id: ByteString,
+        /// When its connection closed.
+        since: Instant,
+    },
 }
 
 mod tag {
@@ -146,6 +203,12 @@ mod tag {
     pub(super) const DONE: u8 = 11;
     pub(super) const QOS2_IN: u8 = 12;
     pub(super) const RESET: u8 = 13;
+    /// Retained message with an absolute wall-clock expiry.
+    pub(super) const RETAIN_AT: u8 = 14;
+    /// Stored message with an absolute wall-clock expiry.
+    pub(super) const MESSAGE_AT: u8 = 15;
+    pub(super) const OFFLINE: u8 = 16;
+    pub(super) const RETAIN_STORED: u8 = 17;
 }
 
 fn bad(what: &'static str) -> DecodeError {
@@ -185,31 +248,46 @@ fn read_opts(b: &mut Bytes) -> Result<SubOptions, DecodeError> {
     })
 }
 
-/// Seconds of life left, or `u32::MAX` for none (journal form of an expiry instant).
-fn expiry_left(expires_at: Option<Instant>, now: Instant) -> u32 {
-    match expires_at {
-        None => u32::MAX,
-        Some(at) => u32::try_from(at.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX - 1),
-    }
+/// The wall-clock deadline of an expiry instant, or `u64::MAX` for none.
+fn expiry_wall(expires_at: Option<Instant>, clock: &WallClock) -> u64 {
+    expires_at.map_or(u64::MAX, |at| clock.wall_of(at).min(u64::MAX - 1))
 }
 
-fn put_message(buf: &mut BytesMut, m: &Message, now: Instant) {
+fn put_message(buf: &mut BytesMut, m: &Message, clock: &WallClock) {
     write_binary(buf, m.topic.as_bytes());
     buf.put_u8(m.qos as u8 | (u8::from(m.retain) << 2));
-    buf.put_u32(expiry_left(m.expires_at, now));
+    buf.put_u64(expiry_wall(m.expires_at, clock));
     m.properties.encode(buf);
     buf.put_u32(m.payload.len() as u32);
     buf.put_slice(&m.payload);
 }
 
-fn read_message(b: &mut Bytes, now: Instant) -> Result<Message, DecodeError> {
+/// How a message record states its expiry.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// Tags 6/7 (older writers): `u32` seconds left when written (`u32::MAX`: none); read
+    /// as counting from the replay.
+    SecondsLeft,
+    /// Tags 14/15: `u64` wall-clock deadline in milliseconds (`u64::MAX`: none).
+    WallDeadline,
+}
+
+fn read_message(b: &mut Bytes, clock: &WallClock, form: Expiry) -> Result<Message, DecodeError> {
     let topic = read_string(b)?;
     let flags = read_u8(b)?;
     let qos = QoS::from_u8(flags & 3).ok_or(bad("message QoS out of range"))?;
-    let left = read_u32(b)?;
+    let expires_at = match form {
+        Expiry::SecondsLeft => {
+            let left = read_u32(b)?;
+            (left != u32::MAX).then(|| clock.now + Duration::from_secs(u64::from(left)))
+        }
+        Expiry::WallDeadline => {
+            let deadline = read_u64(b)?;
+            (deadline != u64::MAX).then(|| clock.instant_of(deadline))
+        }
+    };
     let properties = Properties::decode(b, PropertyContext::Publish)?;
     let payload = read_payload(b)?;
-    let expires_at = (left != u32::MAX).then(|| now + Duration::from_secs(u64::from(left)));
     Ok(Message { topic, payload, qos, retain: flags & 4 != 0, properties, expires_at, publisher: None })
 }
 
@@ -231,8 +309,8 @@ fn read_will(b: &mut Bytes) -> Result<Will, DecodeError> {
 }
 
 impl Record {
-    /// Appends the encoded record to `buf`. `now` converts expiry instants to durations.
-    pub fn encode(&self, now: Instant, buf: &mut BytesMut) {
+    /// Appends the encoded record to `buf`. `clock` converts instants to wall-clock time.
+    pub fn encode(&self, clock: &WallClock, buf: &mut BytesMut) {
         let id_of = |buf: &mut BytesMut, c: &ByteString| write_binary(buf, c.as_bytes());
         match self {
             Self::Session { client_id, expiry_secs } => {
@@ -268,13 +346,22 @@ impl Record {
                 }
             }
             Self::Retain { message } => {
-                buf.put_u8(tag::RETAIN);
-                put_message(buf, message, now);
+                buf.put_u8(tag::RETAIN_AT);
+                put_message(buf, message, clock);
             }
             Self::Message { id, message } => {
-                buf.put_u8(tag::MESSAGE);
+                buf.put_u8(tag::MESSAGE_AT);
                 buf.put_u64(*id);
-                put_message(buf, message, now);
+                put_message(buf, message, clock);
+            }
+            Self::RetainStored { id } => {
+                buf.put_u8(tag::RETAIN_STORED);
+                buf.put_u64(*id);
+            }
+            Self::Offline { client_id, since } => {
+                buf.put_u8(tag::OFFLINE);
+                id_of(buf, client_id);
+                buf.put_u64(clock.wall_of(*since));
             }
             Self::Enqueue { client_id, id, qos, retain, sub_ids } => {
                 buf.put_u8(tag::ENQUEUE);
@@ -307,10 +394,12 @@ impl Record {
         }
     }
 
-    /// Decodes one record that fills `b` exactly. `now` anchors expiry durations.
-    pub fn decode(mut b: Bytes, now: Instant) -> Result<Self, DecodeError> {
+    /// Decodes one record that fills `b` exactly. `clock` converts wall-clock time back to
+    /// instants.
+    pub fn decode(mut b: Bytes, clock: &WallClock) -> Result<Self, DecodeError> {
         let b = &mut b;
-        let record = match read_u8(b)? {
+        let tag = read_u8(b)?;
+        let record = match tag {
             tag::SESSION => Self::Session { client_id: read_string(b)?, expiry_secs: read_u32(b)? },
             tag::SESSION_END => Self::SessionEnd { client_id: read_string(b)? },
             tag::SUBSCRIBE => {
@@ -330,10 +419,19 @@ impl Record {
                 };
                 Self::Will { client_id, will }
             }
-            tag::RETAIN => Self::Retain { message: Arc::new(read_message(b, now)?) },
-            tag::MESSAGE => {
+            tag::RETAIN => Self::Retain { message: Arc::new(read_message(b, clock, Expiry::SecondsLeft)?) },
+            tag::RETAIN_AT => {
+                Self::Retain { message: Arc::new(read_message(b, clock, Expiry::WallDeadline)?) }
+            }
+            tag::MESSAGE | tag::MESSAGE_AT => {
+                let form = if tag == tag::MESSAGE { Expiry::SecondsLeft } else { Expiry::WallDeadline };
                 let id = read_u64(b)?;
-                Self::Message { id, message: Arc::new(read_message(b, now)?) }
+                Self::Message { id, message: Arc::new(read_message(b, clock, form)?) }
+            }
+            tag::RETAIN_STORED => Self::RetainStored { id: read_u64(b)? },
+            tag::OFFLINE => {
+                let client_id = read_string(b)?;
+                Self::Offline { client_id, since: clock.instant_of(read_u64(b)?) }
             }
             tag::ENQUEUE => {
                 let client_id = read_string(b)?;
@@ -432,24 +530,67 @@ mod tests {
             Record::Done { client_id: c.clone(), id: 42 },
             Record::Qos2In { client_id: c.clone(), packet_id: 3, present: true },
             Record::Reset,
+            Record::Offline { client_id: c.clone(), since: now },
+            Record::RetainStored { id: 42 },
         ];
+        let clock = WallClock::new(now, 1_700_000_000_000);
         for r in records {
             let mut buf = BytesMut::new();
-            r.encode(now, &mut buf);
-            let back = Record::decode(buf.freeze(), now).expect("decodes");
+            r.encode(&clock, &mut buf);
+            let back = Record::decode(buf.freeze(), &clock).expect("decodes");
             assert_eq!(back, r);
         }
     }
 
     #[test]
+    fn times_on_disk_are_wall_clock_so_downtime_counts() {
+        let t0 = Instant::now();
+        let before = WallClock::new(t0, 1_700_000_000_000);
+        let mut buf = BytesMut::new();
+        Record::Message { id: 1, message: msg(t0) }.encode(&before, &mut buf); // expires in 30 s
+        // Restarted 20 s of wall-clock time later, on a monotonic clock that started over.
+        let t1 = t0 + Duration::from_secs(5);
+        let after = WallClock::new(t1, before.wall_ms + 20_000);
+        let Record::Message { message, .. } = Record::decode(buf.freeze(), &after).expect("decodes") else {
+            panic!("not a message")
+        };
+        assert_eq!(message.expires_at, Some(t1 + Duration::from_secs(10)));
+        let mut buf = BytesMut::new();
+        Record::Offline { client_id: "c".into(), since: t0 }.encode(&before, &mut buf);
+        let back = Record::decode(buf.freeze(), &after).expect("decodes");
+        assert_eq!(back, Record::Offline { client_id: "c".into(), since: t1 - Duration::from_secs(20) });
+    }
+
+    #[test]
+    fn records_of_the_older_relative_expiry_form_still_decode() {
+        let now = Instant::now();
+        let clock = WallClock::new(now, 1_700_000_000_000);
+        let mut buf = BytesMut::new();
+        buf.put_u8(tag::MESSAGE);
+        buf.put_u64(7);
+        write_binary(&mut buf, b"a/b");
+        buf.put_u8(1);
+        buf.put_u32(30); // seconds left when written
+        Properties::default().encode(&mut buf);
+        buf.put_u32(2);
+        buf.put_slice(b"hi");
+        let Record::Message { id, message } = Record::decode(buf.freeze(), &clock).expect("decodes") else {
+            panic!("not a message")
+        };
+        assert_eq!((id, &message.payload[..]), (7, &b"hi"[..]));
+        assert_eq!(message.expires_at, Some(now + Duration::from_secs(30)));
+    }
+
+    #[test]
     fn truncated_or_garbage_records_are_errors_not_panics() {
         let now = Instant::now();
+        let clock = WallClock::new(now, 1_700_000_000_000);
         let mut buf = BytesMut::new();
-        Record::Message { id: 1, message: msg(now) }.encode(now, &mut buf);
+        Record::Message { id: 1, message: msg(now) }.encode(&clock, &mut buf);
         let full = buf.freeze();
         for cut in 0..full.len() {
-            assert!(Record::decode(full.slice(..cut), now).is_err(), "cut at {cut}");
+            assert!(Record::decode(full.slice(..cut), &clock).is_err(), "cut at {cut}");
         }
-        assert!(Record::decode(Bytes::from_static(&[99, 1, 2]), now).is_err());
+        assert!(Record::decode(Bytes::from_static(&[99, 1, 2]), &clock).is_err());
     }
 }

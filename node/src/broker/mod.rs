@@ -21,6 +21,7 @@ mod publish;
 mod shared;
 mod subscribe;
 mod sys;
+mod test_bugs;
 #[cfg(test)]
 mod tests;
 
@@ -378,6 +379,7 @@ impl Broker {
         }
         if c.is_connected() && !self.has_parked(conn) {
             self.fill_from_queue(now, conn, budget, out);
+            test_bugs::reorder_batch(&mut out[start..]);
         }
         Transmit::Open
     }

@@ -95,6 +95,12 @@ impl Broker {
     /// routed QoS 2 message is remembered until PUBREL so a retransmission is not routed
     /// twice; a refused one ends its flow at PUBREC (MQTT-4.3.3).
     fn accept_publish(&mut self, now: Instant, conn: ConnId, key: SessionKey, p: Publish) -> u8 {
+        if p.qos != QoS::AtMostOnce
+            && let Some(code) = self.journal_failure()
+        {
+            // The journal cannot be written: a QoS 1/2 message cannot be made durable.
+            return code;
+        }
         if validate_topic_name(&p.topic, self.config.topic_limits()).is_err() {
             return reason::TOPIC_NAME_INVALID;
         }
@@ -125,11 +131,18 @@ impl Broker {
 
     /// Routes a message to every matching subscription; returns how many sessions got it.
     pub(super) fn route(&mut self, now: Instant, msg: Arc<Message>) -> usize {
-        if msg.retain {
+        let outer = self.begin_route(&msg);
+        let delivered = self.route_scoped(now, msg);
+        self.end_route(outer);
+        delivered
+    }
+
+    fn route_scoped(&mut self, now: Instant, msg: Arc<Message>) -> usize {
+        let mut journal_retained = false;
+        if msg.retain && !super::test_bugs::drop_retained() {
             self.retained.set(msg.clone());
-            if self.journal_on() && !msg.topic.starts_with("$SYS/") {
-                self.emit(Record::Retain { message: msg.clone() });
-            }
+            // Journaled after the deliveries, so it can refer to the stored copy.
+            journal_retained = self.journal_on() && !msg.topic.starts_with("$SYS/");
         }
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
@@ -159,7 +172,14 @@ impl Broker {
                     }
                     if let Some(mut d) = agg {
                         if self.sessions.get(&key).is_some_and(|s| s.conn.is_none()) {
-                            d.msg = compacted.get_or_insert_with(|| Arc::new(msg.compacted())).clone();
+                            d.msg = match &compacted {
+                                Some(copy) => copy.clone(),
+                                None => {
+                                    let copy = Arc::new(msg.compacted());
+                                    self.route_copy(&copy);
+                                    compacted.insert(copy).clone()
+                                }
+                            };
                         }
                         self.enqueue(now, key, d);
                         delivered += 1;
@@ -169,6 +189,9 @@ impl Broker {
             i = j.max(i + 1);
         }
         self.scratch = matches;
+        if journal_retained {
+            self.journal_retained(&msg);
+        }
         delivered
     }
 
@@ -246,7 +269,9 @@ impl Broker {
         let journaled = s.journaled && self.journal.is_some();
         let mut records = Vec::new();
         let mut gated = None;
-        while out.len() < budget {
+        // `out` may already hold other connections' packets: the budget is for this call.
+        let limit = out.len() + budget;
+        while out.len() < limit {
             let Some(front) = s.pending.front() else {
                 break;
             };

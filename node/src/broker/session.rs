@@ -228,7 +228,7 @@ pub struct Conn {
     /// The will of this connection.
     pub will: Option<Box<Will>>,
     /// User name the client authenticated with.
-    pub username: Option<ByteString>,
+    pub username: Option<Arc<str>>,
     /// Aliases and authentication state, allocated on first use.
     pub extras: Option<Box<ConnExtras>>,
 }

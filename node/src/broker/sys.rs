@@ -15,7 +15,8 @@ impl Broker {
     pub(super) fn publish_sys(&mut self, now: Instant) {
         let stats = self.stats();
         let uptime = now.saturating_duration_since(self.started_at).as_secs();
-        let values: [(&str, String); 9] = [
+        let journal_failed = u8::from(self.journal_failure().is_some());
+        let values: [(&str, String); 10] = [
             ("version", format!("flotilla {}", env!("CARGO_PKG_VERSION"))),
             ("uptime", format!("{uptime} seconds")),
             ("clients/connected", stats.clients_connected.to_string()),
@@ -25,6 +26,8 @@ impl Broker {
             ("messages/sent", stats.messages_sent.to_string()),
             ("subscriptions/count", self.subscription_count().to_string()),
             ("retained messages/count", self.retained.len().to_string()),
+            // 1 once the journal could not be written (QoS 1/2 publishes are refused).
+            ("journal/failed", journal_failed.to_string()),
         ];
         for (name, value) in values {
             let topic = format!("$SYS/broker/{name}");

@@ -267,3 +267,23 @@ fn mqtt5_3_3_2_6_message_expiry_decremented_and_expired_not_sent() {
     assert_eq!(got.len(), 1, "the 3 s message expired");
     assert_eq!(got[0].properties.message_expiry_interval, Some(6));
 }
+
+/// The shell pulls many connections' packets into one list per round: each call's budget
+/// counts only what that call adds, so a connection pulled late still gets its messages.
+#[test]
+fn poll_transmit_budget_counts_only_this_calls_packets() {
+    let mut h = Harness::new(|_| {});
+    let (a, _) = h.connect("a", Protocol::V3_1_1, |_| {});
+    let (b, _) = h.connect("b", Protocol::V3_1_1, |_| {});
+    let (p, _) = h.connect("p", Protocol::V3_1_1, |_| {});
+    h.subscribe(a, "t", QoS::AtMostOnce);
+    h.subscribe(b, "t", QoS::AtMostOnce);
+    for _ in 0..3 {
+        h.publish(p, "t", QoS::AtMostOnce, 0);
+    }
+    let mut out = Vec::new();
+    h.broker.poll_transmit(h.now, a, 3, &mut out);
+    assert_eq!(publishes(&out).len(), 3);
+    h.broker.poll_transmit(h.now, b, 3, &mut out);
+    assert_eq!(publishes(&out).len(), 6, "the second connection's budget was eaten by the first's");
+}

@@ -8,27 +8,62 @@
 
 use rustc_hash::FxHashMap;
 
-/// One subscriber entry stored under a filter.
+/// One filter level. Most nodes are leaves (the last level of one filter), so a leaf holds
+/// only its entries; children and `#` entries live in a [`Branch`] allocated on first use.
 #[derive(Clone, Debug)]
 struct Node<K, V> {
-    literal: FxHashMap<Box<str>, Self>,
-    plus: Option<Box<Self>>,
-    /// Entries of the filter ending in `#` below this node (the `#` level itself).
-    hash: Vec<(K, V)>,
     /// Entries of the filter ending exactly at this node.
     exact: Vec<(K, V)>,
+    branch: Option<Box<Branch<K, V>>>,
+}
+
+/// The part of a node that only inner nodes need.
+#[derive(Clone, Debug)]
+struct Branch<K, V> {
+    literal: FxHashMap<Box<str>, Node<K, V>>,
+    plus: Option<Box<Node<K, V>>>,
+    /// Entries of the filter ending in `#` below this node (the `#` level itself).
+    hash: Vec<(K, V)>,
 }
 
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
-        Self { literal: FxHashMap::default(), plus: None, hash: Vec::new(), exact: Vec::new() }
+        Self { exact: Vec::new(), branch: None }
+    }
+}
+
+impl<K, V> Default for Branch<K, V> {
+    fn default() -> Self {
+        Self { literal: FxHashMap::default(), plus: None, hash: Vec::new() }
+    }
+}
+
+impl<K, V> Branch<K, V> {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty() && self.plus.is_none() && self.hash.is_empty()
     }
 }
 
 impl<K, V> Node<K, V> {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.plus.is_none() && self.hash.is_empty() && self.exact.is_empty()
+        self.exact.is_empty() && self.branch.is_none()
     }
+
+    /// Drops the branch once nothing is left in it.
+    fn prune(&mut self) {
+        if self.branch.as_ref().is_some_and(|b| b.is_empty()) {
+            self.branch = None;
+        }
+    }
+}
+
+/// Adds an entry; the first one allocates room for exactly one (most filters have one
+/// subscriber), later ones grow as usual.
+fn push<K, V>(entries: &mut Vec<(K, V)>, entry: (K, V)) {
+    if entries.capacity() == 0 {
+        entries.reserve_exact(1);
+    }
+    entries.push(entry);
 }
 
 /// Maps validated topic filters to `(K, V)` entries, one entry per key per filter.
@@ -62,13 +97,15 @@ impl<K: Copy + Eq, V: Clone> Trie<K, V> {
         let mut slot = None;
         while let Some(level) = levels.next() {
             if level == "#" {
-                slot = Some(&mut node.hash);
+                slot = Some(&mut node.branch.get_or_insert_with(Box::default).hash);
                 break;
             }
+            // Field by field: `slot` may hold a borrow of `node.exact` from the last level.
+            let branch = node.branch.get_or_insert_with(Box::default);
             node = if level == "+" {
-                node.plus.get_or_insert_with(Box::default)
+                branch.plus.get_or_insert_with(Box::default)
             } else {
-                node.literal.entry(level.into()).or_default()
+                branch.literal.entry(level.into()).or_default()
             };
             if levels.peek().is_none() {
                 slot = Some(&mut node.exact);
@@ -81,7 +118,7 @@ impl<K: Copy + Eq, V: Clone> Trie<K, V> {
             e.1 = value;
             return false;
         }
-        entries.push((key, value));
+        push(entries, (key, value));
         self.len += 1;
         true
     }
@@ -113,45 +150,54 @@ fn walk<K: Copy, V: Clone>(
     out: &mut Vec<(K, V)>,
 ) {
     let wild_ok = !(depth == 0 && dollar);
-    if wild_ok {
-        out.extend(node.hash.iter().cloned());
+    if wild_ok && let Some(b) = &node.branch {
+        out.extend(b.hash.iter().cloned());
     }
     let Some(level) = levels.get(depth) else {
         out.extend(node.exact.iter().cloned());
         return;
     };
-    if let Some(child) = node.literal.get(*level) {
+    let Some(b) = &node.branch else {
+        return;
+    };
+    if let Some(child) = b.literal.get(*level) {
         walk(child, levels, depth + 1, dollar, out);
     }
-    if wild_ok && let Some(plus) = &node.plus {
+    if wild_ok && let Some(plus) = &b.plus {
         walk(plus, levels, depth + 1, dollar, out);
     }
 }
 
 fn take<K: Eq, V>(entries: &mut Vec<(K, V)>, key: K) -> Option<V> {
     let i = entries.iter().position(|(k, _)| *k == key)?;
-    Some(entries.swap_remove(i).1)
+    let (_, v) = entries.swap_remove(i);
+    if entries.is_empty() {
+        *entries = Vec::new();
+    }
+    Some(v)
 }
 
 fn remove_at<K: Eq, V>(node: &mut Node<K, V>, levels: &[&str], key: K) -> Option<V> {
     let (first, rest) = levels.split_first()?;
-    if *first == "#" {
-        return take(&mut node.hash, key);
-    }
-    let removed;
-    if *first == "+" {
-        let child = node.plus.as_deref_mut()?;
-        removed = if rest.is_empty() { take(&mut child.exact, key) } else { remove_at(child, rest, key) };
+    let branch = node.branch.as_deref_mut()?;
+    let removed = if *first == "#" {
+        take(&mut branch.hash, key)
+    } else if *first == "+" {
+        let child = branch.plus.as_deref_mut()?;
+        let removed = if rest.is_empty() { take(&mut child.exact, key) } else { remove_at(child, rest, key) };
         if child.is_empty() {
-            node.plus = None;
+            branch.plus = None;
         }
+        removed
     } else {
-        let child = node.literal.get_mut(*first)?;
-        removed = if rest.is_empty() { take(&mut child.exact, key) } else { remove_at(child, rest, key) };
+        let child = branch.literal.get_mut(*first)?;
+        let removed = if rest.is_empty() { take(&mut child.exact, key) } else { remove_at(child, rest, key) };
         if child.is_empty() {
-            node.literal.remove(*first);
+            branch.literal.remove(*first);
         }
-    }
+        removed
+    };
+    node.prune();
     removed
 }
 
@@ -224,6 +270,7 @@ mod tests {
         assert_eq!(t.remove("a/+/c/#", 1), Some(()));
         assert_eq!(t.remove("a/b", 2), Some(()));
         assert!(t.root.is_empty());
+        assert!(t.root.branch.is_none(), "an empty branch is freed");
         assert_eq!(t.remove("a/b", 2), None);
     }
 

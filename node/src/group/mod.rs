@@ -13,7 +13,7 @@
 //! randomized in [10, 20) ticks, pre-vote and check-quorum on, lease 1.6 s, hibernation
 //! after 50 idle ticks (10 s).
 
-mod codec;
+pub(crate) mod codec;
 pub mod command;
 pub mod config;
 pub mod error;

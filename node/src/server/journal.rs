@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use storage::{LogConfig, OsFs, RecoveryMode, SegmentLog, SyncPolicy};
 
 use super::Shared;
-use crate::broker::journal::Record;
+use crate::broker::journal::{Record, WallClock};
 use crate::broker::{Broker, RestoreReport};
 use crate::clock;
 use crate::config::{StorageConfig, SyncMode};
@@ -97,18 +97,20 @@ pub fn open(
     if !recovered.repairs.is_empty() {
         tracing::warn!(dir = %dir.display(), cuts = ?recovered.repairs, "journal repaired: records lost");
     }
+    let clock = WallClock::new(now, clock::wall_ms());
     let mut records = Vec::new();
     let mut offset = log.start_offset();
     while offset < log.next_offset() {
         let batch = log.read_from(offset, 4 << 20).map_err(|e| storage_error(&dir, e))?;
         for r in &batch {
-            let record =
-                Record::decode(Bytes::copy_from_slice(r.payload), now).map_err(|e| JournalError::Record {
+            let record = Record::decode(Bytes::copy_from_slice(r.payload), &clock).map_err(|e| {
+                JournalError::Record {
                     dir: dir.clone(),
                     offset: r.offset,
                     reason: e.to_string(),
                     hint: REPAIR_HINT,
-                })?;
+                }
+            })?;
             records.push(record);
             offset = r.offset + 1;
         }
@@ -172,6 +174,12 @@ pub(super) fn spawn_writer(shared: Arc<Shared>, journal: OpenJournal, kick: Arc<
         .expect("spawning the journal thread")
 }
 
+/// True if `e` is the file system running out of space (or quota).
+fn is_disk_full(e: &storage::Error) -> bool {
+    let storage::Error::Io { source: io, .. } = e else { return false };
+    matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
 struct Writer {
     shared: Arc<Shared>,
     journal: OpenJournal,
@@ -193,8 +201,14 @@ impl Writer {
             records.clear();
             let seq = self.shared.lock().broker.poll_journal(&mut records);
             if let Err(e) = self.write(&records, seq) {
-                tracing::error!(dir = %self.journal.dir.display(), error = %e,
-                    "journal write failed: the log is poisoned; acknowledgements stop until restart");
+                let disk_full = is_disk_full(&e);
+                tracing::error!(dir = %self.journal.dir.display(), error = %e, disk_full,
+                    "journal write failed: nothing more is made durable until restart; QoS 1/2 \
+                     publishes are refused (5.0: reason 0x97 if the disk is full, else 0x80; 3.1.1: \
+                     disconnected), QoS 0 goes on; $SYS/broker/journal/failed is 1");
+                let mut core = self.shared.lock();
+                core.broker.journal_failed(clock::now(), disk_full);
+                core.notify_woken(None);
                 return;
             }
             if stopping && self.shared.lock().broker.journal_lag() == 0 {
@@ -205,13 +219,13 @@ impl Writer {
 
     fn write(&mut self, records: &[Record], seq: u64) -> Result<(), storage::Error> {
         let now_ms = clock::wall_ms();
-        let now = clock::now();
+        let wall = WallClock::new(clock::now(), now_ms);
         if !records.is_empty() {
             let encoded: Vec<BytesMut> = records
                 .iter()
                 .map(|r| {
                     let mut b = BytesMut::new();
-                    r.encode(now, &mut b);
+                    r.encode(&wall, &mut b);
                     b
                 })
                 .collect();

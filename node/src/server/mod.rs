@@ -1,60 +1,102 @@
-//! SHELL. The tokio server around the broker core: a listener, a task per connection, a
-//! timer task, and graceful shutdown.
+//! SHELL. The server around the broker core: reactor threads that own the client sockets
+//! (see [`reactor`]), a timer task, the journal writer, and graceful shutdown.
 //!
 //! The core lives behind one `std::sync::Mutex` (short critical sections, never held
-//! across an `.await`). After every call into it, the connections the core woke are
-//! signalled through their `Signal`, and each connection task pulls its own packets with
-//! `poll_transmit` once its socket has room, so TCP back-pressure reaches the core's
+//! across an `.await` or a socket write). After every call into it, the connections the
+//! core woke are routed to the reactor that owns their socket, which pulls their packets
+//! with `poll_transmit` once the socket has room, so TCP back-pressure reaches the core's
 //! bounded queues.
 
-mod connection;
+mod client;
 pub mod journal;
-mod listener;
+mod reactor;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::broker::auth::{Authenticator, StaticUsers};
 use crate::broker::session::ConnId;
 use crate::clock;
 use crate::config::NodeConfig;
+use reactor::{FlushItem, Reactor, StopOnDrop};
 
-/// The core plus the shell's per-connection wakers.
+/// Where a connection's socket lives.
+pub(crate) struct Route {
+    /// Index of the owning reactor.
+    reactor: u16,
+    /// Slot in the reactor's slab.
+    token: u32,
+    /// Already handed to the reactor and not yet pulled: not handed again.
+    pending: bool,
+}
+
+/// The core plus the shell's routing of woken connections to reactors.
 pub(crate) struct Core {
     pub(crate) broker: Broker,
-    wakers: FxHashMap<ConnId, Arc<connection::Signal>>,
+    routes: FxHashMap<ConnId, Route>,
+    reactors: Vec<Arc<reactor::Handle>>,
+    /// Per reactor, the flushes gathered by one `notify_woken`.
+    outgoing: Vec<Vec<FlushItem>>,
     /// Wakes the journal writer; `None` without persistence.
     kick: Option<Arc<journal::Kick>>,
 }
 
 impl Core {
-    /// Notifies every connection the core woke, except `me` (the caller handles itself).
+    /// Hands every connection the core woke to its reactor. `local` is the calling
+    /// reactor's index and flush list: its own connections go there without a wake-up.
     /// Also wakes the journal writer if the core emitted records.
-    pub(crate) fn notify_woken(&mut self, me: Option<ConnId>) -> bool {
+    pub(crate) fn notify_woken(&mut self, mut local: Option<(usize, &mut Vec<FlushItem>)>) {
         if let Some(k) = &self.kick
             && self.broker.journal_lag() > 0
         {
             k.kick();
         }
-        let mut me_woken = false;
         while let Some(id) = self.broker.poll_woken() {
-            if Some(id) == me {
-                me_woken = true;
-            } else if let Some(w) = self.wakers.get(&id) {
-                w.raise();
+            let Some(r) = self.routes.get_mut(&id) else {
+                continue;
+            };
+            if r.pending {
+                continue;
+            }
+            r.pending = true;
+            let item = (r.token, id);
+            match &mut local {
+                Some((me, list)) if *me == usize::from(r.reactor) => list.push(item),
+                _ => {
+                    if let Some(out) = self.outgoing.get_mut(usize::from(r.reactor)) {
+                        out.push(item);
+                    }
+                }
             }
         }
-        me_woken
+        for (i, out) in self.outgoing.iter_mut().enumerate() {
+            if !out.is_empty() {
+                self.reactors[i].flush(out);
+                out.clear();
+            }
+        }
+    }
+
+    /// Wakes every connection (at shutdown, so each writes its last packets and closes).
+    fn wake_all(&mut self) {
+        for (&id, r) in &mut self.routes {
+            if !r.pending {
+                r.pending = true;
+                if let Some(out) = self.outgoing.get_mut(usize::from(r.reactor)) {
+                    out.push((r.token, id));
+                }
+            }
+        }
+        self.notify_woken(None);
     }
 }
 
-/// State shared by all tasks of one server.
+/// State shared by all threads and tasks of one server.
 pub(crate) struct Shared {
     core: Mutex<Core>,
     pub(crate) config: NodeConfig,
@@ -83,11 +125,15 @@ pub enum StartError {
     /// The journal could not be opened or replayed.
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
+    /// The reactors' epoll instances could not be created.
+    #[error("cannot create the network reactors: {0}")]
+    Reactor(std::io::Error),
 }
 
 /// A bound, not yet running broker server.
 pub struct Server {
-    listener: TcpListener,
+    local_addr: SocketAddr,
+    reactors: Vec<Reactor>,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
     journal: Option<(journal::OpenJournal, Arc<journal::Kick>)>,
@@ -127,17 +173,38 @@ impl Server {
         } else {
             None
         };
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let listener =
+            mio::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let kick = journal.as_ref().map(|(_, k)| k.clone());
-        let core = Mutex::new(Core { broker, wakers: FxHashMap::default(), kick });
+        let n = config.reactor_threads();
+        let core = Mutex::new(Core {
+            broker,
+            routes: FxHashMap::default(),
+            reactors: Vec::new(),
+            outgoing: vec![Vec::new(); n],
+            kick,
+        });
         let shared = Arc::new(Shared { core, config, shutdown });
-        Ok(Self { listener, shared, shutdown_tx, journal })
+        let mut reactors = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let (r, h) = Reactor::new(i, shared.clone()).map_err(StartError::Reactor)?;
+            reactors.push(r);
+            handles.push(h);
+        }
+        reactors[0].listen(listener).map_err(StartError::Reactor)?;
+        for r in &mut reactors {
+            r.set_peers(handles.clone());
+        }
+        shared.lock().reactors = handles;
+        Ok(Self { local_addr, reactors, shared, shutdown_tx, journal })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local_addr)
     }
 
     /// A handle that stops the server.
@@ -147,37 +214,54 @@ impl Server {
 
     /// Serves until shutdown is requested, then tells clients (DISCONNECT 0x8B to v5),
     /// waits up to `shutdown-grace-secs` for them to flush, writes the rest of the journal,
-    /// and returns.
+    /// and returns. Dropping the future stops the reactors too.
     pub async fn run(self) {
-        let Self { listener, shared, shutdown_tx, journal } = self;
+        let Self { local_addr: _, reactors, shared, shutdown_tx, journal } = self;
+        let handles = shared.lock().reactors.clone();
+        let _stop = StopOnDrop(handles.clone());
         let writer = journal.map(|(open, kick)| {
             let handle = journal::spawn_writer(shared.clone(), open, kick.clone());
             (handle, kick)
         });
+        let mut threads = Vec::with_capacity(reactors.len());
+        for (i, r) in reactors.into_iter().enumerate() {
+            match std::thread::Builder::new().name(format!("flotilla-io-{i}")).spawn(move || r.run()) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a reactor thread; shutting down");
+                    let _ = shutdown_tx.send(true);
+                }
+            }
+        }
         {
             // Records emitted during replay (wills published, for example) go out now.
             let mut core = shared.lock();
             core.notify_woken(None);
         }
-        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let timer = tokio::spawn(timer_task(shared.clone()));
         let mut shutdown = shared.shutdown.clone();
-        tokio::select! {
-            _ = listener::accept_loop(listener, shared.clone(), done_tx) => {}
-            _ = shutdown.wait_for(|v| *v) => {}
-        }
+        let _ = shutdown.wait_for(|v| *v).await;
         tracing::info!("shutting down");
+        handles[0].stop_accepting();
         {
             let mut core = shared.lock();
             core.broker.shutdown(clock::now());
-            core.notify_woken(None);
-            for w in core.wakers.values() {
-                w.raise();
-            }
+            core.wake_all();
         }
         let grace = Duration::from_secs(u64::from(shared.config.shutdown_grace_secs));
-        // Every connection task holds a clone of `done_tx`; recv() ends when all are gone.
-        let _ = tokio::time::timeout(grace, done_rx.recv()).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        while !shared.lock().routes.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for h in &handles {
+            h.stop();
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         timer.abort();
         if let Some((handle, kick)) = writer {
             kick.stop();

@@ -2,8 +2,9 @@
 //! writer that appends to them.
 //!
 //! Invariants:
-//! - `log` maps at least `[0, data_end)` of the `.log`; `offsets`/`times` map at least their
-//!   `count` entries;
+//! - `log` maps at least `[0, data_end)` of the `.log`; the active segment's `offsets`/`times`
+//!   entries live in memory and reach their (preallocated) files when it seals, a sealed
+//!   segment's are mapped;
 //! - a segment has a `writer` iff it is active; the active `.log` is preallocated to
 //!   `writer.log_capacity` and the index files to `writer.index_capacity` entries, so appends
 //!   that passed [`Segment::fits`] never extend a file;
@@ -21,7 +22,7 @@ use crate::error::{Error, Reason, Result};
 use crate::segment::Record;
 use crate::segment::format::{
     FILE_HEADER_LEN, FLAG_RECYCLED, FileHeader, FileKind, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN, encode_record,
-    u32_at,
+    record_len, u32_at,
 };
 use crate::segment::index::{IndexFile, IndexPoints};
 use crate::segment::recovery::Scan;
@@ -123,7 +124,16 @@ pub(crate) struct Writer<Fl> {
     /// Scratch for the index entries of one batch.
     offset_entries: Vec<u8>,
     time_entries: Vec<u8>,
+    /// The `.log`'s blocks below this position have been written (records, or a recycled
+    /// file's old bytes, or zeros); above it they are only reserved (`fallocate`d, unwritten).
+    written_end: u64,
 }
+
+/// How far past a small batch the `.log`'s reserved blocks are zeroed, in the batch's own
+/// `pwrite`. On ext4 (and XFS) an `fdatasync` that covers reserved ("unwritten") blocks must
+/// also convert them and commit that to the file system journal; zeroing ahead converts a
+/// megabyte at a time, so the next syncs are plain data flushes, as in a recycled segment.
+pub(crate) const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
 /// The topic index, in memory while active, mapped once sealed.
 #[derive(Debug)]
@@ -213,10 +223,12 @@ impl<Fl: File> Segment<Fl> {
             _ => {}
         }
         // The `.log` appears under its name only complete: header written, space reserved.
+        let mut written_end = FILE_HEADER_LEN as u64;
         let (from, log, header) = match spare {
             Some(spare) => {
                 let log = fs.open(spare).map_err(io_at("open", spare))?;
-                capacity.log_bytes = capacity.log_bytes.max(log.len_bytes().map_err(io_at("stat", spare))?);
+                written_end = log.len_bytes().map_err(io_at("stat", spare))?;
+                capacity.log_bytes = capacity.log_bytes.max(written_end);
                 let header =
                     FileHeader { flags: FLAG_RECYCLED, ..FileHeader::active(FileKind::Log, base_offset) };
                 (spare.to_owned(), log, header)
@@ -249,17 +261,22 @@ impl<Fl: File> Segment<Fl> {
             times_crc: 0,
             offset_entries: Vec::new(),
             time_entries: Vec::new(),
+            written_end,
             log,
             offsets,
             times,
         };
-        Self::with_writer(paths.clone(), base_offset, writer)
+        Self::with_writer(paths.clone(), base_offset, writer, Vec::new(), Vec::new())
     }
 
-    fn with_writer(paths: SegmentPaths, base_offset: u64, writer: Writer<Fl>) -> Result<Self> {
+    fn with_writer(
+        paths: SegmentPaths,
+        base_offset: u64,
+        writer: Writer<Fl>,
+        offset_entries: Vec<u8>,
+        time_entries: Vec<u8>,
+    ) -> Result<Self> {
         let log = writer.log.map().map_err(io_at("mmap", &paths.log))?;
-        let offsets = writer.offsets.map().map_err(io_at("mmap", &paths.offsets))?;
-        let times = writer.times.map().map_err(io_at("mmap", &paths.times))?;
         Ok(Self {
             base_offset,
             next_offset: base_offset,
@@ -268,8 +285,8 @@ impl<Fl: File> Segment<Fl> {
             ts_max_ms: None,
             paths,
             log,
-            offsets: IndexFile::active(FileKind::OffsetIndex, offsets, 0),
-            times: IndexFile::active(FileKind::TimeIndex, times, 0),
+            offsets: IndexFile::active(FileKind::OffsetIndex, offset_entries),
+            times: IndexFile::active(FileKind::TimeIndex, time_entries),
             topics: Topics::Active(ActiveTopics::default()),
             writer: Some(writer),
         })
@@ -306,17 +323,11 @@ impl<Fl: File> Segment<Fl> {
             &paths.offsets,
             FileKind::OffsetIndex,
             base_offset,
-            &offset_entries,
+            &[],
             capacity.index_entries,
         )?;
-        let times = create_index(
-            fs,
-            &paths.times,
-            FileKind::TimeIndex,
-            base_offset,
-            &time_entries,
-            capacity.index_entries,
-        )?;
+        let times =
+            create_index(fs, &paths.times, FileKind::TimeIndex, base_offset, &[], capacity.index_entries)?;
         let ts_max_ms = points.ts_max_ms();
         let writer = Writer {
             capacity,
@@ -325,13 +336,13 @@ impl<Fl: File> Segment<Fl> {
             times_crc: crc32c::crc32c(&time_entries),
             offset_entries: Vec::new(),
             time_entries: Vec::new(),
+            written_end: end,
             log,
             offsets,
             times,
         };
-        let mut seg = Self::with_writer(paths, base_offset, writer)?;
-        seg.offsets.set_count(count);
-        seg.times.set_count(count);
+        let mut seg = Self::with_writer(paths, base_offset, writer, offset_entries, time_entries)?;
+        debug_assert_eq!(seg.offsets.count(), count);
         seg.next_offset = next_offset;
         seg.data_end = end;
         seg.ts_first_ms = ts_first_ms;
@@ -412,8 +423,8 @@ impl<Fl: File> Segment<Fl> {
         self.data_end + bytes <= w.capacity.log_bytes && points <= u64::from(w.capacity.index_entries)
     }
 
-    /// Grows the (active) files to `capacity`: extending a mapped file is safe, and the maps
-    /// are replaced only once the space is reserved, so a failure changes nothing.
+    /// Grows the (active) files to `capacity`: extending a mapped file is safe, and the map
+    /// is replaced only once the space is reserved, so a failure changes nothing.
     pub(crate) fn grow(&mut self, capacity: Capacity) -> Result<()> {
         let paths = self.paths.clone();
         let w = self.writer();
@@ -428,27 +439,23 @@ impl<Fl: File> Segment<Fl> {
         w.offsets.allocate(index_len(FileKind::OffsetIndex)).map_err(io_at("fallocate", &paths.offsets))?;
         w.times.allocate(index_len(FileKind::TimeIndex)).map_err(io_at("fallocate", &paths.times))?;
         let log = w.log.map().map_err(io_at("mmap", &paths.log))?;
-        let offsets = w.offsets.map().map_err(io_at("mmap", &paths.offsets))?;
-        let times = w.times.map().map_err(io_at("mmap", &paths.times))?;
         w.capacity = capacity;
         self.log = log;
-        self.offsets.replace_map(offsets);
-        self.times.replace_map(times);
         Ok(())
     }
 
-    /// Appends `records` as one `pwrite` (the caller checked [`Self::fits`]), then their
-    /// index entries. `buf` is scratch. On error the in-memory state is unchanged, but the
+    /// Appends `records` as one `pwrite` (the caller checked [`Self::fits`]); their index
+    /// entries and topics are kept in memory until the seal. `buf` is scratch. On error the in-memory state is unchanged, but the
     /// files may hold part of the batch: the caller must poison the log.
     pub(crate) fn write_batch(&mut self, records: &[Record<'_>], buf: &mut Vec<u8>) -> Result<()> {
         let (base, data_end, next_offset) = (self.base_offset, self.data_end, self.next_offset);
-        let count = u64::from(self.offsets.count());
         let paths = &self.paths;
         let w = self.writer.as_mut().expect("only the active segment is written");
         buf.clear();
         w.offset_entries.clear();
         w.time_entries.clear();
         let mut points = w.points.clone();
+        buf.reserve(records.iter().map(|r| record_len(r.topic, r.payload) as usize).sum());
         for (i, r) in records.iter().enumerate() {
             let offset = next_offset + i as u64;
             let position = data_end + buf.len() as u64;
@@ -458,35 +465,30 @@ impl<Fl: File> Segment<Fl> {
             }
             encode_record(buf, offset, r.timestamp_ms, r.topic, r.payload);
         }
-        debug_assert!(data_end + buf.len() as u64 <= w.capacity.log_bytes);
-        w.log.write_all_at(buf, data_end).map_err(io_at("pwrite", &paths.log))?;
-        if !w.offset_entries.is_empty() {
-            let at = |kind: FileKind| FILE_HEADER_LEN as u64 + count * kind.entry_len() as u64;
-            w.offsets
-                .write_all_at(&w.offset_entries, at(FileKind::OffsetIndex))
-                .map_err(io_at("pwrite", &paths.offsets))?;
-            w.times
-                .write_all_at(&w.time_entries, at(FileKind::TimeIndex))
-                .map_err(io_at("pwrite", &paths.times))?;
+        let records_len = buf.len() as u64;
+        let batch_end = data_end + records_len;
+        debug_assert!(batch_end <= w.capacity.log_bytes);
+        if batch_end > w.written_end && records_len < ZERO_AHEAD_BYTES {
+            let zero_to = (batch_end + ZERO_AHEAD_BYTES).min(w.capacity.log_bytes);
+            buf.resize((zero_to - data_end) as usize, 0);
         }
+        w.log.write_all_at(buf, data_end).map_err(io_at("pwrite", &paths.log))?;
+        w.written_end = w.written_end.max(data_end + buf.len() as u64);
         // Everything is written: publish it.
-        let added = (w.offset_entries.len() / OFFSET_ENTRY_LEN) as u32;
-        debug_assert_eq!(w.time_entries.len(), added as usize * TIME_ENTRY_LEN);
+        debug_assert_eq!(w.time_entries.len() / TIME_ENTRY_LEN, w.offset_entries.len() / OFFSET_ENTRY_LEN);
         w.offsets_crc = crc32c::crc32c_append(w.offsets_crc, &w.offset_entries);
         w.times_crc = crc32c::crc32c_append(w.times_crc, &w.time_entries);
         w.points = points;
         let ts_max = w.points.ts_max_ms();
-        self.offsets.set_count(self.offsets.count() + added);
-        self.times.set_count(self.times.count() + added);
+        self.offsets.push(&w.offset_entries);
+        self.times.push(&w.time_entries);
         let Topics::Active(topics) = &mut self.topics else {
             unreachable!("an active segment has active topics")
         };
-        for (i, r) in records.iter().enumerate() {
-            topics.push(r.topic, (next_offset - base) as u32 + i as u32);
-        }
+        topics.push_batch(records.iter().map(|r| r.topic), (next_offset - base) as u32);
         self.ts_first_ms = self.ts_first_ms.or(records.first().map(|r| r.timestamp_ms));
         self.ts_max_ms = ts_max;
-        self.data_end += buf.len() as u64;
+        self.data_end = batch_end;
         self.next_offset += records.len() as u64;
         Ok(())
     }
@@ -503,24 +505,22 @@ impl<Fl: File> Segment<Fl> {
     pub(crate) fn seal<F: FileSystem<File = Fl>>(&mut self, fs: &F, dir: &Path) -> Result<()> {
         debug_assert!(!self.is_empty(), "an empty segment is never sealed");
         let w = self.writer.take().expect("only the active segment seals");
-        let count = self.offsets.count();
-        drop(self.offsets.replace_map(Map::empty()));
+        debug_assert_eq!(self.offsets.count(), self.times.count());
         let map = seal_index(
             &w.offsets,
             &self.paths.offsets,
             FileKind::OffsetIndex,
             self.base_offset,
-            count,
+            self.offsets.entries(),
             w.offsets_crc,
         )?;
         self.offsets.seal_written(map, w.offsets_crc);
-        drop(self.times.replace_map(Map::empty()));
         let map = seal_index(
             &w.times,
             &self.paths.times,
             FileKind::TimeIndex,
             self.base_offset,
-            count,
+            self.times.entries(),
             w.times_crc,
         )?;
         self.times.seal_written(map, w.times_crc);
@@ -591,16 +591,19 @@ pub(crate) fn remove_files<F: FileSystem>(fs: &F, paths: &SegmentPaths) -> Resul
     Ok(())
 }
 
-/// Truncates an index file to its `count` entries, writes its sealed header, syncs, maps.
+/// Writes an index file's `entries` (into its preallocated room), truncates it to them, writes
+/// its sealed header, syncs, maps.
 fn seal_index<Fl: File>(
     file: &Fl,
     path: &Path,
     kind: FileKind,
     base: u64,
-    count: u32,
+    entries: &[u8],
     crc: u32,
 ) -> Result<Map> {
-    let len = FILE_HEADER_LEN as u64 + u64::from(count) * kind.entry_len() as u64;
+    let count = (entries.len() / kind.entry_len()) as u32;
+    let len = FILE_HEADER_LEN as u64 + entries.len() as u64;
+    file.write_all_at(entries, FILE_HEADER_LEN as u64).map_err(io_at("pwrite", path))?;
     file.set_len(len).map_err(io_at("ftruncate", path))?;
     let header = FileHeader {
         kind,

@@ -59,11 +59,20 @@ impl IndexPoints {
     }
 }
 
-/// One index file seen through its map: entries `[32, 32 + count * entry_len)`.
+/// Where an index's entries live: in memory while the segment is active (the file holds only
+/// its header until the seal writes them, so appends cost no index `pwrite`), in the file's
+/// map once sealed.
+#[derive(Debug)]
+enum Entries {
+    Memory(Vec<u8>),
+    Mapped(Map),
+}
+
+/// One index file's entries: `[32, 32 + count * entry_len)` of the file once sealed.
 #[derive(Debug)]
 pub(crate) struct IndexFile {
     kind: FileKind,
-    map: Map,
+    entries: Entries,
     count: u32,
     /// The sealed header's `entries_crc`; meaningless while active.
     crc: u32,
@@ -72,39 +81,48 @@ pub(crate) struct IndexFile {
 }
 
 impl IndexFile {
-    /// An index this process writes (active): trusted.
-    pub(crate) fn active(kind: FileKind, map: Map, count: u32) -> Self {
-        Self { kind, map, count, crc: 0, verified: OnceLock::from(true) }
+    /// The index of the active segment, held in memory: trusted.
+    pub(crate) fn active(kind: FileKind, entries: Vec<u8>) -> Self {
+        debug_assert_eq!(entries.len() % kind.entry_len(), 0);
+        let count = (entries.len() / kind.entry_len()) as u32;
+        Self { kind, entries: Entries::Memory(entries), count, crc: 0, verified: OnceLock::from(true) }
     }
 
     /// A sealed index read from disk; checked on first use.
     pub(crate) fn sealed(kind: FileKind, map: Map, count: u32, crc: u32) -> Self {
-        Self { kind, map, count, crc, verified: OnceLock::new() }
+        Self { kind, entries: Entries::Mapped(map), count, crc, verified: OnceLock::new() }
     }
 
     pub(crate) fn count(&self) -> u32 {
         self.count
     }
 
-    pub(crate) fn set_count(&mut self, count: u32) {
-        self.count = count;
-    }
-
-    /// Swaps in another map (after the file was grown or sealed), returning the old one.
-    pub(crate) fn replace_map(&mut self, map: Map) -> Map {
-        std::mem::replace(&mut self.map, map)
+    /// Appends entries to an active index.
+    pub(crate) fn push(&mut self, entries: &[u8]) {
+        debug_assert_eq!(entries.len() % self.kind.entry_len(), 0);
+        match &mut self.entries {
+            Entries::Memory(v) => v.extend_from_slice(entries),
+            Entries::Mapped(_) => unreachable!("only an active index grows"),
+        }
+        self.count += (entries.len() / self.kind.entry_len()) as u32;
     }
 
     /// Makes this index sealed and already verified (this process wrote it).
     pub(crate) fn seal_written(&mut self, map: Map, crc: u32) {
-        self.map = map;
+        self.entries = Entries::Mapped(map);
         self.crc = crc;
         self.verified = OnceLock::from(true);
     }
 
-    fn entries(&self) -> &[u8] {
-        let end = FILE_HEADER_LEN + self.count as usize * self.kind.entry_len();
-        self.map.get(FILE_HEADER_LEN..end).unwrap_or(&[])
+    /// The entries, back to back.
+    pub(crate) fn entries(&self) -> &[u8] {
+        match &self.entries {
+            Entries::Memory(v) => v,
+            Entries::Mapped(map) => {
+                let end = FILE_HEADER_LEN + self.count as usize * self.kind.entry_len();
+                map.get(FILE_HEADER_LEN..end).unwrap_or(&[])
+            }
+        }
     }
 
     /// Fails with `Corruption` if the (sealed) entries do not match their checksum.

@@ -1,8 +1,10 @@
 //! CORE (over mapped bytes). The per-segment topic index: for each topic, the relative offsets
 //! of its records, so a session replays only its topics without reading other payloads.
 //!
-//! The active segment keeps it in memory ([`ActiveTopics`], a `BTreeMap` so sealing writes
-//! it in sorted order with no extra sort and iteration is deterministic). Sealing encodes it
+//! The active segment keeps it in memory ([`ActiveTopics`]: the lists, a `BTreeMap` from topic
+//! to list so sealing writes them in sorted order with no extra sort and iteration is
+//! deterministic, and the last list used, so a run of records on one topic costs one byte
+//! comparison each instead of a tree lookup). Sealing encodes it
 //! into the `.tpx` file (layout in FORMAT.md section 6), which [`SealedTopics`] binary
 //! searches over its map.
 //!
@@ -102,36 +104,63 @@ impl TopicHeader {
 /// The topic index of the active segment.
 #[derive(Debug, Default)]
 pub(crate) struct ActiveTopics {
-    lists: BTreeMap<Box<[u8]>, Vec<u32>>,
+    /// Topic and relative offsets, in order of first appearance.
+    lists: Vec<(Box<[u8]>, Vec<u32>)>,
+    /// Topic to its index in `lists`.
+    by_topic: BTreeMap<Box<[u8]>, usize>,
+    /// Index in `lists` of the last topic pushed.
+    last: usize,
 }
 
 impl ActiveTopics {
     pub(crate) fn push(&mut self, topic: &[u8], rel_offset: u32) {
-        match self.lists.get_mut(topic) {
-            Some(list) => list.push(rel_offset),
+        if let Some((name, list)) = self.lists.get_mut(self.last)
+            && **name == *topic
+        {
+            list.push(rel_offset);
+            return;
+        }
+        let i = match self.by_topic.get(topic) {
+            Some(&i) => i,
             None => {
-                self.lists.insert(topic.into(), vec![rel_offset]);
+                self.by_topic.insert(topic.into(), self.lists.len());
+                self.lists.push((topic.into(), Vec::new()));
+                self.lists.len() - 1
             }
+        };
+        self.lists[i].1.push(rel_offset);
+        self.last = i;
+    }
+
+    /// Pushes consecutive records, the first at `first_rel_offset`.
+    pub(crate) fn push_batch<'a>(&mut self, topics: impl Iterator<Item = &'a [u8]>, first_rel_offset: u32) {
+        for (i, topic) in topics.enumerate() {
+            self.push(topic, first_rel_offset + i as u32);
         }
     }
 
     pub(crate) fn get(&self, topic: &[u8]) -> Option<&[u32]> {
-        self.lists.get(topic).map(Vec::as_slice)
+        self.by_topic.get(topic).map(|&i| self.lists[i].1.as_slice())
+    }
+
+    /// The lists in topic order.
+    fn sorted(&self) -> impl Iterator<Item = (&[u8], &[u32])> {
+        self.by_topic.values().map(|&i| (&*self.lists[i].0, self.lists[i].1.as_slice()))
     }
 
     /// Encodes the whole `.tpx` file for a segment with these header fields (the counts and
     /// body fields are filled in here).
     pub(crate) fn encode(&self, mut header: TopicHeader) -> Vec<u8> {
         let count = self.lists.len();
-        let names_bytes: usize = self.lists.keys().map(|k| k.len()).sum();
+        let names_bytes: usize = self.lists.iter().map(|(k, _)| k.len()).sum();
         let names_padded = names_bytes.next_multiple_of(4);
-        let records: usize = self.lists.values().map(Vec::len).sum();
+        let records: usize = self.lists.iter().map(|(_, l)| l.len()).sum();
         debug_assert_eq!(records as u64, header.next_offset - header.base_offset);
         let body_bytes = count * TOPIC_DIR_ENTRY_LEN + names_padded + 4 * records;
         let mut out = Vec::with_capacity(TOPIC_HEADER_LEN + body_bytes);
         out.resize(TOPIC_HEADER_LEN, 0);
         let (mut name_pos, mut list_start) = (0u32, 0u32);
-        for (name, list) in &self.lists {
+        for (name, list) in self.sorted() {
             out.extend_from_slice(&name_pos.to_le_bytes());
             out.extend_from_slice(&(name.len() as u16).to_le_bytes());
             out.extend_from_slice(&[0, 0]);
@@ -140,11 +169,11 @@ impl ActiveTopics {
             name_pos += name.len() as u32;
             list_start += list.len() as u32;
         }
-        for name in self.lists.keys() {
+        for (name, _) in self.sorted() {
             out.extend_from_slice(name);
         }
         out.resize(out.len() + names_padded - names_bytes, 0);
-        for list in self.lists.values() {
+        for (_, list) in self.sorted() {
             for rel in list {
                 out.extend_from_slice(&rel.to_le_bytes());
             }

@@ -1,0 +1,276 @@
+//! SHELL. The admin API's routes, as blocking handlers over the [`Store`] (the server runs
+//! them on tokio's blocking pool): each request goes into a group's mailbox and waits, at
+//! most `timeout`, for the group's answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, Sender};
+use hyper::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::bench::{self, BenchRequest};
+use super::types::{
+    ApiError, ChangePeer, CreateGroups, Created, Done, GetRequest, GetResponse, GroupInfo, GroupList, PeerOp,
+    PutRequest, RangeInfo, TransferLeader,
+};
+use crate::cluster::{PeerInfo, QuicTransport, TransportSnapshot};
+use crate::group::{
+    Command, Epoch, GroupId, NodeId, Outcome, PeerChange, Query, RangeDescriptor, ReadPolicy, ReadRequest,
+    Response, WriteRequest,
+};
+use crate::raftstore::{MetricsSnapshot, Store, StoreError};
+
+/// `GET /v1/nodes`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its cluster address.
+    pub addr: std::net::SocketAddr,
+    /// Hosted replicas.
+    pub groups: usize,
+    /// Known peers.
+    pub peers: Vec<PeerInfo>,
+    /// Transport counters.
+    pub transport: TransportSnapshot,
+    /// Selected store counters.
+    pub store: StoreCounters,
+}
+
+/// Store counters shown by `GET /v1/nodes`.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct StoreCounters {
+    /// Proposals accepted by leaders here.
+    pub proposals: u64,
+    /// Entries appended.
+    pub entries_appended: u64,
+    /// fsyncs.
+    pub fsyncs: u64,
+    /// Poll rounds.
+    pub rounds: u64,
+    /// Raft messages handed to the transport.
+    pub messages_sent: u64,
+    /// Transport calls (one per destination per round).
+    pub message_batches_sent: u64,
+    /// Ticks delivered.
+    pub ticks: u64,
+}
+
+impl From<MetricsSnapshot> for StoreCounters {
+    fn from(m: MetricsSnapshot) -> Self {
+        Self {
+            proposals: m.proposals,
+            entries_appended: m.entries_appended,
+            fsyncs: m.fsyncs,
+            rounds: m.rounds,
+            messages_sent: m.messages_sent,
+            message_batches_sent: m.message_batches_sent,
+            ticks: m.ticks,
+        }
+    }
+}
+
+/// The handlers' state.
+pub(crate) struct Api {
+    store: Arc<Store>,
+    transport: QuicTransport,
+    next_id: AtomicU64,
+    timeout: Duration,
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest { message: format!("invalid JSON body: {e}") })
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Unavailable { message: format!("cannot encode: {e}") })
+}
+
+fn store_error(group: GroupId, e: StoreError) -> ApiError {
+    match e {
+        StoreError::GroupNotFound(_) => ApiError::GroupNotFound { group },
+        e => ApiError::Unavailable { message: e.to_string() },
+    }
+}
+
+impl Api {
+    pub(crate) fn new(store: Arc<Store>, transport: QuicTransport, timeout: Duration) -> Self {
+        Self { store, transport, next_id: AtomicU64::new(1), timeout }
+    }
+
+    /// Serves one request; the body of a success is JSON.
+    pub(crate) fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, parts.as_slice()) {
+            (&Method::GET, ["v1", "groups"]) => json(&self.groups()),
+            (&Method::POST, ["v1", "groups"]) => json(&self.create(parse(body)?)?),
+            (&Method::GET, ["v1", "nodes"]) => json(&self.node()),
+            (&Method::GET, ["v1", "groups", id]) => {
+                let group = group_id(id)?;
+                let status = self.store.status(group).ok_or(ApiError::GroupNotFound { group })?;
+                json(&GroupInfo::from(&status))
+            }
+            (&Method::POST, ["v1", "groups", id, op]) => self.group_op(group_id(id)?, op, body),
+            (&Method::POST, ["v1", "bench", "propose"]) => {
+                let req: BenchRequest = parse(body)?;
+                let result = bench::run(&self.store, &req, crate::clock::now)
+                    .map_err(|message| ApiError::BadRequest { message })?;
+                json(&result)
+            }
+            (_, ["v1", "groups"] | ["v1", "nodes"] | ["v1", "groups", _] | ["v1", "groups", _, _]) => {
+                Err(ApiError::MethodNotAllowed)
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    fn group_op(&self, group: GroupId, op: &str, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        match op {
+            "put" => json(&self.put(group, parse(body)?)?),
+            "get" => json(&self.get(group, parse(body)?)?),
+            "transfer-leader" => json(&self.transfer_leader(group, parse(body)?)?),
+            "peers" => json(&self.change_peer(group, parse(body)?)?),
+            "campaign" => {
+                self.store.campaign(group).map_err(|e| store_error(group, e))?;
+                json(&Done { range: None })
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    fn groups(&self) -> GroupList {
+        let groups = self
+            .store
+            .group_ids()
+            .into_iter()
+            .filter_map(|g| self.store.status(g))
+            .map(|s| GroupInfo::from(&s))
+            .collect();
+        GroupList { node_id: self.store.node_id(), groups }
+    }
+
+    fn node(&self) -> NodeInfo {
+        NodeInfo {
+            node_id: self.store.node_id(),
+            addr: self.transport.addr(),
+            groups: self.store.group_count(),
+            peers: self.transport.peers(),
+            transport: self.transport.metrics(),
+            store: self.store.metrics().snapshot().into(),
+        }
+    }
+
+    fn create(&self, req: CreateGroups) -> Result<Created, ApiError> {
+        let descs: Vec<RangeDescriptor> = req
+            .groups
+            .iter()
+            .map(|g| {
+                RangeDescriptor::new(
+                    g.id,
+                    g.start.clone().into_bytes(),
+                    g.end.clone().into_bytes(),
+                    &g.voters,
+                )
+            })
+            .collect();
+        if let Some(bad) = descs.iter().find(|d| d.id == 0 || (!d.end.is_empty() && d.start >= d.end)) {
+            return Err(ApiError::BadRequest {
+                message: format!("group {}: id 0 or an empty range", bad.id),
+            });
+        }
+        let created = self.store.bootstrap_groups(&descs).map_err(|e| match e {
+            StoreError::Config(message) => ApiError::BadRequest { message },
+            e => ApiError::Unavailable { message: e.to_string() },
+        })?;
+        Ok(Created { created })
+    }
+
+    fn epoch(&self, group: GroupId) -> Result<Epoch, ApiError> {
+        Ok(self.store.status(group).ok_or(ApiError::GroupNotFound { group })?.desc.epoch)
+    }
+
+    fn request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn wait(&self, rx: &Receiver<Response>) -> Result<Outcome, ApiError> {
+        match rx.recv_timeout(self.timeout) {
+            Ok(resp) => resp.result.map_err(ApiError::from),
+            Err(_) => Err(ApiError::Unavailable { message: "timed out waiting for the group".into() }),
+        }
+    }
+
+    fn put(&self, group: GroupId, req: PutRequest) -> Result<Done, ApiError> {
+        let mut epoch = self.epoch(group)?;
+        if let Some(version) = req.version {
+            epoch.version = version;
+        }
+        let command = Command::Put { key: req.key.into_bytes(), value: req.value.into_bytes() };
+        let (tx, rx) = channel();
+        let write = WriteRequest { request_id: self.request_id(), epoch, command };
+        self.store.propose(group, write, &tx).map_err(|e| store_error(group, e))?;
+        self.wait(&rx)?;
+        Ok(Done { range: None })
+    }
+
+    fn get(&self, group: GroupId, req: GetRequest) -> Result<GetResponse, ApiError> {
+        let epoch = self.epoch(group)?;
+        let (tx, rx) = channel();
+        let read = ReadRequest {
+            request_id: self.request_id(),
+            epoch,
+            query: Query::Get { key: req.key.into_bytes() },
+            policy: ReadPolicy::Lease,
+        };
+        self.store.read(group, read, &tx).map_err(|e| store_error(group, e))?;
+        match self.wait(&rx)? {
+            Outcome::Value(v) => {
+                Ok(GetResponse { value: v.map(|v| String::from_utf8_lossy(&v).into_owned()) })
+            }
+            other => Err(ApiError::Unavailable { message: format!("unexpected outcome {other:?}") }),
+        }
+    }
+
+    fn transfer_leader(&self, group: GroupId, req: TransferLeader) -> Result<Done, ApiError> {
+        let epoch = self.epoch(group)?;
+        let (tx, rx) = channel();
+        self.store
+            .transfer_leader(group, self.request_id(), epoch, req.to, &tx)
+            .map_err(|e| store_error(group, e))?;
+        self.wait(&rx)?;
+        Ok(Done { range: None })
+    }
+
+    fn change_peer(&self, group: GroupId, req: ChangePeer) -> Result<Done, ApiError> {
+        let mut epoch = self.epoch(group)?;
+        if let Some(conf_ver) = req.conf_ver {
+            epoch.conf_ver = conf_ver;
+        }
+        let change = match req.op {
+            PeerOp::AddLearner => PeerChange::AddLearner(req.node),
+            PeerOp::AddVoter => PeerChange::AddVoter(req.node),
+            PeerOp::Remove => PeerChange::Remove(req.node),
+        };
+        let (tx, rx) = channel();
+        self.store
+            .change_peers(group, self.request_id(), epoch, vec![change], &tx)
+            .map_err(|e| store_error(group, e))?;
+        match self.wait(&rx)? {
+            Outcome::ConfChanged(desc) => Ok(Done { range: Some(RangeInfo::from(&desc)) }),
+            _ => Ok(Done { range: None }),
+        }
+    }
+}
+
+fn channel() -> (Sender<Response>, Receiver<Response>) {
+    // One answer per request; room for more so a poller never blocks on a slow reader.
+    crossbeam::channel::bounded(4)
+}
+
+fn group_id(s: &str) -> Result<GroupId, ApiError> {
+    s.parse().map_err(|_| ApiError::BadRequest { message: format!("group id {s:?} is not a number") })
+}

@@ -1,0 +1,26 @@
+//! SHELL. The admin HTTP endpoint (off by default; `[cluster] admin-listen`).
+//!
+//! JSON over HTTP/1.1 (hyper 1):
+//! - `GET /v1/groups`: every replica here (range, epoch, role, leader, term, applied
+//!   index, hibernated); `GET /v1/groups/{id}`: one;
+//! - `GET /v1/nodes`: this node, its known peers, transport and store counters;
+//! - `POST /v1/groups` `{"groups":[{"id","start","end","voters"}]}`: bootstrap this node's
+//!   replicas of new groups (call it on every initial voter);
+//! - `POST /v1/groups/{id}/put` `{"key","value"}`, `.../get` `{"key"}` (lease read),
+//!   `.../transfer-leader` `{"to"}`, `.../peers` `{"op":"add-learner"|"add-voter"|"remove",
+//!   "node"}`, `.../campaign`: requests to this node's replica (the leader, for all but
+//!   campaign).
+//!
+//! - `POST /v1/bench/propose`: a load generator inside the node (see [`bench`]).
+//!
+//! Errors are `{"error":{"kind":...}}` with a status: 409 `not_leader` / `epoch_not_match`
+//! (routing: retry elsewhere, see [`client::ClusterClient`]), 404, 405, 400, 413, 422, 503.
+
+mod api;
+pub mod bench;
+pub mod client;
+mod server;
+pub mod types;
+
+pub use api::{NodeInfo, StoreCounters};
+pub use server::{AdminError, AdminServer, BODY_BYTES_MAX};

@@ -1,0 +1,142 @@
+//! SHELL. The admin HTTP/1.1 server (hyper 1): bounded connections, a header read timeout,
+//! a request body limit, JSON answers and JSON errors with matching status codes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use super::api::Api;
+use super::types::{ApiError, ErrorBody};
+use crate::cluster::QuicTransport;
+use crate::cluster::transport::stopped;
+use crate::raftstore::Store;
+
+/// Largest request body, bytes.
+pub const BODY_BYTES_MAX: usize = 4 << 20;
+/// Most concurrent admin connections; more wait in the accept backlog.
+const CONNECTIONS_MAX: usize = 256;
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for its group.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The address could not be bound.
+    #[error("cannot bind admin address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+/// A running admin endpoint; stops on [`AdminServer::shutdown`].
+pub struct AdminServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+}
+
+impl AdminServer {
+    /// Binds `addr` and serves the API in the background.
+    pub async fn bind(
+        addr: SocketAddr,
+        store: Arc<Store>,
+        transport: QuicTransport,
+    ) -> Result<Self, AdminError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
+        let api = Arc::new(Api::new(store, transport, REQUEST_TIMEOUT));
+        let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, api, rx));
+        tracing::info!(addr = %local, "admin endpoint listening");
+        Ok(Self { addr: local, shutdown })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting; connections in progress finish their request.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
+    let limit = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { return };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let api = Arc::clone(&api);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| serve(Arc::clone(&api), req));
+            let result = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 << 10)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, BODY_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Ok(error(&ApiError::TooLarge { limit: BODY_BYTES_MAX }));
+        }
+        Err(e) => return Ok(error(&ApiError::BadRequest { message: format!("cannot read body: {e}") })),
+    };
+    let method = parts.method;
+    let path = parts.uri.path().to_owned();
+    let result = tokio::task::spawn_blocking(move || api.handle(&method, &path, &body)).await;
+    Ok(match result {
+        Ok(Ok(json)) => respond(StatusCode::OK, json),
+        Ok(Err(e)) => error(&e),
+        Err(e) => error(&ApiError::Unavailable { message: format!("handler failed: {e}") }),
+    })
+}
+
+fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error(e: &ApiError) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&ErrorBody { error: e.clone() }).unwrap_or_default();
+    respond(status, body)
+}

@@ -1,0 +1,211 @@
+//! The `[cluster]` section of the node configuration: identity, addresses, TLS, transport
+//! tuning and the admin endpoint. Every key is documented in `flotilla.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How nodes authenticate each other.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Each node makes a throwaway self-signed certificate and accepts any peer's: for
+    /// development on loopback only (refused on any other address).
+    DevSelfSigned,
+    /// Mutual TLS: both sides present a certificate signed by the cluster CA
+    /// (`flotilla cert` makes a development CA and node certificates).
+    Mutual,
+}
+
+/// The `[cluster]` section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClusterConfig {
+    /// This node's id; 0 runs a single node with no cluster (the default).
+    pub node_id: u64,
+    /// UDP address of the QUIC transport.
+    pub listen: SocketAddr,
+    /// Address other nodes dial; unset = `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<SocketAddr>,
+    /// Cluster addresses of existing nodes to introduce this node to.
+    pub join: Vec<SocketAddr>,
+    /// Node authentication.
+    pub tls: TlsMode,
+    /// With `tls = "mutual"`: PEM file of the cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// With `tls = "mutual"`: PEM file of this node's certificate.
+    pub node_cert: PathBuf,
+    /// With `tls = "mutual"`: PEM file of this node's private key.
+    pub node_key: PathBuf,
+    /// QUIC keep-alive interval, milliseconds.
+    pub keep_alive_ms: u64,
+    /// A connection silent for this long is dead, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// First delay before reconnecting to a peer, milliseconds (doubles per failure).
+    pub reconnect_min_ms: u64,
+    /// Longest delay between reconnection attempts, milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Batches of raft messages queued per peer; more are dropped and counted.
+    pub send_queue_batches: usize,
+    /// Snapshots queued per peer; more are dropped and counted.
+    pub snapshot_queue_len: usize,
+    /// Coalesce queued batches into one frame per write (`false` sends one frame per
+    /// message, for comparison).
+    pub coalesce: bool,
+    /// Largest frame accepted or sent, bytes.
+    pub frame_bytes_max: u32,
+    /// Target size of a coalesced frame, bytes.
+    pub frame_bytes_target: u32,
+    /// Raft poller threads.
+    pub poller_threads: usize,
+    /// Most groups one poll round handles (one log write and one fsync per round); 1
+    /// turns round batching off.
+    pub raft_batch_groups_max: usize,
+    /// fsync the raft log (`false` only for benchmarks).
+    pub sync_writes: bool,
+    /// Admin HTTP endpoint address; unset = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7946)),
+            advertise: None,
+            join: Vec::new(),
+            tls: TlsMode::DevSelfSigned,
+            ca_cert: PathBuf::new(),
+            node_cert: PathBuf::new(),
+            node_key: PathBuf::new(),
+            keep_alive_ms: 1000,
+            idle_timeout_ms: 5000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 2000,
+            send_queue_batches: 1024,
+            snapshot_queue_len: 16,
+            coalesce: true,
+            frame_bytes_max: 64 << 20,
+            frame_bytes_target: 256 << 10,
+            poller_threads: 2,
+            raft_batch_groups_max: 256,
+            sync_writes: true,
+            admin_listen: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node runs in a cluster.
+    pub fn enabled(&self) -> bool {
+        self.node_id != 0
+    }
+
+    /// The address peers dial.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+
+    /// Keep-alive interval.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_ms)
+    }
+
+    /// Idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Checks cross-field rules; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.keep_alive_ms == 0 || self.keep_alive_ms >= self.idle_timeout_ms {
+            return Err("cluster.keep-alive-ms must be positive and below cluster.idle-timeout-ms".into());
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            return Err("cluster.reconnect-min-ms must be positive and at most reconnect-max-ms".into());
+        }
+        if self.send_queue_batches == 0 || self.snapshot_queue_len == 0 {
+            return Err("cluster.send-queue-batches and cluster.snapshot-queue-len must be positive".into());
+        }
+        if self.frame_bytes_max < 64 << 10 || self.frame_bytes_target > self.frame_bytes_max {
+            return Err(
+                "cluster.frame-bytes-max must be at least 65536 and at least frame-bytes-target".into()
+            );
+        }
+        if self.poller_threads == 0 || self.raft_batch_groups_max == 0 {
+            return Err("cluster.poller-threads and cluster.raft-batch-groups-max must be positive".into());
+        }
+        if self.tls == TlsMode::DevSelfSigned {
+            let mut addrs = vec![self.listen, self.advertise_addr()];
+            addrs.extend(&self.join);
+            if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(format!(
+                    "cluster.tls = \"dev-self-signed\" is for loopback only, but {bad} is not loopback; \
+                     use tls = \"mutual\" with certificates from `flotilla cert`"
+                ));
+            }
+        }
+        if let Some(admin) = self.admin_listen
+            && !admin.ip().is_loopback()
+        {
+            return Err(format!(
+                "cluster.admin-listen = {admin} is not a loopback address: the admin API has no authentication"
+            ));
+        }
+        if self.tls == TlsMode::Mutual {
+            for (key, path) in
+                [("ca-cert", &self.ca_cert), ("node-cert", &self.node_cert), ("node-key", &self.node_key)]
+            {
+                if path.as_os_str().is_empty() {
+                    return Err(format!("cluster.{key} is required with tls = \"mutual\""));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled() -> ClusterConfig {
+        ClusterConfig { node_id: 1, ..ClusterConfig::default() }
+    }
+
+    #[test]
+    fn disabled_cluster_skips_every_check() {
+        let cfg = ClusterConfig { keep_alive_ms: 0, ..ClusterConfig::default() };
+        assert!(cfg.validate().is_ok());
+        assert!(enabled().validate().is_ok());
+    }
+
+    #[test]
+    fn admin_endpoint_must_be_loopback() {
+        let cfg = ClusterConfig { admin_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9946))), ..enabled() };
+        assert!(cfg.validate().expect_err("public admin").contains("admin-listen"));
+        let cfg = ClusterConfig { admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9946))), ..enabled() };
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn timing_and_limits_are_checked() {
+        let bad = [
+            ClusterConfig { keep_alive_ms: 5000, idle_timeout_ms: 5000, ..enabled() },
+            ClusterConfig { reconnect_min_ms: 3000, reconnect_max_ms: 2000, ..enabled() },
+            ClusterConfig { send_queue_batches: 0, ..enabled() },
+            ClusterConfig { frame_bytes_max: 1024, ..enabled() },
+            ClusterConfig { raft_batch_groups_max: 0, ..enabled() },
+        ];
+        for cfg in bad {
+            assert!(cfg.validate().is_err(), "{cfg:?}");
+        }
+    }
+}

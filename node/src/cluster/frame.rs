@@ -1,0 +1,346 @@
+//! CORE. Node-to-node frames: what travels on the cluster transport's QUIC streams.
+//!
+//! Every stream carries a sequence of length-prefixed frames; the first frame of a stream
+//! is always a `Hello` naming the sending node.
+//!
+//! ```text
+//! frame   := len:u32 (big endian, bytes of payload) payload
+//! payload := version:u8 = 1 | kind:u8 | body
+//!   kind 1 Hello  node_id addr:bytes (UTF-8 "ip:port", the sender's cluster address)
+//!   kind 2 Peers  count (node_id addr:bytes)*        (the sender's address book)
+//!   kind 3 Raft   count message*                     (a batch of group messages)
+//! message := group_id from to tag:u8 fields
+//!   tag 1 raft       protobuf:bytes (raft-rs eraftpb::Message)
+//!   tag 2/3/4        term index       (HibernateRequest / HibernateAck / HibernateConfirm)
+//!   tag 5 destroy    conf_ver
+//! ```
+//!
+//! Integers are LEB128 varints unless noted. Invariants: `decode(encode(f)) == f`; decoding
+//! is total: hostile input gives a [`FrameError`], never a panic, and a length prefix above
+//! the configured maximum is refused before any allocation.
+
+use std::net::SocketAddr;
+
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+
+use crate::group::codec::{CodecError, Reader, put_bytes, put_uvarint};
+use crate::group::{GroupMessage, MessageBody, NodeId};
+
+/// Bytes of the length prefix.
+pub const LEN_PREFIX_BYTES: usize = 4;
+
+const VERSION_V1: u8 = 1;
+const KIND_HELLO: u8 = 1;
+const KIND_PEERS: u8 = 2;
+const KIND_RAFT: u8 = 3;
+const TAG_RAFT: u8 = 1;
+const TAG_HIBERNATE_REQUEST: u8 = 2;
+const TAG_HIBERNATE_ACK: u8 = 3;
+const TAG_HIBERNATE_CONFIRM: u8 = 4;
+const TAG_DESTROY: u8 = 5;
+/// Smallest encoded message (four one-byte varints and a tag), for count checks.
+const MESSAGE_BYTES_MIN: usize = 5;
+
+/// One frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// Opens every stream: who is sending, and where it listens.
+    Hello {
+        /// The sending node.
+        node_id: NodeId,
+        /// Its cluster (QUIC) address.
+        addr: SocketAddr,
+    },
+    /// The sender's address book, so nodes learn of each other transitively.
+    Peers(Vec<(NodeId, SocketAddr)>),
+    /// Group messages, in order.
+    Raft(Vec<GroupMessage>),
+}
+
+/// Why a frame was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix exceeds the configured maximum.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The frame is empty.
+    #[error("empty frame")]
+    Empty,
+    /// A version this build does not speak.
+    #[error("unsupported frame version {0}")]
+    UnsupportedVersion(u8),
+    /// A frame kind this build does not know.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// The body did not decode.
+    #[error("malformed frame: {0}")]
+    Codec(#[from] CodecError),
+    /// An address is not a valid `ip:port`.
+    #[error("malformed address in frame")]
+    BadAddress,
+    /// A raft message did not parse.
+    #[error("malformed raft message: {0}")]
+    Raft(String),
+}
+
+/// Checks a length prefix against `max` and returns the payload length.
+pub fn payload_len(prefix: [u8; LEN_PREFIX_BYTES], max: u32) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix);
+    if len > max {
+        return Err(FrameError::TooLarge { len: u64::from(len), max: u64::from(max) });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    Ok(len as usize)
+}
+
+impl Frame {
+    /// Appends the frame, length prefix included, to `buf`. Fails (leaving `buf` as it
+    /// was) if the payload exceeds `max`, which the receiver would refuse, or a raft
+    /// message does not serialize.
+    pub fn encode(&self, buf: &mut Vec<u8>, max: u32) -> Result<(), FrameError> {
+        let at = buf.len();
+        buf.extend_from_slice(&[0; LEN_PREFIX_BYTES]);
+        buf.push(VERSION_V1);
+        match self {
+            Self::Hello { node_id, addr } => {
+                buf.push(KIND_HELLO);
+                put_uvarint(buf, *node_id);
+                put_bytes(buf, addr.to_string().as_bytes());
+            }
+            Self::Peers(peers) => {
+                buf.push(KIND_PEERS);
+                put_uvarint(buf, peers.len() as u64);
+                for (id, addr) in peers {
+                    put_uvarint(buf, *id);
+                    put_bytes(buf, addr.to_string().as_bytes());
+                }
+            }
+            Self::Raft(msgs) => {
+                if let Err(e) = encode_raft(buf, msgs) {
+                    buf.truncate(at);
+                    return Err(e);
+                }
+            }
+        }
+        let len = buf.len() - at - LEN_PREFIX_BYTES;
+        if len > max as usize {
+            buf.truncate(at);
+            return Err(FrameError::TooLarge { len: len as u64, max: u64::from(max) });
+        }
+        buf[at..at + LEN_PREFIX_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+
+    /// Decodes a payload (the bytes after the length prefix).
+    pub fn decode(payload: &[u8]) -> Result<Self, FrameError> {
+        let mut r = Reader::new(payload);
+        let version = r.u8()?;
+        if version != VERSION_V1 {
+            return Err(FrameError::UnsupportedVersion(version));
+        }
+        let frame = match r.u8()? {
+            KIND_HELLO => Self::Hello { node_id: r.uvarint()?, addr: decode_addr(&mut r)? },
+            KIND_PEERS => {
+                let n = r.count(2)?;
+                let mut peers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    peers.push((r.uvarint()?, decode_addr(&mut r)?));
+                }
+                Self::Peers(peers)
+            }
+            KIND_RAFT => {
+                let n = r.count(MESSAGE_BYTES_MIN)?;
+                let mut msgs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    msgs.push(decode_message(&mut r)?);
+                }
+                Self::Raft(msgs)
+            }
+            k => return Err(FrameError::UnknownKind(k)),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+/// Appends a Raft frame's kind and body.
+fn encode_raft(buf: &mut Vec<u8>, msgs: &[GroupMessage]) -> Result<(), FrameError> {
+    buf.push(KIND_RAFT);
+    put_uvarint(buf, msgs.len() as u64);
+    for m in msgs {
+        put_uvarint(buf, m.group_id);
+        put_uvarint(buf, m.from);
+        put_uvarint(buf, m.to);
+        match &m.body {
+            MessageBody::Raft(msg) => {
+                buf.push(TAG_RAFT);
+                let bytes = msg.write_to_bytes().map_err(|e| FrameError::Raft(e.to_string()))?;
+                put_bytes(buf, &bytes);
+            }
+            MessageBody::HibernateRequest { term, index } => {
+                put_pair(buf, TAG_HIBERNATE_REQUEST, *term, *index)
+            }
+            MessageBody::HibernateAck { term, index } => put_pair(buf, TAG_HIBERNATE_ACK, *term, *index),
+            MessageBody::HibernateConfirm { term, index } => {
+                put_pair(buf, TAG_HIBERNATE_CONFIRM, *term, *index)
+            }
+            MessageBody::Destroy { conf_ver } => {
+                buf.push(TAG_DESTROY);
+                put_uvarint(buf, *conf_ver);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn put_pair(buf: &mut Vec<u8>, tag: u8, a: u64, b: u64) {
+    buf.push(tag);
+    put_uvarint(buf, a);
+    put_uvarint(buf, b);
+}
+
+fn decode_addr(r: &mut Reader<'_>) -> Result<SocketAddr, FrameError> {
+    let bytes = r.bytes()?;
+    std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or(FrameError::BadAddress)
+}
+
+fn decode_message(r: &mut Reader<'_>) -> Result<GroupMessage, FrameError> {
+    let group_id = r.uvarint()?;
+    let from = r.uvarint()?;
+    let to = r.uvarint()?;
+    let body = match r.u8()? {
+        TAG_RAFT => {
+            // An all-default message encodes to no bytes; it parses back as itself.
+            let bytes = r.bytes()?;
+            MessageBody::Raft(Message::parse_from_bytes(bytes).map_err(|e| FrameError::Raft(e.to_string()))?)
+        }
+        TAG_HIBERNATE_REQUEST => MessageBody::HibernateRequest { term: r.uvarint()?, index: r.uvarint()? },
+        TAG_HIBERNATE_ACK => MessageBody::HibernateAck { term: r.uvarint()?, index: r.uvarint()? },
+        TAG_HIBERNATE_CONFIRM => MessageBody::HibernateConfirm { term: r.uvarint()?, index: r.uvarint()? },
+        TAG_DESTROY => MessageBody::Destroy { conf_ver: r.uvarint()? },
+        t => return Err(CodecError::UnknownTag(t).into()),
+    };
+    Ok(GroupMessage { group_id, from, to, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use raft::eraftpb::{Entry, MessageType};
+
+    use super::*;
+
+    const MAX: u32 = 1 << 20;
+
+    fn raft_msg(group_id: u64, commit: u64, data: Vec<u8>) -> GroupMessage {
+        let mut m = Message { commit, term: 7, index: 3, log_term: 6, ..Message::default() };
+        m.set_msg_type(MessageType::MsgAppend);
+        m.entries = vec![Entry { data: data.into(), index: 4, term: 7, ..Entry::default() }].into();
+        m.from = 1;
+        m.to = 2;
+        GroupMessage { group_id, from: 1, to: 2, body: MessageBody::Raft(m) }
+    }
+
+    fn round_trip(frame: &Frame) -> Frame {
+        let mut buf = Vec::new();
+        frame.encode(&mut buf, MAX).expect("encodes");
+        let mut prefix = [0; LEN_PREFIX_BYTES];
+        prefix.copy_from_slice(&buf[..LEN_PREFIX_BYTES]);
+        let len = payload_len(prefix, MAX).expect("length");
+        assert_eq!(len, buf.len() - LEN_PREFIX_BYTES);
+        Frame::decode(&buf[LEN_PREFIX_BYTES..]).expect("decodes")
+    }
+
+    #[test]
+    fn every_frame_kind_round_trips() {
+        let addr: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let v6: SocketAddr = "[::1]:7001".parse().expect("addr");
+        let frames = [
+            Frame::Hello { node_id: 3, addr },
+            Frame::Peers(vec![(1, addr), (2, v6)]),
+            Frame::Raft(vec![
+                raft_msg(9, 5, b"payload".to_vec()),
+                GroupMessage {
+                    group_id: 1,
+                    from: 2,
+                    to: 1,
+                    body: MessageBody::HibernateAck { term: 2, index: 9 },
+                },
+                GroupMessage {
+                    group_id: 1,
+                    from: 1,
+                    to: 2,
+                    body: MessageBody::HibernateRequest { term: 2, index: 9 },
+                },
+                GroupMessage {
+                    group_id: 1,
+                    from: 1,
+                    to: 2,
+                    body: MessageBody::HibernateConfirm { term: 2, index: 9 },
+                },
+                GroupMessage {
+                    group_id: u64::MAX,
+                    from: 1,
+                    to: 4,
+                    body: MessageBody::Destroy { conf_ver: 12 },
+                },
+            ]),
+            Frame::Raft(Vec::new()),
+        ];
+        for f in frames {
+            assert_eq!(round_trip(&f), f);
+        }
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_refused_before_reading() {
+        let err = payload_len((MAX + 1).to_be_bytes(), MAX).expect_err("too large");
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
+        assert!(matches!(payload_len([0; 4], MAX), Err(FrameError::Empty)));
+    }
+
+    #[test]
+    fn encoding_past_the_limit_fails_and_leaves_the_buffer() {
+        let mut buf = vec![1, 2, 3];
+        let big = Frame::Raft(vec![raft_msg(1, 0, vec![0; 2048])]);
+        assert!(matches!(big.encode(&mut buf, 1024), Err(FrameError::TooLarge { .. })));
+        assert_eq!(buf, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        assert!(matches!(Frame::decode(&[2, 1]), Err(FrameError::UnsupportedVersion(2))));
+        assert!(matches!(Frame::decode(&[1, 9]), Err(FrameError::UnknownKind(9))));
+        assert!(matches!(
+            Frame::decode(&[1, KIND_HELLO, 1, 3, b'a', b'b', b'c']),
+            Err(FrameError::BadAddress)
+        ));
+        // A count larger than the input could hold.
+        assert!(matches!(Frame::decode(&[1, KIND_RAFT, 0x7f]), Err(FrameError::Codec(_))));
+        // A raft message body that is not protobuf.
+        let bad = [1, KIND_RAFT, 1, 1, 1, 2, TAG_RAFT, 2, 0xff, 0xff];
+        assert!(matches!(Frame::decode(&bad), Err(FrameError::Raft(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Frame::decode(&data);
+        }
+
+        #[test]
+        fn raft_batches_round_trip(groups in proptest::collection::vec((any::<u64>(), any::<u64>()), 0..20)) {
+            let msgs: Vec<GroupMessage> = groups.iter().map(|&(g, c)| raft_msg(g, c, g.to_le_bytes().to_vec())).collect();
+            let frame = Frame::Raft(msgs);
+            prop_assert_eq!(round_trip(&frame), frame);
+        }
+    }
+}

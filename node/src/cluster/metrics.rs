@@ -1,0 +1,76 @@
+//! SHELL. Transport counters, as plain atomics; [`TransportMetrics::snapshot`] copies them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Counters of one node's transport. All are monotonic.
+        #[derive(Debug, Default)]
+        pub struct TransportMetrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of the counters at one instant.
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct TransportSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl TransportMetrics {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> TransportSnapshot {
+                TransportSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Group messages written to a stream.
+    messages_sent,
+    /// Frames written.
+    frames_sent,
+    /// Bytes written to streams, length prefixes included.
+    bytes_sent,
+    /// Group messages read and handed to the store.
+    messages_received,
+    /// Frames read.
+    frames_received,
+    /// Bytes read from streams, length prefixes included.
+    bytes_received,
+    /// Messages the store refused (full mailbox, unknown group, store stopped).
+    messages_undelivered,
+    /// Messages dropped because the peer's send queue was full.
+    dropped_queue_full,
+    /// Messages dropped because no address of the destination node is known.
+    dropped_no_route,
+    /// Messages dropped because the connection failed before they were written.
+    dropped_disconnected,
+    /// Messages dropped because they do not fit in a frame (or did not serialize).
+    dropped_too_large,
+    /// Snapshot messages sent on their own streams.
+    snapshots_sent,
+    /// Frames or streams refused as malformed or misaddressed.
+    frames_rejected,
+    /// Outgoing connections established.
+    connects,
+    /// Outgoing connection attempts that failed (unreachable, refused certificate).
+    connect_failures,
+    /// Incoming connections whose handshake failed (for example a certificate the CA did
+    /// not sign).
+    handshake_failures,
+    /// Outgoing connections lost.
+    disconnects,
+    /// UDP bytes sent by all connections, QUIC overhead included (closed connections plus,
+    /// in a snapshot from `QuicTransport::metrics`, the live ones).
+    udp_bytes_sent,
+}
+
+impl TransportMetrics {
+    /// Adds `n` to `counter`.
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,116 @@
+//! SHELL. [`ClusterNode`]: one node of the cluster — a raftstore [`Store`] over raft-engine
+//! in `data-dir/raft`, the [`QuicTransport`] carrying its messages, and (if configured)
+//! the admin HTTP endpoint.
+//!
+//! Lifecycle: `start` binds the transport, opens the store (which recovers every group
+//! found on disk), attaches the store to the transport, introduces the node to its `join`
+//! addresses and starts the admin endpoint. A node with no groups on disk simply waits:
+//! groups are created through the admin API (or arrive as new learners).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::config::ClusterConfig;
+use super::tls::{self, TlsError};
+use super::transport::{Inbound, QuicTransport, TransportError};
+use crate::admin::{AdminError, AdminServer};
+use crate::group::{GroupMessage, NodeId};
+use crate::raftstore::{Store, StoreConfig, StoreError, StoreRouter};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The `[cluster]` section is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The transport could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The store could not open.
+    #[error("raft store: {0}")]
+    Store(#[from] StoreError),
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// Feeds the transport's messages into the store.
+struct StoreInbound {
+    router: StoreRouter,
+    store: Weak<Store>,
+}
+
+impl Inbound for StoreInbound {
+    fn deliver(&self, msg: GroupMessage) -> bool {
+        self.router.deliver(msg)
+    }
+
+    fn peer_down(&self, node: NodeId) {
+        let Some(store) = self.store.upgrade() else { return };
+        // Locks every group's state in turn: off the async threads.
+        tokio::task::spawn_blocking(move || store.wake_groups_with(node));
+    }
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    store: Arc<Store>,
+    transport: QuicTransport,
+    admin: Option<AdminServer>,
+}
+
+impl ClusterNode {
+    /// Starts node `cfg.node_id` with its raft log in `data_dir/raft`. Must be called inside
+    /// a tokio runtime.
+    pub async fn start(cfg: &ClusterConfig, data_dir: &std::path::Path) -> Result<Self, ClusterError> {
+        cfg.validate().map_err(ClusterError::Config)?;
+        let tls = tls::configs(cfg)?;
+        let transport = QuicTransport::bind(cfg, tls)?;
+        let mut store_cfg = StoreConfig::new(cfg.node_id, data_dir.join("raft"), cfg.node_id);
+        store_cfg.poller_threads = cfg.poller_threads;
+        store_cfg.batch_groups_max = cfg.raft_batch_groups_max;
+        store_cfg.sync_writes = cfg.sync_writes;
+        let t: Arc<dyn crate::raftstore::Transport> = Arc::new(transport.clone());
+        let store = tokio::task::spawn_blocking(move || Store::open(store_cfg, t))
+            .await
+            .map_err(|e| ClusterError::Config(format!("store open task: {e}")))??;
+        let store = Arc::new(store);
+        tracing::info!(node = cfg.node_id, groups = store.group_count(), addr = %transport.addr(), "cluster node started");
+        transport.attach(Arc::new(StoreInbound { router: store.router(), store: Arc::downgrade(&store) }));
+        transport.join(&cfg.join);
+        let admin = match cfg.admin_listen {
+            Some(addr) => Some(AdminServer::bind(addr, Arc::clone(&store), transport.clone()).await?),
+            None => None,
+        };
+        Ok(Self { store, transport, admin })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &QuicTransport {
+        &self.transport
+    }
+
+    /// The admin endpoint's address, if it runs.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// Stops the admin endpoint and the transport, then the store's threads.
+    pub async fn shutdown(self) {
+        if let Some(admin) = &self.admin {
+            admin.shutdown();
+        }
+        self.transport.shutdown();
+        self.transport.closed(Duration::from_secs(2)).await;
+        let store = self.store;
+        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+    }
+}

@@ -1,0 +1,316 @@
+//! SHELL. The outgoing side of the transport: per peer, a raft task (connect with backoff,
+//! one long-lived uni stream, coalesced frames) and a snapshot task (a uni stream per
+//! snapshot, lower priority); and the `join` introduction to seed addresses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+
+use super::frame::Frame;
+use super::metrics::TransportMetrics;
+use super::tls::{SERVER_NAME, node_name};
+use super::transport::{Outgoing, Peer, Shared, stopped};
+use crate::group::GroupMessage;
+
+/// Stream priorities: raft traffic first, snapshots after.
+const PRIORITY_RAFT: i32 = 1;
+const PRIORITY_SNAPSHOT: i32 = -1;
+
+/// Why a connection's writer stopped.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+/// Dials `addr`, asking for a certificate named `name`.
+async fn connect(shared: &Shared, addr: SocketAddr, name: &str) -> Result<quinn::Connection, SendError> {
+    let connecting = shared.endpoint.connect(addr, name)?;
+    match tokio::time::timeout(shared.cfg.idle_timeout(), connecting).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(SendError::Timeout),
+    }
+}
+
+/// Waits `backoff` (with ±25% jitter) or until shutdown.
+async fn pause(shared: &Shared, rng: &mut SmallRng, backoff: Duration) {
+    let jitter = rng.random_range(0.75..1.25);
+    let mut shutdown = shared.shutdown.subscribe();
+    tokio::select! {
+        () = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+        () = stopped(&mut shutdown) => {}
+    }
+}
+
+/// The raft task of `peer`: connect, write until the connection fails, back off, redial.
+pub(crate) async fn run_raft(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    conn_tx: watch::Sender<Option<quinn::Connection>>,
+) {
+    let min = Duration::from_millis(shared.cfg.reconnect_min_ms);
+    let max = Duration::from_millis(shared.cfg.reconnect_max_ms);
+    let mut backoff = min;
+    let mut rng = SmallRng::seed_from_u64(shared.node_id.rotate_left(32) ^ peer.id);
+    while !shared.is_shutdown() {
+        match connect(&shared, peer.addr(), &node_name(peer.id)).await {
+            Ok(conn) => {
+                backoff = min;
+                TransportMetrics::add(&shared.metrics.connects, 1);
+                peer.connected.store(true, Ordering::Relaxed);
+                shared.track(&conn);
+                conn_tx.send_replace(Some(conn.clone()));
+                tracing::info!(node = peer.id, addr = %peer.addr(), "connected to peer");
+                let result = write_loop(&shared, &conn, &mut rx).await;
+                conn_tx.send_replace(None);
+                peer.connected.store(false, Ordering::Relaxed);
+                conn.close(0u32.into(), b"writer stopped");
+                shared.untrack(&conn);
+                if shared.is_shutdown() {
+                    return;
+                }
+                TransportMetrics::add(&shared.metrics.disconnects, 1);
+                tracing::warn!(node = peer.id, error = ?result.err(), "lost connection to peer");
+                shared.peer_down(peer.id);
+            }
+            Err(e) => {
+                TransportMetrics::add(&shared.metrics.connect_failures, 1);
+                // Warn on the first failure of a streak (a refused certificate shows up
+                // here too), then stay quiet while redialing.
+                if backoff == min {
+                    tracing::warn!(node = peer.id, error = %e, "cannot connect to peer; will keep retrying");
+                } else {
+                    tracing::debug!(node = peer.id, error = %e, "cannot connect to peer");
+                }
+            }
+        }
+        drop_queued(&shared, &mut rx);
+        pause(&shared, &mut rng, backoff).await;
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+/// Drops what queued up while disconnected: raft retries, and stale messages only slow
+/// the peer down.
+fn drop_queued(shared: &Shared, rx: &mut mpsc::Receiver<Outgoing>) {
+    while let Ok(item) = rx.try_recv() {
+        if let Outgoing::Raft(msgs) = item {
+            TransportMetrics::add(&shared.metrics.dropped_disconnected, msgs.len() as u64);
+        }
+    }
+}
+
+/// Writes queued batches on one stream until the connection fails or shutdown.
+async fn write_loop(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    rx: &mut mpsc::Receiver<Outgoing>,
+) -> Result<(), SendError> {
+    let mut stream = conn.open_uni().await?;
+    stream.set_priority(PRIORITY_RAFT)?;
+    let mut buf = Vec::with_capacity(shared.cfg.frame_bytes_target as usize);
+    let max = shared.cfg.frame_bytes_max;
+    let hello = Frame::Hello { node_id: shared.node_id, addr: shared.addr };
+    for frame in [hello, Frame::Peers(shared.book())] {
+        if frame.encode(&mut buf, max).is_ok() {
+            TransportMetrics::add(&shared.metrics.frames_sent, 1);
+        }
+    }
+    write(shared, &mut stream, &buf).await?;
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        buf.clear();
+        let first = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return Ok(()),
+            },
+            e = conn.closed() => return Err(e.into()),
+            () = stopped(&mut shutdown) => return Ok(()),
+        };
+        if shared.cfg.coalesce {
+            encode_coalesced(shared, first, rx, &mut buf);
+            write(shared, &mut stream, &buf).await?;
+        } else {
+            write_one_by_one(shared, first, &mut stream, &mut buf).await?;
+        }
+    }
+}
+
+async fn write(shared: &Shared, stream: &mut quinn::SendStream, buf: &[u8]) -> Result<(), SendError> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(buf).await?;
+    TransportMetrics::add(&shared.metrics.bytes_sent, buf.len() as u64);
+    Ok(())
+}
+
+/// Encodes `first` and everything else already queued into frames of about
+/// `frame-bytes-target`.
+fn encode_coalesced(shared: &Shared, first: Outgoing, rx: &mut mpsc::Receiver<Outgoing>, buf: &mut Vec<u8>) {
+    let target = shared.cfg.frame_bytes_target as usize;
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        match item {
+            Outgoing::Peers(book) => encode_frame(shared, &Frame::Peers(book), 0, buf),
+            Outgoing::Raft(msgs) => {
+                for m in msgs {
+                    batch_bytes += m.approximate_bytes();
+                    batch.push(m);
+                    if batch_bytes >= target {
+                        flush_batch(shared, &mut batch, buf);
+                        batch_bytes = 0;
+                    }
+                }
+            }
+        }
+        if buf.len() + batch_bytes < target * 4 {
+            next = rx.try_recv().ok();
+        }
+    }
+    flush_batch(shared, &mut batch, buf);
+}
+
+fn flush_batch(shared: &Shared, batch: &mut Vec<GroupMessage>, buf: &mut Vec<u8>) {
+    if batch.is_empty() {
+        return;
+    }
+    let msgs = std::mem::take(batch);
+    let n = msgs.len() as u64;
+    encode_frame(shared, &Frame::Raft(msgs), n, buf);
+}
+
+/// Encodes one frame carrying `msgs` messages; a frame over the limit is dropped and
+/// counted (raft retries with smaller appends, bounded by `max_msg_bytes`).
+fn encode_frame(shared: &Shared, frame: &Frame, msgs: u64, buf: &mut Vec<u8>) {
+    match frame.encode(buf, shared.cfg.frame_bytes_max) {
+        Ok(()) => {
+            TransportMetrics::add(&shared.metrics.frames_sent, 1);
+            TransportMetrics::add(&shared.metrics.messages_sent, msgs);
+        }
+        Err(e) => {
+            TransportMetrics::add(&shared.metrics.dropped_too_large, msgs);
+            tracing::warn!(error = %e, "frame dropped");
+        }
+    }
+}
+
+/// Without coalescing: one frame and one write per message.
+async fn write_one_by_one(
+    shared: &Shared,
+    first: Outgoing,
+    stream: &mut quinn::SendStream,
+    buf: &mut Vec<u8>,
+) -> Result<(), SendError> {
+    match first {
+        Outgoing::Peers(book) => {
+            encode_frame(shared, &Frame::Peers(book), 0, buf);
+            write(shared, stream, buf).await
+        }
+        Outgoing::Raft(msgs) => {
+            for m in msgs {
+                buf.clear();
+                encode_frame(shared, &Frame::Raft(vec![m]), 1, buf);
+                write(shared, stream, buf).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The snapshot task of `peer`: each snapshot on its own stream of the current connection.
+pub(crate) async fn run_snapshots(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut rx: mpsc::Receiver<GroupMessage>,
+    conn_rx: watch::Receiver<Option<quinn::Connection>>,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let conn = conn_rx.borrow().clone();
+        let Some(conn) = conn else {
+            TransportMetrics::add(&shared.metrics.dropped_disconnected, 1);
+            continue;
+        };
+        match send_snapshot(&shared, &conn, msg).await {
+            Ok(()) => TransportMetrics::add(&shared.metrics.snapshots_sent, 1),
+            Err(e) => {
+                TransportMetrics::add(&shared.metrics.dropped_disconnected, 1);
+                tracing::warn!(node = peer.id, error = %e, "snapshot not sent");
+            }
+        }
+    }
+}
+
+async fn send_snapshot(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    msg: GroupMessage,
+) -> Result<(), SendError> {
+    let mut stream = conn.open_uni().await?;
+    stream.set_priority(PRIORITY_SNAPSHOT)?;
+    let mut buf = Vec::new();
+    let hello = Frame::Hello { node_id: shared.node_id, addr: shared.addr };
+    encode_frame(shared, &hello, 0, &mut buf);
+    encode_frame(shared, &Frame::Raft(vec![msg]), 1, &mut buf);
+    write(shared, &mut stream, &buf).await?;
+    stream.finish()?;
+    Ok(())
+}
+
+/// Introduces this node to the node at `seed` until some known peer has that address: the
+/// seed learns us from the `Hello`, dials back, and we learn it.
+pub(crate) async fn introduce(shared: Arc<Shared>, seed: SocketAddr) {
+    let min = Duration::from_millis(shared.cfg.reconnect_min_ms);
+    let max = Duration::from_millis(shared.cfg.reconnect_max_ms);
+    let mut backoff = min;
+    let mut rng = SmallRng::seed_from_u64(shared.node_id ^ u64::from(seed.port()));
+    while !shared.is_shutdown() && !shared.knows_addr(seed) {
+        match say_hello(&shared, seed).await {
+            Ok(()) => tracing::debug!(%seed, "introduced to seed"),
+            Err(e) => tracing::debug!(%seed, error = %e, "seed not reachable"),
+        }
+        pause(&shared, &mut rng, backoff).await;
+        backoff = (backoff * 2).min(max);
+    }
+}
+
+async fn say_hello(shared: &Shared, seed: SocketAddr) -> Result<(), SendError> {
+    // The seed's id is not known yet: any certificate of the cluster CA will do.
+    let conn = connect(shared, seed, SERVER_NAME).await?;
+    let mut stream = conn.open_uni().await?;
+    let mut buf = Vec::new();
+    encode_frame(shared, &Frame::Hello { node_id: shared.node_id, addr: shared.addr }, 0, &mut buf);
+    encode_frame(shared, &Frame::Peers(shared.book()), 0, &mut buf);
+    write(shared, &mut stream, &buf).await?;
+    stream.finish()?;
+    // Let the peer read the stream before the connection goes away.
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.stopped()).await;
+    conn.close(0u32.into(), b"introduced");
+    shared.untrack(&conn);
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! SHELL. [`QuicTransport`]: the raftstore [`Transport`] over quinn.
+//!
+//! Per known peer node there is one outgoing QUIC connection (this node dials it; the
+//! peer's messages to us come on the connection it dials) and two tasks:
+//! - the *raft* task owns a long-lived uni stream and writes queued batches, coalescing
+//!   everything queued into frames of about `frame-bytes-target` (see `sender`);
+//! - the *snapshot* task sends each snapshot on its own lower-priority uni stream, so a
+//!   large snapshot never delays heartbeats.
+//!
+//! [`Transport::send`] runs on raft poller threads and never blocks: it `try_send`s into
+//! the peer's bounded queue and counts a drop when the queue is full or the peer has no
+//! known address (raft retries lost messages). Lost connections are redialed with
+//! exponential backoff; the [`Inbound`] hears `peer_down` so hibernated groups wake up.
+//!
+//! Discovery: every stream opens with a `Hello` (node id and cluster address) followed by
+//! the sender's address book (`Peers`); a node that learns a new peer re-broadcasts its
+//! book, so the cluster converges from any `join` address.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use raft::eraftpb::MessageType;
+use tokio::sync::{mpsc, watch};
+
+use super::config::ClusterConfig;
+use super::metrics::{TransportMetrics, TransportSnapshot};
+use super::tls::TlsConfigs;
+use super::{receiver, sender};
+use crate::group::{GroupMessage, MessageBody, NodeId};
+use crate::raftstore::Transport;
+
+/// Where received messages go.
+pub trait Inbound: Send + Sync {
+    /// Hands a message to the local store; false if it was dropped.
+    fn deliver(&self, msg: GroupMessage) -> bool;
+    /// The connection to `node` was lost (wake groups that may have lost their leader).
+    fn peer_down(&self, node: NodeId);
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind cluster address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The transport settings are invalid.
+    #[error("transport config: {0}")]
+    Config(String),
+}
+
+/// What the raft task of a peer sends.
+pub(crate) enum Outgoing {
+    /// Group messages of one poll round.
+    Raft(Vec<GroupMessage>),
+    /// The address book changed.
+    Peers(Vec<(NodeId, SocketAddr)>),
+}
+
+/// One known peer node.
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    addr: Mutex<SocketAddr>,
+    raft_tx: mpsc::Sender<Outgoing>,
+    snap_tx: mpsc::Sender<GroupMessage>,
+    pub(crate) connected: AtomicBool,
+}
+
+impl Peer {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        *self.addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A peer as shown by the admin endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerInfo {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its cluster address.
+    pub addr: SocketAddr,
+    /// Whether our outgoing connection to it is up.
+    pub connected: bool,
+}
+
+/// State shared by the transport handle and its tasks.
+pub(crate) struct Shared {
+    pub(crate) node_id: NodeId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) cfg: ClusterConfig,
+    pub(crate) endpoint: quinn::Endpoint,
+    /// Check that peers' certificates name the node they claim (mutual TLS).
+    pub(crate) check_names: bool,
+    pub(crate) metrics: TransportMetrics,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    inbound: RwLock<Option<Arc<dyn Inbound>>>,
+    /// Live connections (both directions), by `stable_id`, for UDP byte counts.
+    live: Mutex<HashMap<usize, quinn::Connection>>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    /// The address book, this node included.
+    pub(crate) fn book(&self) -> Vec<(NodeId, SocketAddr)> {
+        let mut book: Vec<_> = self.read_peers().values().map(|p| (p.id, p.addr())).collect();
+        book.push((self.node_id, self.addr));
+        book.sort_unstable();
+        book
+    }
+
+    fn read_peers(&self) -> std::sync::RwLockReadGuard<'_, HashMap<NodeId, Arc<Peer>>> {
+        self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether some known node listens on `addr`.
+    pub(crate) fn knows_addr(&self, addr: SocketAddr) -> bool {
+        self.read_peers().values().any(|p| p.addr() == addr)
+    }
+
+    /// Records that `node` listens at `addr` (`authoritative`: the node said so itself in
+    /// a `Hello`; gossip never overrides a known address). A new peer gets its tasks and
+    /// everyone hears of it.
+    pub(crate) fn learn(self: &Arc<Self>, node: NodeId, addr: SocketAddr, authoritative: bool) {
+        if node == self.node_id || node == 0 {
+            return;
+        }
+        if let Some(peer) = self.read_peers().get(&node) {
+            if !authoritative {
+                return;
+            }
+            let mut a = peer.addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *a != addr {
+                tracing::info!(node, old = %a, new = %addr, "peer address changed");
+                *a = addr;
+            }
+            return;
+        }
+        let (raft_tx, raft_rx) = mpsc::channel(self.cfg.send_queue_batches);
+        let (snap_tx, snap_rx) = mpsc::channel(self.cfg.snapshot_queue_len);
+        let peer = Arc::new(Peer {
+            id: node,
+            addr: Mutex::new(addr),
+            raft_tx,
+            snap_tx,
+            connected: AtomicBool::new(false),
+        });
+        {
+            let mut peers = self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if peers.contains_key(&node) {
+                return;
+            }
+            peers.insert(node, Arc::clone(&peer));
+        }
+        tracing::info!(node, %addr, "learned peer");
+        let (conn_tx, conn_rx) = watch::channel(None);
+        self.runtime.spawn(sender::run_raft(Arc::clone(self), Arc::clone(&peer), raft_rx, conn_tx));
+        self.runtime.spawn(sender::run_snapshots(Arc::clone(self), peer, snap_rx, conn_rx));
+        self.broadcast_book();
+    }
+
+    fn broadcast_book(&self) {
+        let book = self.book();
+        for peer in self.read_peers().values() {
+            // A full queue drops the update; the next connection sends the book anyway.
+            let _ = peer.raft_tx.try_send(Outgoing::Peers(book.clone()));
+        }
+    }
+
+    /// Hands a received message to the store.
+    pub(crate) fn deliver(&self, msg: GroupMessage) {
+        let inbound = self.inbound.read().ok().and_then(|i| i.clone());
+        let delivered = inbound.is_some_and(|i| i.deliver(msg));
+        if delivered {
+            TransportMetrics::add(&self.metrics.messages_received, 1);
+        } else {
+            TransportMetrics::add(&self.metrics.messages_undelivered, 1);
+        }
+    }
+
+    /// Reports a lost connection to `node`.
+    pub(crate) fn peer_down(&self, node: NodeId) {
+        let inbound = self.inbound.read().ok().and_then(|i| i.clone());
+        if let Some(i) = inbound {
+            i.peer_down(node);
+        }
+    }
+
+    /// Counts `conn`'s traffic from now on.
+    pub(crate) fn track(&self, conn: &quinn::Connection) {
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(conn.stable_id(), conn.clone());
+        }
+    }
+
+    /// `conn` is closed: folds its traffic into the counters.
+    pub(crate) fn untrack(&self, conn: &quinn::Connection) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&conn.stable_id());
+        }
+        TransportMetrics::add(&self.metrics.udp_bytes_sent, conn.stats().udp_tx.bytes);
+    }
+
+    fn live_udp_bytes(&self) -> u64 {
+        self.live.lock().map(|l| l.values().map(|c| c.stats().udp_tx.bytes).sum()).unwrap_or(0)
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Completes once `rx` reads `true` (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The cluster transport of one node.
+#[derive(Clone)]
+pub struct QuicTransport {
+    shared: Arc<Shared>,
+}
+
+fn transport_config(cfg: &ClusterConfig) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+    let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout())
+        .map_err(|e| TransportError::Config(e.to_string()))?;
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(cfg.keep_alive()))
+        .max_idle_timeout(Some(idle))
+        .max_concurrent_bidi_streams(0u32.into())
+        .max_concurrent_uni_streams(256u32.into())
+        .stream_receive_window((16u32 << 20).into())
+        .receive_window((64u32 << 20).into())
+        .send_window(64 << 20);
+    Ok(Arc::new(t))
+}
+
+impl QuicTransport {
+    /// Binds `cfg.listen` and starts accepting. Must be called inside a tokio runtime.
+    pub fn bind(cfg: &ClusterConfig, mut tls: TlsConfigs) -> Result<Self, TransportError> {
+        let transport = transport_config(cfg)?;
+        tls.server.transport_config(Arc::clone(&transport));
+        tls.client.transport_config(transport);
+        let mut endpoint = quinn::Endpoint::server(tls.server, cfg.listen)
+            .map_err(|source| TransportError::Bind { addr: cfg.listen, source })?;
+        endpoint.set_default_client_config(tls.client);
+        let local =
+            endpoint.local_addr().map_err(|source| TransportError::Bind { addr: cfg.listen, source })?;
+        let addr = cfg.advertise.unwrap_or(local);
+        let shared = Arc::new(Shared {
+            node_id: cfg.node_id,
+            addr,
+            cfg: cfg.clone(),
+            endpoint,
+            check_names: tls.mutual,
+            metrics: TransportMetrics::default(),
+            peers: RwLock::new(HashMap::new()),
+            inbound: RwLock::new(None),
+            live: Mutex::new(HashMap::new()),
+            shutdown: watch::channel(false).0,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        tokio::spawn(receiver::accept_loop(Arc::clone(&shared)));
+        Ok(Self { shared })
+    }
+
+    /// The address peers dial.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// Where received messages go from now on.
+    pub fn attach(&self, inbound: Arc<dyn Inbound>) {
+        if let Ok(mut i) = self.shared.inbound.write() {
+            *i = Some(inbound);
+        }
+    }
+
+    /// Adds a peer whose id and address are known.
+    pub fn add_peer(&self, node: NodeId, addr: SocketAddr) {
+        self.shared.learn(node, addr, true);
+    }
+
+    /// Introduces this node to the nodes at `seeds` (in the background, retrying until
+    /// each seed is known by id).
+    pub fn join(&self, seeds: &[SocketAddr]) {
+        for &seed in seeds.iter().filter(|s| **s != self.shared.addr) {
+            self.shared.runtime.spawn(sender::introduce(Arc::clone(&self.shared), seed));
+        }
+    }
+
+    /// Known peers, by id.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut peers: Vec<PeerInfo> = self
+            .shared
+            .read_peers()
+            .values()
+            .map(|p| PeerInfo {
+                node_id: p.id,
+                addr: p.addr(),
+                connected: p.connected.load(Ordering::Relaxed),
+            })
+            .collect();
+        peers.sort_unstable_by_key(|p| p.node_id);
+        peers
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> TransportSnapshot {
+        let mut m = self.shared.metrics.snapshot();
+        m.udp_bytes_sent += self.shared.live_udp_bytes();
+        m
+    }
+
+    /// Stops every task and closes the endpoint.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        self.shared.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    /// Waits until every connection is closed (after [`Self::shutdown`]), at most `limit`.
+    pub async fn closed(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+fn is_snapshot(msg: &GroupMessage) -> bool {
+    matches!(&msg.body, MessageBody::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot)
+}
+
+impl Transport for QuicTransport {
+    fn send(&self, to: NodeId, mut msgs: Vec<GroupMessage>) {
+        let metrics = &self.shared.metrics;
+        let peer = self.shared.read_peers().get(&to).cloned();
+        let Some(peer) = peer else {
+            TransportMetrics::add(&metrics.dropped_no_route, msgs.len() as u64);
+            return;
+        };
+        if msgs.iter().any(is_snapshot) {
+            let (snaps, rest): (Vec<_>, Vec<_>) = msgs.into_iter().partition(is_snapshot);
+            for snap in snaps {
+                if peer.snap_tx.try_send(snap).is_err() {
+                    TransportMetrics::add(&metrics.dropped_queue_full, 1);
+                }
+            }
+            msgs = rest;
+        }
+        if msgs.is_empty() {
+            return;
+        }
+        let n = msgs.len() as u64;
+        if peer.raft_tx.try_send(Outgoing::Raft(msgs)).is_err() {
+            TransportMetrics::add(&metrics.dropped_queue_full, n);
+        }
+    }
+}

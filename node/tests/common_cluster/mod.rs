@@ -1,0 +1,184 @@
+//! Real `flotilla` cluster nodes on loopback for tests: spawn, kill -9, restart, and the
+//! admin API calls the tests need. Every spawned process is killed (by its pid, through
+//! its `Child`) when its `ProcNode` is dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hyper::Method;
+use node::admin::NodeInfo;
+use node::admin::client::{ClientError, call};
+use node::admin::types::{CreateGroups, Created, GroupInfo, GroupList, NewGroup};
+use node::group::{GroupId, NodeId};
+
+/// Generous: the machine is shared and loaded.
+pub const WAIT: Duration = Duration::from_secs(180);
+/// Per admin call.
+pub const CALL: Duration = Duration::from_secs(30);
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("flotilla-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("udp port")
+}
+
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("tcp port")
+}
+
+/// One `flotilla` process (or its data, while stopped).
+pub struct ProcNode {
+    pub id: NodeId,
+    pub cluster: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub join: Vec<SocketAddr>,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ProcNode {
+    pub fn new(id: NodeId, root: &std::path::Path, join: Vec<SocketAddr>, extra: Vec<String>) -> Self {
+        Self {
+            id,
+            cluster: free_udp(),
+            admin: free_tcp(),
+            dir: root.join(format!("node-{id}")),
+            join,
+            extra,
+            child: None,
+        }
+    }
+
+    /// Starts the process (stderr goes to `dir/../node-N.log`).
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node {} already runs", self.id);
+        std::fs::create_dir_all(&self.dir).expect("node dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        cmd.arg("--node-id")
+            .arg(self.id.to_string())
+            .arg("--cluster-listen")
+            .arg(self.cluster.to_string())
+            .arg("--admin-listen")
+            .arg(self.admin.to_string())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--log")
+            .arg("warn");
+        if !self.join.is_empty() {
+            let join: Vec<String> = self.join.iter().map(ToString::to_string).collect();
+            cmd.arg("--join").arg(join.join(","));
+        }
+        cmd.args(&self.extra);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).env_remove("RUST_LOG");
+        self.child = Some(cmd.spawn().expect("spawn flotilla"));
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub async fn info(&self) -> Result<NodeInfo, ClientError> {
+        call::<(), NodeInfo>(self.admin, Method::GET, "/v1/nodes", None, CALL).await
+    }
+
+    pub async fn groups(&self) -> Result<Vec<GroupInfo>, ClientError> {
+        Ok(call::<(), GroupList>(self.admin, Method::GET, "/v1/groups", None, CALL).await?.groups)
+    }
+
+    pub async fn group(&self, g: GroupId) -> Result<GroupInfo, ClientError> {
+        call::<(), GroupInfo>(self.admin, Method::GET, &format!("/v1/groups/{g}"), None, CALL).await
+    }
+
+    /// Waits until the admin endpoint answers and `peers` peers are connected.
+    pub async fn wait_ready(&self, peers: usize) {
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Ok(info) = self.info().await
+                && info.peers.iter().filter(|p| p.connected).count() >= peers
+            {
+                return;
+            }
+            assert!(start.elapsed() < WAIT, "node {} not ready", self.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Bootstraps this node's replicas of `groups` with `voters`.
+    pub async fn create_groups(&self, groups: &[GroupId], voters: &[NodeId]) -> usize {
+        let req = CreateGroups {
+            groups: groups
+                .iter()
+                .map(|&id| NewGroup { id, start: String::new(), end: String::new(), voters: voters.to_vec() })
+                .collect(),
+        };
+        let created: Created =
+            call(self.admin, Method::POST, "/v1/groups", Some(&req), CALL).await.expect("create groups");
+        created.created
+    }
+}
+
+impl Drop for ProcNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Admin endpoints by node, for a `ClusterClient`.
+pub fn admin_map<'a>(nodes: impl IntoIterator<Item = &'a ProcNode>) -> BTreeMap<NodeId, SocketAddr> {
+    nodes.into_iter().map(|n| (n.id, n.admin)).collect()
+}
+
+/// Per group, its replicas' `(node, info)`.
+pub async fn replicas(nodes: &[&ProcNode]) -> BTreeMap<GroupId, Vec<(NodeId, GroupInfo)>> {
+    let mut all: BTreeMap<GroupId, Vec<(NodeId, GroupInfo)>> = BTreeMap::new();
+    for n in nodes {
+        if let Ok(groups) = n.groups().await {
+            for g in groups {
+                all.entry(g.range.id).or_default().push((n.id, g));
+            }
+        }
+    }
+    all
+}
