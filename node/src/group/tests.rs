@@ -214,3 +214,32 @@ fn requested_checkpoint_compacts_an_idle_log() {
     assert_eq!(raft::Storage::first_index(p.storage()).expect("first"), applied + 1);
     assert!(!p.has_ready());
 }
+
+/// A snapshot whose data does not decode (a corrupt or hostile peer) is refused with an
+/// error before raft accepts it: no panic, and the replica keeps its state.
+#[test]
+fn undecodable_snapshot_is_refused_before_raft_sees_it() {
+    let d = desc();
+    let mut net = Net::new(&d);
+    net.elect(1);
+    let applied_before = net.peer(2).status().applied;
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    m.from = 1;
+    m.to = 2;
+    m.term = net.peer(1).status().term;
+    let mut snap = raft::eraftpb::Snapshot::default();
+    snap.mut_metadata().index = applied_before + 100;
+    snap.mut_metadata().term = m.term;
+    snap.mut_metadata().mut_conf_state().voters = d.voters.clone();
+    snap.data = vec![0xff, 1, 2, 3].into();
+    m.set_snapshot(snap);
+    let msg = GroupMessage { group_id: d.id, from: 1, to: 2, body: MessageBody::Raft(m) };
+    assert!(matches!(net.peer(2).step(msg), Err(GroupError::Codec(_))));
+    while let Some(task) = net.peer(2).ready() {
+        let n = task.ready_number;
+        net.peer(2).log_mut().apply(&task);
+        net.peer(2).on_persisted(n);
+    }
+    assert_eq!(net.peer(2).status().applied, applied_before);
+}

@@ -34,11 +34,13 @@ impl GroupFsm {
     /// Feeds one mailbox message to the peer.
     pub(crate) fn handle(&mut self, msg: PeerMsg, now: Instant, metrics: &StoreMetrics) {
         match msg {
-            PeerMsg::Raft(m) => {
-                if let Err(e) = self.peer.step(*m) {
-                    tracing::debug!(group = self.peer.group_id(), error = %e, "raft refused a message");
+            PeerMsg::Raft(m) => match self.peer.step(*m) {
+                Ok(()) => {}
+                Err(e @ crate::group::GroupError::Codec(_)) => {
+                    tracing::warn!(group = self.peer.group_id(), error = %e, "dropped an undecodable snapshot");
                 }
-            }
+                Err(e) => tracing::debug!(group = self.peer.group_id(), error = %e, "raft refused a message"),
+            },
             PeerMsg::Propose { mut req, reply } => {
                 let caller = req.request_id;
                 req.request_id = self.track(caller, reply.clone());

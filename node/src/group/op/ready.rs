@@ -68,7 +68,8 @@ impl<L: LogStore> GroupPeer<L> {
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             if let Err(e) = self.raw.mut_store().apply_snapshot(&snap) {
-                panic!("group {}: snapshot from the leader does not decode: {e}", self.group_id);
+                // `step` refuses snapshots that do not decode before raft sees them.
+                unreachable!("group {}: snapshot accepted by raft does not decode: {e}", self.group_id);
             }
             self.settle_proposals_for_snapshot(snap.get_metadata().index);
             task.hard_state = Some(self.raw.raft.hard_state());

@@ -11,6 +11,7 @@ use crate::group::event::PeerEvent;
 use crate::group::message::{GroupMessage, MessageBody};
 use crate::group::peer::GroupPeer;
 use crate::group::range::NodeId;
+use crate::group::snapshot::decode_snapshot_data;
 use crate::group::storage::LogStore;
 
 impl<L: LogStore> GroupPeer<L> {
@@ -28,6 +29,12 @@ impl<L: LogStore> GroupPeer<L> {
                     let conf_ver = self.desc().epoch.conf_ver;
                     self.send(from, MessageBody::Destroy { conf_ver });
                     return Ok(());
+                }
+                if m.get_msg_type() == MessageType::MsgSnapshot && !m.get_snapshot().is_empty() {
+                    // Refused before raft sees it: once raft accepts a snapshot, the state
+                    // machine must install it, so a snapshot that does not decode (a
+                    // corrupt or hostile peer) is dropped here, and the leader retries.
+                    decode_snapshot_data(&m.get_snapshot().data)?;
                 }
                 if self.is_hibernated() && !self.is_stale_heartbeat(&m) {
                     self.wake();
