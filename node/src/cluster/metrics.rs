@@ -32,6 +32,8 @@ counters! {
     messages_sent,
     /// Frames written.
     frames_sent,
+    /// Frames of raft messages written (the rest are hellos and address books).
+    raft_frames_sent,
     /// Bytes written to streams, length prefixes included.
     bytes_sent,
     /// Group messages read and handed to the store.

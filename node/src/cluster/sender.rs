@@ -203,6 +203,9 @@ fn encode_frame(shared: &Shared, frame: &Frame, msgs: u64, buf: &mut Vec<u8>) {
     match frame.encode(buf, shared.cfg.frame_bytes_max) {
         Ok(()) => {
             TransportMetrics::add(&shared.metrics.frames_sent, 1);
+            if matches!(frame, Frame::Raft(_)) {
+                TransportMetrics::add(&shared.metrics.raft_frames_sent, 1);
+            }
             TransportMetrics::add(&shared.metrics.messages_sent, msgs);
         }
         Err(e) => {
