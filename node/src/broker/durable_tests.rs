@@ -469,3 +469,48 @@ fn a_retained_message_that_is_also_queued_is_stored_once() {
         assert!(out.iter().any(|p| matches!(p, Packet::Publish(p) if p.retain && p.payload[..] == BIG[..])));
     }
 }
+
+/// Found by the jepsen disk-full nemesis: once the journal failed, a QoS 2 release that
+/// cannot be recorded must not be answered with PUBREL (after a restart the message would be
+/// sent again and delivered twice), nor an inbound release with PUBCOMP (a reused packet id
+/// would look like a retransmission and its new message be dropped). The connection closes;
+/// the flows stay where the disk has them.
+#[test]
+fn a_failed_journal_closes_qos2_flows_it_cannot_record_instead_of_completing_them() {
+    use super::Transmit;
+    let now = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(now);
+    let sub = connect(&mut b, now, &mut disk, "sub", persistent);
+    b.handle_packet(now, sub, subscribe("t", QoS::ExactlyOnce));
+    let publisher = connect(&mut b, now, &mut disk, "pub", persistent);
+    sync(&mut b, &mut disk);
+    drain(&mut b, now, sub);
+    drain(&mut b, now, publisher);
+    b.handle_packet(now, publisher, publish("t", QoS::ExactlyOnce, 7, b"once"));
+    sync(&mut b, &mut disk);
+    let out = drain(&mut b, now, publisher);
+    assert!(
+        matches!(out.as_slice(), [Packet::PubRec(r)] if r.packet_id == 7 && r.reason_code == 0),
+        "{out:?}"
+    );
+    // The packet id of a journaled QoS 2 delivery is recorded before the first send.
+    assert!(drain(&mut b, now, sub).is_empty());
+    sync(&mut b, &mut disk);
+    let got = drain(&mut b, now, sub);
+    let Some(Packet::Publish(p)) = got.iter().find(|p| matches!(p, Packet::Publish(_))) else {
+        panic!("no delivery: {got:?}")
+    };
+    let pid = p.packet_id;
+    b.journal_failed(now, true);
+    // Outbound: the subscriber's PUBREC cannot be recorded as a release.
+    b.handle_packet(now, sub, Packet::PubRec(PubResp::new(pid)));
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, sub, 100, &mut out), Transmit::Close);
+    assert!(!out.iter().any(|p| matches!(p, Packet::PubRel(_))), "PUBREL without a durable release: {out:?}");
+    // Inbound: the publisher's PUBREL cannot be recorded as the end of its flow.
+    b.handle_packet(now, publisher, Packet::PubRel(PubResp::new(7)));
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, publisher, 100, &mut out), Transmit::Close);
+    assert!(!out.iter().any(|p| matches!(p, Packet::PubComp(_))), "PUBCOMP without a durable end: {out:?}");
+}

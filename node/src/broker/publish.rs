@@ -365,7 +365,6 @@ impl Broker {
     }
 
     pub(super) fn handle_pubrec(&mut self, now: Instant, conn: ConnId, r: PubResp) {
-        let _ = now;
         let pid = r.packet_id;
         let Some(s) = self.session_of(conn) else {
             return;
@@ -378,11 +377,16 @@ impl Broker {
                 self.finish_delivery(conn, done.map(|f| f.delivery));
             }
             Some(i) => {
-                s.inflight[i].state = OutState::Released;
                 let record = match (s.journaled, s.inflight[i].delivery.msg_id) {
                     (true, Some(id)) => Some(Record::Released { client_id: s.client_id.clone(), id }),
                     _ => None,
                 };
+                if record.is_some() && self.close_for_failed_journal(now, conn) {
+                    return;
+                }
+                if let Some(s) = self.session_of(conn) {
+                    s.inflight[i].state = OutState::Released;
+                }
                 if let Some(r) = record {
                     self.emit(r);
                 }
@@ -413,7 +417,11 @@ impl Broker {
     }
 
     pub(super) fn handle_pubrel(&mut self, now: Instant, conn: ConnId, pid: u16) {
-        let _ = now;
+        if self.session_of(conn).is_some_and(|s| s.journaled && s.qos2_in.contains(&pid))
+            && self.close_for_failed_journal(now, conn)
+        {
+            return;
+        }
         let mut record = None;
         let known = self.session_of(conn).is_some_and(|s| {
             let removed = s.qos2_in.remove(&pid);
@@ -428,6 +436,21 @@ impl Broker {
         }
         let code = if known { reason::SUCCESS } else { reason::PACKET_IDENTIFIER_NOT_FOUND };
         self.send(conn, Packet::PubComp(PubResp::with_reason(pid, code)));
+    }
+
+    /// With the journal failed, a QoS 2 step whose record cannot be written is not
+    /// answered: a PUBREL without a durable release lets the message be delivered again
+    /// after a restart, and a PUBCOMP without a durable removal makes a reused packet id
+    /// look like a retransmission (the new message would be dropped). The connection is
+    /// closed instead (5.0: DISCONNECT with the failure's code); on reconnect the flow
+    /// resumes from its durable state. True if it closed.
+    fn close_for_failed_journal(&mut self, now: Instant, conn: ConnId) -> bool {
+        let Some(code) = self.journal_failure() else {
+            return false;
+        };
+        self.send_disconnect(conn, code, "journal write failed");
+        self.close_now(now, conn, Some(true));
+        true
     }
 
     fn session_of(&mut self, conn: ConnId) -> Option<&mut super::session::Session> {
