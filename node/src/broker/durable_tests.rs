@@ -514,3 +514,28 @@ fn a_failed_journal_closes_qos2_flows_it_cannot_record_instead_of_completing_the
     assert_eq!(b.poll_transmit(now, publisher, 100, &mut out), Transmit::Close);
     assert!(!out.iter().any(|p| matches!(p, Packet::PubComp(_))), "PUBCOMP without a durable end: {out:?}");
 }
+
+/// Also found by the disk-full nemesis: a QoS 2 delivery queued for a journaled session is
+/// not sent once its packet id can no longer be recorded (a restart would resend it under a
+/// new id, and the client would take it as a new message).
+#[test]
+fn a_failed_journal_holds_back_qos2_deliveries_whose_packet_id_cannot_be_recorded() {
+    let now = Instant::now();
+    let mut disk = Vec::new();
+    let mut b = broker(now);
+    let sub = connect(&mut b, now, &mut disk, "sub", persistent);
+    b.handle_packet(now, sub, subscribe("t", QoS::ExactlyOnce));
+    let publisher = connect(&mut b, now, &mut disk, "pub", persistent);
+    sync(&mut b, &mut disk);
+    drain(&mut b, now, sub);
+    b.handle_packet(now, publisher, publish("t", QoS::ExactlyOnce, 7, b"once"));
+    sync(&mut b, &mut disk);
+    b.journal_failed(now, true);
+    // Twice: a packet queued while pulling goes out with the next pull.
+    let mut got = drain(&mut b, now, sub);
+    got.extend(drain(&mut b, now, sub));
+    assert!(
+        !got.iter().any(|p| matches!(p, Packet::Publish(_))),
+        "sent with an unrecorded packet id: {got:?}"
+    );
+}

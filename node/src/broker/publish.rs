@@ -259,6 +259,7 @@ impl Broker {
         budget: usize,
         out: &mut Vec<Packet>,
     ) {
+        let journal_failed = self.journal_failure().is_some();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -276,6 +277,11 @@ impl Broker {
                 break;
             };
             if front.qos != QoS::AtMostOnce && s.inflight.len() >= window {
+                break;
+            }
+            if journaled && journal_failed && front.qos == QoS::ExactlyOnce {
+                // Its packet id can no longer be recorded before the first send: sent now,
+                // a restart would send it again under a new id (a duplicate). It waits.
                 break;
             }
             let d = s.pop_pending().expect("front exists");
