@@ -7,7 +7,14 @@
 //! the stream. A *lean* connection (the many idle vehicles of a scenario) reads in small
 //! chunks and frees its buffers whenever they are empty, so an idle connection holds only
 //! its socket.
+//!
+//! With TLS ([`ConnectOpts::tls`]) a boxed rustls `ClientConnection` sits between the buffers
+//! and the socket (sans-IO: this module moves the bytes): `try_fill` reads TLS records,
+//! decrypts them into the read buffer and sends whatever the TLS session must answer;
+//! `try_flush` encrypts the write buffer and writes the records. A connection without TLS
+//! pays one pointer and one branch per call for this.
 
+use std::io::{IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -17,7 +24,10 @@ use node::mqtt::codec::{decode, encode};
 use node::mqtt::error::DecodeError;
 use node::mqtt::packet::{ConnAck, Connect, Disconnect, Packet, Protocol};
 use node::mqtt::properties::Properties;
+use rustls::{CertificateError, ClientConnection};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::tls::TlsConnector;
 
 /// Largest packet accepted from the broker.
 const MAX_PACKET: usize = 16 * 1024 * 1024;
@@ -46,6 +56,8 @@ pub struct ConnectOpts {
     pub session_expiry_secs: u32,
     /// Whether this connection is one of many mostly idle ones (see the module docs).
     pub lean: bool,
+    /// TLS to the broker, if any.
+    pub tls: Option<TlsConnector>,
 }
 
 /// Why a client operation failed.
@@ -72,6 +84,9 @@ pub enum ClientError {
     /// The broker sent a packet that makes no sense here.
     #[error("unexpected packet from the broker: {0}")]
     Unexpected(&'static str),
+    /// The TLS session failed (handshake, certificate, record).
+    #[error("TLS error: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 impl ClientError {
@@ -88,6 +103,16 @@ impl ClientError {
             Self::Disconnected(_) => "disconnected_by_broker",
             Self::Decode(_) => "decode",
             Self::Unexpected(_) => "unexpected_packet",
+            Self::Tls(rustls::Error::InvalidCertificate(e)) => match e {
+                CertificateError::UnknownIssuer => "tls_unknown_ca",
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    "tls_name_mismatch"
+                }
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => "tls_cert_expired",
+                _ => "tls_bad_certificate",
+            },
+            Self::Tls(rustls::Error::AlertReceived(_)) => "tls_alert_from_broker",
+            Self::Tls(_) => "tls",
         }
     }
 }
@@ -100,6 +125,60 @@ pub struct Conn {
     wbuf: BytesMut,
     protocol: Protocol,
     lean: bool,
+    /// Boxed: a TLS session is several KB, and most connections have none.
+    tls: Option<Box<TlsState>>,
+}
+
+/// A connection's TLS session and the records encrypted but not taken by the socket yet.
+#[derive(Debug)]
+struct TlsState {
+    session: ClientConnection,
+    out: BytesMut,
+}
+
+/// The socket as blocking-style IO for rustls: `WouldBlock` when it is not ready.
+struct SocketRead<'a>(&'a TcpStream);
+
+impl Read for SocketRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+/// Where rustls writes records: straight to the socket (vectored, no copy) while it takes
+/// them, else appended to `out`, so the bytes not yet written are always counted.
+struct SocketOrSpill<'a> {
+    stream: &'a TcpStream,
+    out: &'a mut BytesMut,
+}
+
+impl Write for SocketOrSpill<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        if self.out.is_empty() {
+            match self.stream.try_write_vectored(bufs) {
+                Ok(0) if bufs.iter().any(|b| !b.is_empty()) => {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut n = 0;
+        for b in bufs {
+            self.out.extend_from_slice(b);
+            n += b.len();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Conn {
@@ -131,7 +210,11 @@ impl Conn {
             wbuf: BytesMut::new(),
             protocol: opts.protocol,
             lean: opts.lean,
+            tls: None,
         };
+        if let Some(tls) = &opts.tls {
+            conn.tls = Some(Box::new(TlsState { session: tls.start()?, out: BytesMut::new() }));
+        }
         let properties = if opts.protocol.is_v5() {
             Properties {
                 session_expiry_interval: (opts.session_expiry_secs > 0).then_some(opts.session_expiry_secs),
@@ -167,13 +250,20 @@ impl Conn {
         encode(packet, self.protocol, &mut self.wbuf);
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written: the write buffer, and with TLS the records the socket has
+    /// not taken yet (plus one while the TLS session holds output, e.g. a handshake reply).
     pub fn write_backlog(&self) -> usize {
-        self.wbuf.len()
+        match &self.tls {
+            None => self.wbuf.len(),
+            Some(t) => self.wbuf.len() + t.out.len() + usize::from(t.session.wants_write()),
+        }
     }
 
     /// Writes as much of the write buffer as the socket takes now.
     pub fn try_flush(&mut self) -> Result<(), ClientError> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return tls.flush(&self.stream, &mut self.wbuf);
+        }
         while !self.wbuf.is_empty() {
             match self.stream.try_write(&self.wbuf) {
                 Ok(0) => return Err(ClientError::Closed),
@@ -185,13 +275,22 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes the whole write buffer.
+    /// Writes the whole write buffer (with TLS: completing the handshake first).
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        while !self.wbuf.is_empty() {
-            self.stream.writable().await?;
+        loop {
             self.try_flush()?;
+            if self.write_backlog() == 0 {
+                return Ok(());
+            }
+            match &self.tls {
+                // Handshaking and everything sent: the server's turn.
+                Some(t) if t.session.is_handshaking() && t.out.is_empty() && !t.session.wants_write() => {
+                    self.stream.readable().await?;
+                    self.try_fill()?;
+                }
+                _ => self.stream.writable().await?,
+            }
         }
-        Ok(())
     }
 
     /// Waits until the socket may have bytes to read.
@@ -208,6 +307,9 @@ impl Conn {
     /// stream.
     pub fn try_fill(&mut self) -> Result<bool, ClientError> {
         let chunk = if self.lean { LEAN_CHUNK } else { BUSY_CHUNK };
+        if let Some(tls) = self.tls.as_deref_mut() {
+            return tls.fill(&self.stream, &mut self.rbuf, &mut self.wbuf, chunk);
+        }
         if self.rbuf.capacity() - self.rbuf.len() < chunk / 2 {
             self.rbuf.reserve(chunk);
         }
@@ -244,18 +346,121 @@ impl Conn {
             if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
                 self.wbuf = BytesMut::new();
             }
+            if let Some(t) = self.tls.as_deref_mut()
+                && t.out.is_empty()
+                && t.out.capacity() > 0
+            {
+                t.out = BytesMut::new();
+            }
         }
     }
 
-    /// Sends DISCONNECT (bounded by `timeout`) and closes.
+    /// Sends DISCONNECT (and with TLS a close_notify alert; bounded by `timeout`) and closes.
     pub async fn disconnect(mut self, timeout: Duration) {
         self.queue(&Packet::Disconnect(Disconnect::default()));
-        let _ = tokio::time::timeout(timeout, self.flush()).await;
+        let _ = tokio::time::timeout(timeout, async {
+            self.flush().await?;
+            if let Some(t) = self.tls.as_deref_mut() {
+                t.session.send_close_notify();
+                self.flush().await?;
+            }
+            Ok::<(), ClientError>(())
+        })
+        .await;
     }
 
     /// Closes with a TCP reset and no DISCONNECT, as a network failure would.
     pub fn abort(self) {
         let _ = self.stream.set_zero_linger();
+    }
+}
+
+impl TlsState {
+    /// Reads TLS records the socket has now (about `budget` bytes at most: rustls reads 4 KB
+    /// at a time), decrypts them into `rbuf` and sends what the session must answer
+    /// (handshake messages, alerts); once the handshake is done this also sends `wbuf`. As
+    /// [`Conn::try_fill`].
+    fn fill(
+        &mut self,
+        stream: &TcpStream,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+        budget: usize,
+    ) -> Result<bool, ClientError> {
+        let mut read = 0;
+        while read < budget {
+            match self.session.read_tls(&mut SocketRead(stream)) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => read += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+            let state = match self.session.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    // Tell the broker why (rustls queued an alert); the error is what counts.
+                    let _ = self.flush(stream, &mut BytesMut::new());
+                    return Err(e.into());
+                }
+            };
+            self.read_plaintext(state.plaintext_bytes_to_read(), rbuf)?;
+        }
+        if read == 0 {
+            return Ok(false);
+        }
+        self.flush(stream, wbuf)?;
+        Ok(true)
+    }
+
+    /// Appends the `n` decrypted bytes the session holds to `rbuf`.
+    fn read_plaintext(&mut self, n: usize, rbuf: &mut BytesMut) -> Result<(), ClientError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let start = rbuf.len();
+        rbuf.resize(start + n, 0);
+        let mut filled = start;
+        while filled < start + n {
+            match self.session.reader().read(&mut rbuf[filled..]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    rbuf.truncate(filled);
+                    return Err(e.into());
+                }
+            }
+        }
+        rbuf.truncate(filled);
+        Ok(())
+    }
+
+    /// Writes pending records, then encrypts `wbuf` (once the handshake is done) and writes
+    /// those, as far as the socket takes them now; records it does not take wait in `out`.
+    /// As [`Conn::try_flush`].
+    fn flush(&mut self, stream: &TcpStream, wbuf: &mut BytesMut) -> Result<(), ClientError> {
+        loop {
+            while !self.out.is_empty() {
+                match stream.try_write(&self.out) {
+                    Ok(0) => return Err(ClientError::Closed),
+                    Ok(n) => self.out.advance(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if self.session.wants_write() {
+                self.session.write_tls(&mut SocketOrSpill { stream, out: &mut self.out })?;
+                continue;
+            }
+            if wbuf.is_empty() || self.session.is_handshaking() {
+                return Ok(());
+            }
+            let n = self.session.writer().write(wbuf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            wbuf.advance(n);
+        }
     }
 }
 
@@ -269,5 +474,15 @@ mod tests {
         assert_eq!(refused.kind(), "refused");
         assert_eq!(ClientError::Refused(0x87).kind(), "connack_refused");
         assert_eq!(ClientError::Timeout.kind(), "timeout");
+        let unknown_ca = ClientError::Tls(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert_eq!(unknown_ca.kind(), "tls_unknown_ca");
+    }
+
+    /// Thousands of idle connections per worker: TLS must cost a plain one only a pointer.
+    #[test]
+    fn tls_state_is_boxed() {
+        assert_eq!(size_of::<Option<Box<TlsState>>>(), size_of::<usize>());
+        // 112 bytes before TLS support, plus the pointer.
+        assert!(size_of::<Conn>() <= 120, "Conn is {} bytes", size_of::<Conn>());
     }
 }

@@ -16,6 +16,7 @@
 //!   [`suite`]: the goal scenarios against Flotilla and Mosquitto, written to BENCHMARKS.md.
 //! - [`brokers`] SHELL: local Flotilla and Mosquitto processes for the suite.
 //! - [`clock`] SHELL: the harness clock shared by worker processes.
+//! - [`tls`]: TLS settings sent to workers and the rustls client configuration (ring).
 #![deny(missing_docs)]
 
 pub mod brokers;
@@ -31,4 +32,5 @@ pub mod scenario;
 pub mod stamp;
 pub mod stats;
 pub mod suite;
+pub mod tls;
 pub mod worker;

@@ -482,8 +482,9 @@ mod tests {
             op_timeout_ms: 1,
             step_timeout_ms: 1,
             groups: vec![],
+            tls: None,
         };
-        let task = run(Ctx::new(spec, tx), 0, 0);
+        let task = run(Ctx::new(spec, None, tx), 0, 0);
         assert!(size_of_val(&task) <= 3072, "member task is {} bytes", size_of_val(&task));
         assert!(size_of::<Actor>() <= 320, "Actor is {} bytes", size_of::<Actor>());
     }

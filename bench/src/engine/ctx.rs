@@ -22,6 +22,7 @@ use super::proto::{
 use crate::client::ConnectOpts;
 use crate::stamp::Stamp;
 use crate::stats::{Latency, Seen, Tracker};
+use crate::tls::TlsConnector;
 
 /// What every member task watches. `epoch` changes whenever members have new work in their
 /// `todo` cells; `traffic` and `shutdown` are read directly.
@@ -239,7 +240,8 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// Builds the state for `spec`.
-    pub(crate) fn new(spec: WorkerSpec, events: mpsc::Sender<Event>) -> Rc<Self> {
+    /// `tls` is built from `spec.tls` once per worker and shared by every connection.
+    pub(crate) fn new(spec: WorkerSpec, tls: Option<TlsConnector>, events: mpsc::Sender<Event>) -> Rc<Self> {
         let protocol = spec.protocol.protocol();
         let groups = spec
             .groups
@@ -253,6 +255,7 @@ impl Ctx {
                     timeout: Duration::from_millis(spec.op_timeout_ms),
                     session_expiry_secs: g.session_expiry_secs,
                     lean: g.lean,
+                    tls: tls.clone(),
                 },
                 members: (0..g.count)
                     .map(|_| Member {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::clock;
+use crate::tls::TlsConnector;
 use ctx::{Ctx, Status, Todo};
 use proto::{
     Command, Done, Event, GROUP_MEMBERS_MAX, PhaseStats, Step, TrafficStats, TrafficWindow, WorkerSpec,
@@ -75,7 +76,14 @@ pub async fn run(spec: WorkerSpec, mut commands: mpsc::Receiver<Command>, events
         let _ = events.send(Event::Failed(e.to_string())).await;
         return;
     }
-    let ctx = Ctx::new(spec, events.clone());
+    let tls = match spec.tls.as_ref().map(TlsConnector::new).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            let _ = events.send(Event::Failed(e.to_string())).await;
+            return;
+        }
+    };
+    let ctx = Ctx::new(spec, tls, events.clone());
     let progress = tokio::task::spawn_local(progress_loop(ctx.clone()));
     let mut purge = false;
     while let Some(cmd) = commands.recv().await {

@@ -13,6 +13,7 @@ use node::mqtt::packet::Protocol;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::{LatencyWire, SeqSetWire, StreamKey};
+use crate::tls::TlsSpec;
 
 /// Bits of the global index that hold the group-relative index `k`.
 pub const GROUP_SHIFT: u32 = 26;
@@ -72,6 +73,9 @@ pub struct WorkerSpec {
     pub step_timeout_ms: u64,
     /// Client groups.
     pub groups: Vec<GroupSpec>,
+    /// TLS to the broker; `None`: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 /// This worker's members of one client group.

@@ -3,6 +3,7 @@
 //! by the workers.
 
 use crate::engine::proto::{GroupSpec, PubSpec, SubSpec, WorkerSpec};
+use crate::tls::TlsSpec;
 
 use super::opts::RunOpts;
 
@@ -53,7 +54,13 @@ pub fn share(total: u64, workers: u32, w: u32) -> (u64, u64) {
 }
 
 /// One spec per worker.
-pub fn specs(opts: &RunOpts, run_id: &str, groups: &[GroupPlan], workers: u32) -> Vec<WorkerSpec> {
+pub fn specs(
+    opts: &RunOpts,
+    run_id: &str,
+    groups: &[GroupPlan],
+    workers: u32,
+    tls: Option<&TlsSpec>,
+) -> Vec<WorkerSpec> {
     let conns: u64 = groups.iter().map(|g| g.total).sum();
     let sources = opts.sources(conns);
     (0..workers.max(1))
@@ -68,6 +75,7 @@ pub fn specs(opts: &RunOpts, run_id: &str, groups: &[GroupPlan], workers: u32) -
             connect_concurrency: opts.connect_concurrency,
             op_timeout_ms: opts.op_timeout.ms(),
             step_timeout_ms: opts.step_timeout.ms(),
+            tls: tls.cloned(),
             groups: groups
                 .iter()
                 .enumerate()
@@ -114,7 +122,7 @@ mod tests {
     fn specs_split_groups_and_rates() {
         let opts = RunOpts { connect_rate: 1000.0, ..RunOpts::default() };
         let groups = [GroupPlan::new("vehicles", "v", 10), GroupPlan::new("backends", "b", 3)];
-        let specs = specs(&opts, "r1", &groups, 2);
+        let specs = specs(&opts, "r1", &groups, 2, None);
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[1].groups[0].offset, 5);
         assert_eq!(specs[0].groups[1].count + specs[1].groups[1].count, 3);

@@ -138,6 +138,10 @@ pub fn base_params(opts: &RunOpts) -> BTreeMap<String, String> {
     p.insert("payload".into(), opts.payload.to_string());
     let mode = if opts.max { format!("closed loop, window {}", opts.window) } else { "open loop".into() };
     p.insert("load".into(), mode);
+    if opts.tls {
+        let tls = if opts.tls_insecure { "on, unverified (--tls-insecure)" } else { "on" };
+        p.insert("tls".into(), tls.into());
+    }
     p
 }
 

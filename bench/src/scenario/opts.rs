@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::engine::proto::MqttVersion;
+use crate::tls::{TlsError, TlsSpec};
 
 /// A duration written as `500ms`, `10s`, `2m`, `1h` or plain seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -149,6 +150,20 @@ pub struct RunOpts {
     /// Binary to start worker processes from (default: this executable).
     #[arg(long, hide = true)]
     pub worker_exe: Option<PathBuf>,
+    /// Connect over TLS (rustls, ring provider). Needs --ca or --tls-insecure.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM bundle of the CA certificates to trust (with --tls).
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "tls_insecure")]
+    pub ca: Option<PathBuf>,
+    /// Skip verification of the broker's certificate (with --tls). For testing only: the
+    /// connection is encrypted but the broker is not authenticated.
+    #[arg(long, requires = "tls")]
+    pub tls_insecure: bool,
+    /// Name the broker's certificate must be valid for (DNS name or IP; default: the
+    /// broker's IP).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for RunOpts {
@@ -183,6 +198,10 @@ impl Default for RunOpts {
             allow_remote: false,
             run_id: None,
             worker_exe: None,
+            tls: false,
+            ca: None,
+            tls_insecure: false,
+            tls_server_name: None,
         }
     }
 }
@@ -199,6 +218,9 @@ pub enum OptsError {
     /// A value is out of range.
     #[error("{0}")]
     Range(&'static str),
+    /// A TLS option without `--tls`.
+    #[error("{0} needs --tls")]
+    TlsOff(&'static str),
 }
 
 impl RunOpts {
@@ -227,7 +249,33 @@ impl RunOpts {
         if self.connect_rate < 0.0 || !self.connect_rate.is_finite() {
             return Err(OptsError::Range("--connect-rate must be 0 or positive"));
         }
+        if !self.tls {
+            if self.ca.is_some() {
+                return Err(OptsError::TlsOff("--ca"));
+            }
+            if self.tls_insecure {
+                return Err(OptsError::TlsOff("--tls-insecure"));
+            }
+            if self.tls_server_name.is_some() {
+                return Err(OptsError::TlsOff("--tls-server-name"));
+            }
+        }
         Ok(())
+    }
+
+    /// The TLS settings for the workers (`None` without `--tls`): reads the CA file and
+    /// checks the whole configuration, so a bad file or name fails before anything starts.
+    pub fn tls_spec(&self) -> Result<Option<TlsSpec>, TlsError> {
+        if !self.tls {
+            return Ok(None);
+        }
+        TlsSpec::load(
+            self.ca.as_deref(),
+            self.tls_insecure,
+            self.tls_server_name.as_deref(),
+            self.broker.ip(),
+        )
+        .map(Some)
     }
 
     /// Worker count for a run of `conns` connections.
@@ -270,6 +318,19 @@ mod tests {
         assert!(matches!(o.validate(), Err(OptsError::Remote(_))));
         o.allow_remote = true;
         assert_eq!(o.validate(), Ok(()));
+    }
+
+    #[test]
+    fn tls_options_need_tls() {
+        let mut o = RunOpts { tls_insecure: true, ..RunOpts::default() };
+        assert_eq!(o.validate(), Err(OptsError::TlsOff("--tls-insecure")));
+        o.tls = true;
+        assert_eq!(o.validate(), Ok(()));
+        let spec = o.tls_spec().expect("insecure spec").expect("tls on");
+        assert_eq!(spec.server_name, "127.0.0.1");
+        let o = RunOpts { tls: true, ..RunOpts::default() };
+        assert!(matches!(o.tls_spec(), Err(TlsError::NoCa)));
+        assert!(RunOpts::default().tls_spec().expect("off").is_none());
     }
 
     #[test]

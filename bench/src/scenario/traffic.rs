@@ -87,7 +87,8 @@ pub(crate) fn phase_notes(name: &str, p: &PhaseSummary, notes: &mut Vec<String>)
 pub(crate) async fn start(opts: &RunOpts, groups: &[GroupPlan]) -> anyhow::Result<(Driver, String)> {
     let run_id = run_id(opts);
     let conns: u64 = groups.iter().map(|g| g.total).sum();
-    let specs = layout::specs(opts, &run_id, groups, opts.worker_count(conns));
+    let tls = opts.tls_spec()?;
+    let specs = layout::specs(opts, &run_id, groups, opts.worker_count(conns), tls.as_ref());
     let d = Driver::start(opts, specs, &driver::mode(opts)?).await?;
     Ok((d, run_id))
 }
