@@ -470,15 +470,10 @@ fn a_retained_message_that_is_also_queued_is_stored_once() {
     }
 }
 
-/// Found by the jepsen disk-full nemesis: once the journal failed, a QoS 2 release that
-/// cannot be recorded must not be answered with PUBREL (after a restart the message would be
-/// sent again and delivered twice), nor an inbound release with PUBCOMP (a reused packet id
-/// would look like a retransmission and its new message be dropped). The connection closes;
-/// the flows stay where the disk has them.
-#[test]
-fn a_failed_journal_closes_qos2_flows_it_cannot_record_instead_of_completing_them() {
-    use super::Transmit;
-    let now = Instant::now();
+/// A persistent QoS 2 subscriber ("sub") of `t` and a persistent publisher ("pub") whose
+/// QoS 2 message (packet id 7) has been routed and made durable, with both connections'
+/// earlier packets drained. Returns the broker, the disk, and the two connections.
+fn qos2_routed_and_durable(now: Instant) -> (Broker, Vec<Record>, u64, u64) {
     let mut disk = Vec::new();
     let mut b = broker(now);
     let sub = connect(&mut b, now, &mut disk, "sub", persistent);
@@ -489,6 +484,19 @@ fn a_failed_journal_closes_qos2_flows_it_cannot_record_instead_of_completing_the
     drain(&mut b, now, publisher);
     b.handle_packet(now, publisher, publish("t", QoS::ExactlyOnce, 7, b"once"));
     sync(&mut b, &mut disk);
+    (b, disk, sub, publisher)
+}
+
+/// Found by the jepsen disk-full nemesis: once the journal failed, a QoS 2 release that
+/// cannot be recorded must not be answered with PUBREL (after a restart the message would be
+/// sent again and delivered twice), nor an inbound release with PUBCOMP (a reused packet id
+/// would look like a retransmission and its new message be dropped). The connection closes;
+/// the flows stay where the disk has them.
+#[test]
+fn a_failed_journal_closes_qos2_flows_it_cannot_record_instead_of_completing_them() {
+    use super::Transmit;
+    let now = Instant::now();
+    let (mut b, mut disk, sub, publisher) = qos2_routed_and_durable(now);
     let out = drain(&mut b, now, publisher);
     assert!(
         matches!(out.as_slice(), [Packet::PubRec(r)] if r.packet_id == 7 && r.reason_code == 0),
@@ -521,15 +529,7 @@ fn a_failed_journal_closes_qos2_flows_it_cannot_record_instead_of_completing_the
 #[test]
 fn a_failed_journal_holds_back_qos2_deliveries_whose_packet_id_cannot_be_recorded() {
     let now = Instant::now();
-    let mut disk = Vec::new();
-    let mut b = broker(now);
-    let sub = connect(&mut b, now, &mut disk, "sub", persistent);
-    b.handle_packet(now, sub, subscribe("t", QoS::ExactlyOnce));
-    let publisher = connect(&mut b, now, &mut disk, "pub", persistent);
-    sync(&mut b, &mut disk);
-    drain(&mut b, now, sub);
-    b.handle_packet(now, publisher, publish("t", QoS::ExactlyOnce, 7, b"once"));
-    sync(&mut b, &mut disk);
+    let (mut b, _disk, sub, _publisher) = qos2_routed_and_durable(now);
     b.journal_failed(now, true);
     // Twice: a packet queued while pulling goes out with the next pull.
     let mut got = drain(&mut b, now, sub);
