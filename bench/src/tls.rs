@@ -12,11 +12,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use node::cluster::tls::AnyCertificate;
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 
 /// TLS settings of a run, as sent to every worker.
@@ -134,7 +133,8 @@ impl TlsConnector {
         let config = match (&spec.ca_pem, spec.insecure) {
             (_, true) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoCertVerification(
+                // Any chain for any name; handshake signatures still checked.
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate::new(
                     provider.signature_verification_algorithms,
                 )))
                 .with_no_client_auth(),
@@ -168,47 +168,6 @@ fn roots(pem: &str, source_name: &str) -> Result<RootCertStore, TlsError> {
         return Err(TlsError::NoCerts(source_name.into()));
     }
     Ok(store)
-}
-
-/// `--tls-insecure`: accepts any certificate chain for any name, but still checks that the
-/// server holds the certificate's key (the handshake signature), so the TLS work measured
-/// is the same as with verification.
-#[derive(Debug)]
-struct NoCertVerification(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for NoCertVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }
 
 #[cfg(test)]

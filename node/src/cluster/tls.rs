@@ -134,7 +134,7 @@ pub fn dev_self_signed() -> Result<TlsConfigs, TlsError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     server.alpn_protocols = vec![ALPN.to_vec()];
-    let verifier = AnyCertificate { algorithms: provider().signature_verification_algorithms };
+    let verifier = AnyCertificate::new(provider().signature_verification_algorithms);
     let mut client = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -180,10 +180,20 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Development verifier: any certificate, but the handshake signature must be valid.
+/// Development verifier: any certificate for any name, but the handshake signature must be
+/// valid (the peer holds the key of the certificate it sent). Also serves the bench
+/// harness's `--tls-insecure`, where it keeps the measured TLS work equal to verification.
 #[derive(Debug)]
-struct AnyCertificate {
+pub struct AnyCertificate {
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AnyCertificate {
+    /// A verifier that checks handshake signatures with `algorithms` (a crypto provider's
+    /// `signature_verification_algorithms`).
+    pub fn new(algorithms: WebPkiSupportedAlgorithms) -> Self {
+        Self { algorithms }
+    }
 }
 
 impl ServerCertVerifier for AnyCertificate {
