@@ -13,6 +13,8 @@
 //!   one fsync per round; store-wide ticks; recovery; the `Transport` trait.
 //! - [`cluster`]: the QUIC transport between nodes (frames CORE; quinn, TLS and the node
 //!   lifecycle SHELL) and the `[cluster]` configuration.
+//! - [`pd`]: the placement driver service (heartbeats, the PD raft group, operator steps)
+//!   over the `placement` crate's scheduler core.
 //! - [`admin`] SHELL: the admin HTTP endpoint and its client (with a range cache).
 #![deny(missing_docs)]
 
@@ -23,5 +25,6 @@ pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod mqtt;
+pub mod pd;
 pub mod raftstore;
 pub mod server;

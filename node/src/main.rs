@@ -43,6 +43,9 @@ struct Cli {
     /// Admin HTTP endpoint address (JSON API), e.g. 127.0.0.1:9946.
     #[arg(long, value_name = "ADDR:PORT")]
     admin_listen: Option<SocketAddr>,
+    /// Nodes hosting the placement driver's raft group, comma-separated (e.g. 1,2,3).
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    pd_voters: Vec<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -58,6 +61,77 @@ enum Command {
         #[arg(long, value_name = "N,...", value_delimiter = ',', required = true)]
         nodes: Vec<u64>,
     },
+    /// Node admin commands, sent to the placement driver through any node's admin endpoint.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+        /// Admin endpoint of any cluster node.
+        #[arg(long, value_name = "ADDR:PORT", global = true, default_value = "127.0.0.1:9946")]
+        admin: SocketAddr,
+    },
+    /// Prints the placement driver's report (nodes, pending and finished operators) as JSON.
+    Pd {
+        /// Admin endpoint of any cluster node.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9946")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeAction {
+    /// Moves every leader and replica off node N; it receives none until `resume`.
+    Drain {
+        /// The node.
+        id: u64,
+    },
+    /// Drains node N, then removes it from the cluster for good once it is empty.
+    Remove {
+        /// The node.
+        id: u64,
+    },
+    /// Ends a drain of node N.
+    Resume {
+        /// The node.
+        id: u64,
+    },
+    /// Lists the nodes as the placement driver sees them.
+    List,
+}
+
+/// Runs a `node` or `pd` subcommand against a running cluster.
+fn admin_command(command: &Command) -> anyhow::Result<()> {
+    use hyper::Method;
+    use node::admin::client::pd_call;
+    use node::pd::PdReport;
+    let deadline = std::time::Duration::from_secs(30);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let out = runtime.block_on(async {
+        match command {
+            Command::Node { action: NodeAction::List, admin } => {
+                let report: PdReport = pd_call(*admin, Method::GET, "/v1/pd/report", deadline).await?;
+                serde_json::to_string_pretty(&report.nodes).map_err(anyhow::Error::from)
+            }
+            Command::Node { action, admin } => {
+                let (id, op) = match action {
+                    NodeAction::Drain { id } => (id, "drain"),
+                    NodeAction::Remove { id } => (id, "remove"),
+                    NodeAction::Resume { id } => (id, "resume"),
+                    NodeAction::List => unreachable!("handled above"),
+                };
+                let path = format!("/v1/pd/nodes/{id}/{op}");
+                let status: node::admin::types::PdStatus =
+                    pd_call(*admin, Method::POST, &path, deadline).await?;
+                Ok(format!("node {id}: {op} recorded by the placement driver (leader {:?})", status.leader))
+            }
+            Command::Pd { admin } => {
+                let report: PdReport = pd_call(*admin, Method::GET, "/v1/pd/report", deadline).await?;
+                serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)
+            }
+            Command::Cert { .. } => Ok(String::new()),
+        }
+    })?;
+    println!("{out}");
+    Ok(())
 }
 
 fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
@@ -87,6 +161,9 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
     if let Some(addr) = cli.admin_listen {
         config.cluster.admin_listen = Some(addr);
     }
+    if !cli.pd_voters.is_empty() {
+        config.cluster.pd_voters = cli.pd_voters.clone();
+    }
     config.validate()?;
     Ok(config)
 }
@@ -101,6 +178,9 @@ fn main() -> anyhow::Result<()> {
             println!("wrote {}", path.display());
         }
         return Ok(());
+    }
+    if let Some(command @ (Command::Node { .. } | Command::Pd { .. })) = &cli.command {
+        return admin_command(command);
     }
     let config = load(&cli)?;
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;

@@ -13,14 +13,15 @@ use serde::de::DeserializeOwned;
 
 use super::bench::{self, BenchRequest};
 use super::types::{
-    ApiError, ChangePeer, CreateGroups, Created, Done, GetRequest, GetResponse, GroupInfo, GroupList, PeerOp,
-    PutRequest, RangeInfo, TransferLeader,
+    ApiError, ChangePeer, CreateGroups, Created, Done, GetRequest, GetResponse, GroupInfo, GroupList,
+    PdStatus, PeerOp, PutRequest, RangeInfo, TransferLeader,
 };
 use crate::cluster::{PeerInfo, QuicTransport, TransportSnapshot};
 use crate::group::{
     Command, Epoch, GroupId, NodeId, Outcome, PeerChange, Query, RangeDescriptor, ReadPolicy, ReadRequest,
     Response, WriteRequest,
 };
+use crate::pd::{NodeAdminState, PdError, PdHandle, PdReport};
 use crate::raftstore::{MetricsSnapshot, Store, StoreError};
 
 /// `GET /v1/nodes`.
@@ -77,6 +78,7 @@ impl From<MetricsSnapshot> for StoreCounters {
 pub(crate) struct Api {
     store: Arc<Store>,
     transport: QuicTransport,
+    pd: Option<PdHandle>,
     next_id: AtomicU64,
     timeout: Duration,
 }
@@ -98,8 +100,13 @@ fn store_error(group: GroupId, e: StoreError) -> ApiError {
 }
 
 impl Api {
-    pub(crate) fn new(store: Arc<Store>, transport: QuicTransport, timeout: Duration) -> Self {
-        Self { store, transport, next_id: AtomicU64::new(1), timeout }
+    pub(crate) fn new(
+        store: Arc<Store>,
+        transport: QuicTransport,
+        pd: Option<PdHandle>,
+        timeout: Duration,
+    ) -> Self {
+        Self { store, transport, pd, next_id: AtomicU64::new(1), timeout }
     }
 
     /// Serves one request; the body of a success is JSON.
@@ -121,10 +128,62 @@ impl Api {
                     .map_err(|message| ApiError::BadRequest { message })?;
                 json(&result)
             }
+            (&Method::GET, ["v1", "pd"]) => json(&self.pd_status()),
+            (&Method::GET, ["v1", "pd", "report"]) => json(&self.pd_report()?),
+            (&Method::POST, ["v1", "pd", "nodes", id, op]) => json(&self.pd_node(id, op)?),
+            (_, ["v1", "pd"] | ["v1", "pd", "report"] | ["v1", "pd", "nodes", _, _]) => {
+                Err(ApiError::MethodNotAllowed)
+            }
             (_, ["v1", "groups"] | ["v1", "nodes"] | ["v1", "groups", _] | ["v1", "groups", _, _]) => {
                 Err(ApiError::MethodNotAllowed)
             }
             _ => Err(ApiError::NotFound),
+        }
+    }
+
+    fn pd(&self) -> Result<&PdHandle, ApiError> {
+        self.pd
+            .as_ref()
+            .ok_or_else(|| ApiError::Unavailable { message: "no placement driver service".into() })
+    }
+
+    fn pd_status(&self) -> PdStatus {
+        let node = self.store.node_id();
+        let (leader, leader_admin) = self.pd.as_ref().map(PdHandle::leader).unwrap_or((None, None));
+        let leading = self.pd.as_ref().is_some_and(|p| p.report().is_some());
+        PdStatus { node, leading, leader, leader_admin }
+    }
+
+    fn not_pd_leader(&self) -> ApiError {
+        let (leader, admin) = self.pd.as_ref().map(PdHandle::leader).unwrap_or((None, None));
+        let me = self.store.node_id();
+        ApiError::NotPdLeader {
+            leader: leader.filter(|&l| l != me),
+            admin: admin.filter(|_| leader != Some(me)),
+        }
+    }
+
+    fn pd_report(&self) -> Result<PdReport, ApiError> {
+        self.pd()?.report().ok_or_else(|| self.not_pd_leader())
+    }
+
+    fn pd_node(&self, id: &str, op: &str) -> Result<PdStatus, ApiError> {
+        let node: NodeId = id
+            .parse()
+            .ok()
+            .filter(|&n| n != 0)
+            .ok_or_else(|| ApiError::BadRequest { message: format!("bad node id {id:?}") })?;
+        let state = match op {
+            "drain" => NodeAdminState::Draining,
+            "remove" => NodeAdminState::Removing,
+            "resume" => NodeAdminState::Serving,
+            _ => return Err(ApiError::NotFound),
+        };
+        match self.pd()?.set_node_state(node, state, self.timeout) {
+            Ok(()) => Ok(self.pd_status()),
+            Err(PdError::NotLeader) => Err(self.not_pd_leader()),
+            Err(PdError::Refused(message)) => Err(ApiError::Rejected { message }),
+            Err(PdError::Unavailable(message)) => Err(ApiError::Unavailable { message }),
         }
     }
 

@@ -51,6 +51,42 @@ pub enum ClientError {
     },
 }
 
+/// A placement-driver request (`/v1/pd/...`) sent to `addr` and, when that node does not
+/// lead the PD, to the leader's admin endpoint it names; retried while the PD has no
+/// leader, until `deadline` has passed.
+pub async fn pd_call<T: DeserializeOwned>(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    deadline: Duration,
+) -> Result<T, ClientError> {
+    let start = tokio::time::Instant::now();
+    let mut target = addr;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let left = deadline.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+        let err = match call::<(), T>(target, method.clone(), path, None, left).await {
+            Ok(v) => return Ok(v),
+            Err(ClientError::Api(ApiError::NotPdLeader { admin: Some(leader), .. })) if leader != target => {
+                target = leader;
+                continue;
+            }
+            Err(
+                e @ (ClientError::Api(ApiError::NotPdLeader { .. } | ApiError::Unavailable { .. })
+                | ClientError::Transport(_)),
+            ) => e,
+            Err(e) => return Err(e),
+        };
+        if start.elapsed() >= deadline {
+            return Err(ClientError::GaveUp { attempts, last: err.to_string() });
+        }
+        // Back to the node first asked: it learns the PD leader from heartbeat answers.
+        target = addr;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// One request to the admin endpoint at `addr`.
 pub async fn call<B: Serialize, T: DeserializeOwned>(
     addr: SocketAddr,

@@ -242,6 +242,28 @@ pub enum ApiError {
         /// Why.
         message: String,
     },
+    /// 421: this node does not lead the placement driver; ask `admin` (the leader's admin
+    /// endpoint) if known.
+    #[error("not the placement driver leader (leader {leader:?}, admin {admin:?})")]
+    NotPdLeader {
+        /// The PD leader, if known.
+        leader: Option<NodeId>,
+        /// Its admin endpoint, if known.
+        admin: Option<std::net::SocketAddr>,
+    },
+}
+
+/// `GET /v1/pd`: this node's view of the placement driver.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PdStatus {
+    /// This node.
+    pub node: NodeId,
+    /// Whether this node leads the PD.
+    pub leading: bool,
+    /// The PD leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Its admin endpoint.
+    pub leader_admin: Option<std::net::SocketAddr>,
 }
 
 impl ApiError {
@@ -255,6 +277,7 @@ impl ApiError {
             Self::TooLarge { .. } => 413,
             Self::Unavailable { .. } => 503,
             Self::Rejected { .. } => 422,
+            Self::NotPdLeader { .. } => 421,
         }
     }
 }

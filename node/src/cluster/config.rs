@@ -69,6 +69,25 @@ pub struct ClusterConfig {
     /// Admin HTTP endpoint address; unset = off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
+    /// Nodes hosting the placement driver's raft group (3 recommended); empty = this node
+    /// finds the PD leader through its peers.
+    pub pd_voters: Vec<u64>,
+    /// How often a node sends its heartbeat to the PD leader.
+    pub pd_heartbeat_ms: u64,
+    /// How often the PD leader runs a scheduling round.
+    pub pd_schedule_ms: u64,
+    /// An unchanged range is re-reported every this many heartbeats.
+    pub pd_refresh_beats: u64,
+    /// A node silent this long is down.
+    pub pd_node_down_after_ms: u64,
+    /// Replicas of a node down this long are re-created elsewhere.
+    pub pd_node_repair_after_ms: u64,
+    /// Storage this node offers for replicas; balance targets are proportional to it.
+    pub pd_capacity_bytes: u64,
+    /// This node's failure-domain labels, e.g. `{ zone = "a" }`.
+    pub pd_labels: std::collections::BTreeMap<String, String>,
+    /// Label keys no two replicas of a range may share a value of (e.g. `["zone"]`).
+    pub pd_isolation_labels: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +114,15 @@ impl Default for ClusterConfig {
             raft_batch_groups_max: 256,
             sync_writes: true,
             admin_listen: None,
+            pd_voters: Vec::new(),
+            pd_heartbeat_ms: 1000,
+            pd_schedule_ms: 250,
+            pd_refresh_beats: 10,
+            pd_node_down_after_ms: 10_000,
+            pd_node_repair_after_ms: 30 * 60_000,
+            pd_capacity_bytes: 1 << 40,
+            pd_labels: std::collections::BTreeMap::new(),
+            pd_isolation_labels: Vec::new(),
         }
     }
 }
@@ -141,6 +169,26 @@ impl ClusterConfig {
         }
         if self.poller_threads == 0 || self.raft_batch_groups_max == 0 {
             return Err("cluster.poller-threads and cluster.raft-batch-groups-max must be positive".into());
+        }
+        if self.pd_heartbeat_ms == 0 || self.pd_schedule_ms == 0 || self.pd_refresh_beats == 0 {
+            return Err(
+                "cluster.pd-heartbeat-ms, pd-schedule-ms and pd-refresh-beats must be positive".into()
+            );
+        }
+        if self.pd_node_down_after_ms < 2 * self.pd_heartbeat_ms {
+            return Err("cluster.pd-node-down-after-ms must be at least two heartbeats".into());
+        }
+        if self.pd_node_repair_after_ms < self.pd_node_down_after_ms {
+            return Err("cluster.pd-node-repair-after-ms must be at least pd-node-down-after-ms".into());
+        }
+        if self.pd_capacity_bytes == 0 {
+            return Err("cluster.pd-capacity-bytes must be positive".into());
+        }
+        let mut voters = self.pd_voters.clone();
+        voters.sort_unstable();
+        voters.dedup();
+        if voters.len() != self.pd_voters.len() || voters.contains(&0) {
+            return Err("cluster.pd-voters must be distinct positive node ids".into());
         }
         if self.tls == TlsMode::DevSelfSigned {
             let mut addrs = vec![self.listen, self.advertise_addr()];

@@ -9,6 +9,8 @@
 //!   kind 1 Hello  node_id addr:bytes (UTF-8 "ip:port", the sender's cluster address)
 //!   kind 2 Peers  count (node_id addr:bytes)*        (the sender's address book)
 //!   kind 3 Raft   count message*                     (a batch of group messages)
+//!   kind 4 Pd     body:bytes                         (a placement-driver message; see
+//!                                                      `crate::pd::message`)
 //! message := group_id from to tag:u8 fields
 //!   tag 1 raft       protobuf:bytes (raft-rs eraftpb::Message)
 //!   tag 2/3/4        term index       (HibernateRequest / HibernateAck / HibernateConfirm)
@@ -34,6 +36,7 @@ const VERSION_V1: u8 = 1;
 const KIND_HELLO: u8 = 1;
 const KIND_PEERS: u8 = 2;
 const KIND_RAFT: u8 = 3;
+const KIND_PD: u8 = 4;
 const TAG_RAFT: u8 = 1;
 const TAG_HIBERNATE_REQUEST: u8 = 2;
 const TAG_HIBERNATE_ACK: u8 = 3;
@@ -56,6 +59,8 @@ pub enum Frame {
     Peers(Vec<(NodeId, SocketAddr)>),
     /// Group messages, in order.
     Raft(Vec<GroupMessage>),
+    /// A placement-driver message, opaque here (decoded by `crate::pd::message`).
+    Pd(Vec<u8>),
 }
 
 /// Why a frame was refused.
@@ -129,6 +134,10 @@ impl Frame {
                     return Err(e);
                 }
             }
+            Self::Pd(body) => {
+                buf.push(KIND_PD);
+                put_bytes(buf, body);
+            }
         }
         let len = buf.len() - at - LEN_PREFIX_BYTES;
         if len > max as usize {
@@ -164,6 +173,7 @@ impl Frame {
                 }
                 Self::Raft(msgs)
             }
+            KIND_PD => Self::Pd(r.bytes()?.to_vec()),
             k => return Err(FrameError::UnknownKind(k)),
         };
         r.finish()?;
@@ -294,6 +304,8 @@ mod tests {
                 },
             ]),
             Frame::Raft(Vec::new()),
+            Frame::Pd(b"pd body".to_vec()),
+            Frame::Pd(Vec::new()),
         ];
         for f in frames {
             assert_eq!(round_trip(&f), f);

@@ -42,7 +42,9 @@ counters! {
     frames_received,
     /// Bytes read from streams, length prefixes included.
     bytes_received,
-    /// Messages the store refused (full mailbox, unknown group, store stopped).
+    /// Placement-driver messages read and handed to the node's PD service.
+    pd_received,
+    /// Messages the store (or the PD service) refused (full mailbox, unknown group, store stopped).
     messages_undelivered,
     /// Messages dropped because the peer's send queue was full.
     dropped_queue_full,

@@ -15,6 +15,7 @@ use super::tls::{self, TlsError};
 use super::transport::{Inbound, QuicTransport, TransportError};
 use crate::admin::{AdminError, AdminServer};
 use crate::group::{GroupMessage, NodeId};
+use crate::pd::{DriverConfig, PdConfig, PdError, PdHandle, PdService};
 use crate::raftstore::{Store, StoreConfig, StoreError, StoreRouter};
 
 /// Why a node could not start.
@@ -35,17 +36,49 @@ pub enum ClusterError {
     /// The admin endpoint could not start.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The placement driver service could not start.
+    #[error(transparent)]
+    Pd(#[from] PdError),
 }
 
-/// Feeds the transport's messages into the store.
+/// The PD service's settings from the `[cluster]` section.
+fn pd_config(cfg: &ClusterConfig) -> PdConfig {
+    let placement = placement::Config {
+        node_down_after_ms: cfg.pd_node_down_after_ms,
+        node_repair_after_ms: cfg.pd_node_repair_after_ms,
+        isolation_labels: cfg.pd_isolation_labels.clone(),
+        ..placement::Config::default()
+    };
+    PdConfig {
+        voters: cfg.pd_voters.clone(),
+        heartbeat: Duration::from_millis(cfg.pd_heartbeat_ms),
+        schedule: Duration::from_millis(cfg.pd_schedule_ms),
+        refresh_beats: cfg.pd_refresh_beats,
+        capacity_bytes: cfg.pd_capacity_bytes,
+        labels: cfg.pd_labels.clone(),
+        driver: DriverConfig {
+            placement,
+            // Every node re-sends all its ranges within a heartbeat or two of a new leader.
+            warmup_ms: cfg.pd_heartbeat_ms.saturating_mul(3),
+            default_capacity_bytes: cfg.pd_capacity_bytes,
+        },
+    }
+}
+
+/// Feeds the transport's messages into the store (and PD messages to the PD service).
 struct StoreInbound {
     router: StoreRouter,
     store: Weak<Store>,
+    pd: PdHandle,
 }
 
 impl Inbound for StoreInbound {
     fn deliver(&self, msg: GroupMessage) -> bool {
         self.router.deliver(msg)
+    }
+
+    fn deliver_pd(&self, from: NodeId, body: Vec<u8>) -> bool {
+        self.pd.deliver(from, body)
     }
 
     fn peer_down(&self, node: NodeId) {
@@ -60,6 +93,7 @@ pub struct ClusterNode {
     store: Arc<Store>,
     transport: QuicTransport,
     admin: Option<AdminServer>,
+    pd: Option<PdService>,
 }
 
 impl ClusterNode {
@@ -79,13 +113,30 @@ impl ClusterNode {
             .map_err(|e| ClusterError::Config(format!("store open task: {e}")))??;
         let store = Arc::new(store);
         tracing::info!(node = cfg.node_id, groups = store.group_count(), addr = %transport.addr(), "cluster node started");
-        transport.attach(Arc::new(StoreInbound { router: store.router(), store: Arc::downgrade(&store) }));
+        let pd = {
+            let (cfg, store, transport) = (pd_config(cfg), Arc::clone(&store), transport.clone());
+            tokio::task::spawn_blocking(move || PdService::start(cfg, store, transport))
+                .await
+                .map_err(|e| ClusterError::Config(format!("PD start task: {e}")))??
+        };
+        let handle = pd.handle();
+        transport.attach(Arc::new(StoreInbound {
+            router: store.router(),
+            store: Arc::downgrade(&store),
+            pd: handle.clone(),
+        }));
         transport.join(&cfg.join);
         let admin = match cfg.admin_listen {
-            Some(addr) => Some(AdminServer::bind(addr, Arc::clone(&store), transport.clone()).await?),
+            Some(addr) => {
+                let admin =
+                    AdminServer::bind(addr, Arc::clone(&store), transport.clone(), Some(handle.clone()))
+                        .await?;
+                handle.set_admin(admin.local_addr());
+                Some(admin)
+            }
             None => None,
         };
-        Ok(Self { store, transport, admin })
+        Ok(Self { store, transport, admin, pd: Some(pd) })
     }
 
     /// The store.
@@ -103,10 +154,18 @@ impl ClusterNode {
         self.admin.as_ref().map(AdminServer::local_addr)
     }
 
-    /// Stops the admin endpoint and the transport, then the store's threads.
-    pub async fn shutdown(self) {
+    /// The placement driver service.
+    pub fn pd(&self) -> Option<PdHandle> {
+        self.pd.as_ref().map(PdService::handle)
+    }
+
+    /// Stops the admin endpoint, the PD thread and the transport, then the store's threads.
+    pub async fn shutdown(mut self) {
         if let Some(admin) = &self.admin {
             admin.shutdown();
+        }
+        if let Some(pd) = self.pd.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(pd)).await;
         }
         self.transport.shutdown();
         self.transport.closed(Duration::from_secs(2)).await;

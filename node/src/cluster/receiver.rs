@@ -142,6 +142,7 @@ async fn read_frames(
                     shared.learn(id, addr, false);
                 }
             }
+            Frame::Pd(body) => shared.deliver_pd(node, body),
             Frame::Hello { .. } => return Err(ReadError::NoHello),
         }
     }

@@ -170,6 +170,7 @@ fn encode_coalesced(shared: &Shared, first: Outgoing, rx: &mut mpsc::Receiver<Ou
     while let Some(item) = next.take() {
         match item {
             Outgoing::Peers(book) => encode_frame(shared, &Frame::Peers(book), 0, buf),
+            Outgoing::Pd(body) => encode_frame(shared, &Frame::Pd(body), 0, buf),
             Outgoing::Raft(msgs) => {
                 for m in msgs {
                     batch_bytes += m.approximate_bytes();
@@ -225,6 +226,10 @@ async fn write_one_by_one(
     match first {
         Outgoing::Peers(book) => {
             encode_frame(shared, &Frame::Peers(book), 0, buf);
+            write(shared, stream, buf).await
+        }
+        Outgoing::Pd(body) => {
+            encode_frame(shared, &Frame::Pd(body), 0, buf);
             write(shared, stream, buf).await
         }
         Outgoing::Raft(msgs) => {

@@ -38,6 +38,11 @@ pub trait Inbound: Send + Sync {
     fn deliver(&self, msg: GroupMessage) -> bool;
     /// The connection to `node` was lost (wake groups that may have lost their leader).
     fn peer_down(&self, node: NodeId);
+    /// A placement-driver message from `from` (undecoded); false if it was dropped.
+    fn deliver_pd(&self, from: NodeId, body: Vec<u8>) -> bool {
+        let _ = (from, body);
+        false
+    }
 }
 
 /// Why the transport could not start.
@@ -62,6 +67,8 @@ pub(crate) enum Outgoing {
     Raft(Vec<GroupMessage>),
     /// The address book changed.
     Peers(Vec<(NodeId, SocketAddr)>),
+    /// A placement-driver message.
+    Pd(Vec<u8>),
 }
 
 /// One known peer node.
@@ -180,6 +187,16 @@ impl Shared {
         let delivered = inbound.is_some_and(|i| i.deliver(msg));
         if delivered {
             TransportMetrics::add(&self.metrics.messages_received, 1);
+        } else {
+            TransportMetrics::add(&self.metrics.messages_undelivered, 1);
+        }
+    }
+
+    /// Hands a placement-driver message to the node.
+    pub(crate) fn deliver_pd(&self, from: NodeId, body: Vec<u8>) {
+        let inbound = self.inbound.read().ok().and_then(|i| i.clone());
+        if inbound.is_some_and(|i| i.deliver_pd(from, body)) {
+            TransportMetrics::add(&self.metrics.pd_received, 1);
         } else {
             TransportMetrics::add(&self.metrics.messages_undelivered, 1);
         }
@@ -332,6 +349,25 @@ impl QuicTransport {
     /// Waits until every connection is closed (after [`Self::shutdown`]), at most `limit`.
     pub async fn closed(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+impl QuicTransport {
+    /// Queues a placement-driver message for `to` on its raft stream; false if there is
+    /// no route or the queue is full (the caller's protocol retries: heartbeats repeat and
+    /// operator steps are re-sent).
+    pub fn send_pd(&self, to: NodeId, body: Vec<u8>) -> bool {
+        let metrics = &self.shared.metrics;
+        let peer = self.shared.read_peers().get(&to).cloned();
+        let Some(peer) = peer else {
+            TransportMetrics::add(&metrics.dropped_no_route, 1);
+            return false;
+        };
+        if peer.raft_tx.try_send(Outgoing::Pd(body)).is_err() {
+            TransportMetrics::add(&metrics.dropped_queue_full, 1);
+            return false;
+        }
+        true
     }
 }
 

@@ -66,6 +66,14 @@ impl GroupMessage {
         }
     }
 
+    /// Whether this is a leader's first contact with a peer it just added (a heartbeat with
+    /// commit 0), the only message that may re-create a replica this node destroyed before.
+    /// A vote request never does: a removed node must not vote for a candidate that still
+    /// counts it.
+    pub fn is_invitation(&self) -> bool {
+        matches!(&self.body, MessageBody::Raft(m) if m.get_msg_type() == MessageType::MsgHeartbeat && m.commit == 0)
+    }
+
     /// Rough encoded size in bytes, for batching statistics.
     pub fn approximate_bytes(&self) -> usize {
         match &self.body {

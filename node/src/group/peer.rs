@@ -71,7 +71,21 @@ pub struct PeerStatus {
     pub desc: RangeDescriptor,
     /// Content hash of the state machine.
     pub digest: u64,
+    /// Keys in the state machine.
+    pub keys: u64,
+    /// Bytes of keys and values in the state machine.
+    pub size_bytes: u64,
+    /// Writes applied by this replica since it started (for write rates).
+    pub written_keys: u64,
+    /// Bytes of the writes applied by this replica since it started.
+    pub written_bytes: u64,
+    /// On a leader: replicas still catching up (in snapshot state, or more than
+    /// [`PENDING_LAG_ENTRIES`] entries behind the commit index). Empty on followers.
+    pub pending: Vec<NodeId>,
 }
+
+/// A replica further behind the leader's commit index than this counts as pending.
+pub const PENDING_LAG_ENTRIES: u64 = 64;
 
 /// The unpersisted write task and the messages that must wait for it.
 pub(super) struct InFlight {
@@ -107,6 +121,8 @@ pub struct GroupPeer<L: LogStore> {
     pub(super) outbox: Vec<GroupMessage>,
     pub(super) responses: Vec<Response>,
     pub(super) events: Vec<PeerEvent>,
+    /// Writes applied since start: (commands, bytes of keys and values).
+    pub(super) written: (u64, u64),
 }
 
 impl<L: LogStore> GroupPeer<L> {
@@ -151,6 +167,7 @@ impl<L: LogStore> GroupPeer<L> {
             outbox: Vec::new(),
             responses: Vec::new(),
             events: Vec::new(),
+            written: (0, 0),
         };
         peer.redraw_election_timeout();
         let r = &peer.raw.raft;
@@ -244,7 +261,33 @@ impl<L: LogStore> GroupPeer<L> {
             hibernated: self.is_hibernated(),
             desc: self.desc().clone(),
             digest: self.kv().digest(),
+            keys: self.kv().len() as u64,
+            size_bytes: self.kv().bytes() as u64,
+            written_keys: self.written.0,
+            written_bytes: self.written.1,
+            pending: self.pending_replicas(),
         }
+    }
+
+    /// Replicas the leader sees catching up; empty unless this replica leads.
+    fn pending_replicas(&self) -> Vec<NodeId> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let r = &self.raw.raft;
+        let commit = r.raft_log.committed;
+        let mut out: Vec<NodeId> = r
+            .prs()
+            .iter()
+            .filter(|&(&id, pr)| {
+                id != self.node_id
+                    && (pr.state == raft::ProgressState::Snapshot
+                        || pr.matched.saturating_add(PENDING_LAG_ENTRIES) < commit)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Moves out the messages to send.

@@ -140,6 +140,14 @@ pub fn stored_groups(engine: &RaftEngine, tombstones: &BTreeSet<GroupId>) -> Vec
     groups
 }
 
+/// Deletes `group`'s tombstone (the node is a member again).
+pub fn clear_tombstone(engine: &RaftEngine, group: GroupId, sync: bool) -> Result<(), StoreError> {
+    let mut batch = LogBatch::default();
+    batch.delete(STORE_META_GROUP, tombstone_key(group));
+    engine.write(&mut batch, sync)?;
+    Ok(())
+}
+
 /// Groups destroyed on this store.
 pub fn tombstones(engine: &RaftEngine) -> Result<BTreeSet<GroupId>, StoreError> {
     let mut out = BTreeSet::new();

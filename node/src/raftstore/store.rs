@@ -83,10 +83,12 @@ impl StoreShared {
         }
         let cell = match self.router.get(msg.group_id) {
             Some(cell) => cell,
-            None if msg.may_create_replica() => match self.create_uninitialized(msg.group_id) {
-                Some(cell) => cell,
-                None => return false,
-            },
+            None if msg.may_create_replica() => {
+                match self.create_uninitialized(msg.group_id, msg.is_invitation()) {
+                    Some(cell) => cell,
+                    None => return false,
+                }
+            }
             None => return false,
         };
         if !Router::send_to(&cell, PeerMsg::Raft(Box::new(msg))) {
@@ -97,13 +99,29 @@ impl StoreShared {
         true
     }
 
-    fn create_uninitialized(&self, group: GroupId) -> Option<Arc<GroupCell>> {
+    /// Creates an uninitialized replica of `group` for an incoming message. Over a
+    /// tombstone (this node's replica was removed earlier) only for a leader's invitation
+    /// (see [`GroupMessage::is_invitation`]): the node is being added again, and the
+    /// tombstone is deleted durably first so the new replica survives a restart. A stray
+    /// replica made by a stale invitation holds nothing, cannot vote while uninitialized,
+    /// and is destroyed by the current leader when it answers.
+    fn create_uninitialized(&self, group: GroupId, invitation: bool) -> Option<Arc<GroupCell>> {
         let _guard = self.create_lock.lock().ok()?;
         if let Some(cell) = self.router.get(group) {
             return Some(cell);
         }
         if self.is_tombstoned(group) {
-            return None;
+            if !invitation {
+                return None;
+            }
+            if let Err(e) = engine::clear_tombstone(&self.engine, group, self.cfg.sync_writes) {
+                tracing::warn!(group, error = %e, "cannot clear a tombstone");
+                return None;
+            }
+            if let Ok(mut t) = self.tombstones.lock() {
+                t.remove(&group);
+            }
+            tracing::info!(group, "replica re-created after an earlier removal");
         }
         match self.create_replica(group, PersistedState::uninitialized()) {
             Ok(cell) => {
@@ -324,6 +342,11 @@ impl Store {
     /// The status of this store's replica of `group`.
     pub fn status(&self, group: GroupId) -> Option<PeerStatus> {
         Some(self.shared.router.get(group)?.fsm().peer.status())
+    }
+
+    /// The status of every replica on this store (one lock per group, in turn).
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        self.shared.router.cells().iter().map(|c| c.fsm().peer.status()).collect()
     }
 
     /// Manual mode: ticks every awake group once (the ticker thread does this otherwise).

@@ -159,6 +159,26 @@ impl ProcNode {
     }
 }
 
+impl ProcNode {
+    /// Bootstraps this node's replicas of groups with key spans `(id, start, end)`.
+    pub async fn create_ranges(&self, ranges: &[(GroupId, String, String)], voters: &[NodeId]) -> usize {
+        let req = CreateGroups {
+            groups: ranges
+                .iter()
+                .map(|(id, start, end)| NewGroup {
+                    id: *id,
+                    start: start.clone(),
+                    end: end.clone(),
+                    voters: voters.to_vec(),
+                })
+                .collect(),
+        };
+        let created: Created =
+            call(self.admin, Method::POST, "/v1/groups", Some(&req), CALL).await.expect("create ranges");
+        created.created
+    }
+}
+
 impl Drop for ProcNode {
     fn drop(&mut self) {
         self.kill9();

@@ -45,6 +45,8 @@ impl<L: LogStore> GroupPeer<L> {
         let desc = self.desc();
         desc.check_epoch(epoch, EpochCheck::Version)?;
         desc.check_key(cmd.key())?;
+        self.written.0 += 1;
+        self.written.1 += entry.data.len() as u64;
         Ok(self.raw.mut_store().kv_mut().apply(&cmd))
     }
 

@@ -30,6 +30,14 @@ impl<L: LogStore> GroupPeer<L> {
                     self.send(from, MessageBody::Destroy { conf_ver });
                     return Ok(());
                 }
+                let is_vote =
+                    matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote);
+                if is_vote && !self.is_initialized() {
+                    // An empty log would grant any vote, and a candidate with an old
+                    // configuration may still count this node (re-added after a removal):
+                    // votes wait until a snapshot brings the real state.
+                    return Ok(());
+                }
                 if m.get_msg_type() == MessageType::MsgSnapshot && !m.get_snapshot().is_empty() {
                     // Refused before raft sees it: once raft accepts a snapshot, the state
                     // machine must install it, so a snapshot that does not decode (a

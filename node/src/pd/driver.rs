@@ -1,0 +1,377 @@
+//! CORE. [`Driver`]: the placement driver's leader state. It turns node heartbeats into the
+//! scheduler core's [`ClusterView`], runs the [`Coordinator`], and hands back the operator
+//! steps to send, the node state changes to persist, and a report for the admin API.
+//!
+//! Lives only on the node whose replica leads the PD group, and only while it leads: a new
+//! leader builds a fresh `Driver` from the persisted node states and the heartbeats that
+//! follow (every node re-sends all its led ranges to a new PD leader). Until
+//! `warmup_ms` has passed it only listens, so it never schedules from a half-filled view.
+//!
+//! Call order (one thread; `now_ms` and the rng come from the shell):
+//! 1. [`Driver::set_node_states`] with what the PD group stores (again whenever it changes);
+//! 2. [`Driver::on_heartbeat`] for every heartbeat;
+//! 3. periodically [`Driver::tick`]: send its `steps`, persist its `removed` nodes.
+//!
+//! Invariants: a node in state `Removed` is never in the view and its heartbeats are
+//! ignored; `Draining` and `Removing` nodes are draining in the view (no new replicas or
+//! leaders; theirs are moved off); a `Removing` node becomes `Removed` only once the view
+//! holds no replica on it and the node itself reports none (or has stopped reporting).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+use placement::{ClusterView, Coordinator, NodeHeartbeat, NodeInfo, NodeState, Outcome, RangeInfo};
+use rand::rngs::SmallRng;
+use serde::{Deserialize, Serialize};
+
+use super::message::{NodeReport, RangeReport, StepAction, StepCommand};
+use crate::group::{Epoch, GroupId, NodeId};
+
+/// Finished operators kept for the admin API.
+pub const FINISHED_KEPT: usize = 1000;
+
+/// A node's admin state, as the PD group stores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeAdminState {
+    /// Holds and receives replicas and leaders.
+    #[default]
+    Serving,
+    /// Its leaders and replicas are moved off; it receives none. Reversible (`resume`).
+    Draining,
+    /// Draining, then `Removed` once empty.
+    Removing,
+    /// Gone for good: never scheduled again, its heartbeats ignored.
+    Removed,
+}
+
+impl NodeAdminState {
+    /// The byte stored in the PD group (`Serving` is stored as no key).
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Self::Serving => b's',
+            Self::Draining => b'd',
+            Self::Removing => b'r',
+            Self::Removed => b'x',
+        }
+    }
+
+    /// The state a stored byte names.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            b's' => Self::Serving,
+            b'd' => Self::Draining,
+            b'r' => Self::Removing,
+            b'x' => Self::Removed,
+            _ => return None,
+        })
+    }
+}
+
+/// Tunables of the driver shell-side (the scheduler core has its own [`placement::Config`]).
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// The scheduler core's configuration.
+    pub placement: placement::Config,
+    /// Listen only, for this long after becoming leader.
+    pub warmup_ms: u64,
+    /// Capacity assumed for a node that reports none.
+    pub default_capacity_bytes: u64,
+}
+
+/// An operator, for the admin API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperatorInfo {
+    /// Its id.
+    pub id: u64,
+    /// Why it exists (e.g. `balance-replica`).
+    pub kind: String,
+    /// The range (group).
+    pub group: GroupId,
+    /// Its steps, in order.
+    pub steps: Vec<String>,
+    /// Steps finished (for ended operators).
+    pub steps_done: usize,
+    /// `running`, `finished`, `cancelled: ...` or `timed-out`.
+    pub outcome: String,
+    /// When it was created, ms on the PD leader's clock.
+    pub created_ms: u64,
+    /// When it ended.
+    pub ended_ms: Option<u64>,
+}
+
+/// A node as the PD sees it, for the admin API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeView {
+    /// The node.
+    pub node: NodeId,
+    /// Its admin state.
+    pub state: NodeAdminState,
+    /// Whether its heartbeats are current.
+    pub up: bool,
+    /// Replicas the view places on it.
+    pub replicas: usize,
+    /// Leaders the view places on it.
+    pub leaders: usize,
+    /// Replicas the node itself last reported hosting (the PD group's included).
+    pub reported_replicas: u64,
+    /// Its admin endpoint.
+    pub admin: Option<SocketAddr>,
+}
+
+/// What the PD leader shows: nodes and operators.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PdReport {
+    /// The PD leader.
+    pub leader: NodeId,
+    /// Ranges in the view.
+    pub ranges: usize,
+    /// Whether it schedules (warm-up over).
+    pub scheduling: bool,
+    /// Nodes, by id.
+    pub nodes: Vec<NodeView>,
+    /// Operators in flight.
+    pub pending: Vec<OperatorInfo>,
+    /// Operators that ended, newest last (at most [`FINISHED_KEPT`]).
+    pub finished: Vec<OperatorInfo>,
+    /// Operators admitted since this node became leader.
+    pub admitted: u64,
+}
+
+/// What one tick asks of the shell.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Steps to send, with the node to send each to.
+    pub steps: Vec<(NodeId, StepCommand)>,
+    /// Nodes that finished draining in state `Removing`: persist them as `Removed`.
+    pub removed: Vec<NodeId>,
+}
+
+/// The PD leader's state.
+pub struct Driver {
+    me: NodeId,
+    cfg: DriverConfig,
+    view: ClusterView,
+    coord: Coordinator,
+    states: BTreeMap<NodeId, NodeAdminState>,
+    admins: BTreeMap<NodeId, SocketAddr>,
+    reported: BTreeMap<NodeId, u64>,
+    finished: VecDeque<OperatorInfo>,
+    since_ms: u64,
+}
+
+impl Driver {
+    /// A driver on node `me`, leader since `now_ms`.
+    pub fn new(
+        me: NodeId,
+        cfg: DriverConfig,
+        schedulers: Vec<Box<dyn placement::scheduler::Scheduler>>,
+        now_ms: u64,
+    ) -> Result<Self, placement::ConfigError> {
+        let coord = Coordinator::with_schedulers(cfg.placement.clone(), schedulers)?;
+        Ok(Self {
+            me,
+            cfg,
+            view: ClusterView::new(),
+            coord,
+            states: BTreeMap::new(),
+            admins: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            finished: VecDeque::new(),
+            since_ms: now_ms,
+        })
+    }
+
+    /// The view (for tests and reports).
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    /// Applies the node states the PD group stores (nodes not named are `Serving`).
+    pub fn set_node_states(&mut self, states: BTreeMap<NodeId, NodeAdminState>) {
+        for (&node, &state) in &states {
+            let view_state = match state {
+                NodeAdminState::Serving => NodeState::Serving,
+                NodeAdminState::Draining | NodeAdminState::Removing | NodeAdminState::Removed => {
+                    NodeState::Draining
+                }
+            };
+            let _ = self.view.set_node_state(placement::NodeId(node), view_state);
+        }
+        for (&node, _) in self.states.iter().filter(|(n, _)| !states.contains_key(n)) {
+            let _ = self.view.set_node_state(placement::NodeId(node), NodeState::Serving);
+        }
+        self.states = states;
+    }
+
+    fn state(&self, node: NodeId) -> NodeAdminState {
+        self.states.get(&node).copied().unwrap_or_default()
+    }
+
+    /// Applies a node's heartbeat; false if the node is removed (ignored).
+    pub fn on_heartbeat(&mut self, r: NodeReport, now_ms: u64) -> bool {
+        if self.state(r.node) == NodeAdminState::Removed {
+            return false;
+        }
+        let id = placement::NodeId(r.node);
+        let capacity = if r.capacity_bytes == 0 { self.cfg.default_capacity_bytes } else { r.capacity_bytes };
+        if self.view.node(id).is_none() {
+            let labels = r.labels.iter().cloned().collect();
+            self.view.put_node(NodeInfo::new(id, labels, capacity, now_ms));
+            if self.state(r.node) != NodeAdminState::Serving {
+                let _ = self.view.set_node_state(id, NodeState::Draining);
+            }
+        }
+        let hb =
+            NodeHeartbeat { id, capacity_bytes: capacity, available_bytes: r.available_bytes, busy: r.busy };
+        let _ = self.view.handle_node_heartbeat(hb, now_ms);
+        if let Some(addr) = r.admin {
+            self.admins.insert(r.node, addr);
+        }
+        self.reported.insert(r.node, r.replicas);
+        for range in r.ranges {
+            let info = range_info(&range, r.node);
+            // A stale or malformed report is dropped; the next one corrects the view.
+            if let Err(e) = self.coord.handle_range_heartbeat(&mut self.view, info, now_ms) {
+                tracing::debug!(node = r.node, group = range.id, error = %e, "range report ignored");
+            }
+        }
+        true
+    }
+
+    /// One scheduling round (after warm-up): the steps to send and nodes now removed.
+    pub fn tick(&mut self, now_ms: u64, rng: &mut SmallRng) -> Tick {
+        let mut out = Tick::default();
+        if now_ms.saturating_sub(self.since_ms) < self.cfg.warmup_ms {
+            return out;
+        }
+        self.coord.schedule(&self.view, now_ms, rng);
+        while let Some(c) = self.coord.poll_command() {
+            let step = StepCommand {
+                operator: c.operator.0,
+                group: c.range.0,
+                epoch: Epoch { version: c.epoch.version, conf_ver: c.epoch.conf_ver },
+                action: action(&c.step),
+            };
+            out.steps.push((c.leader.0, step));
+        }
+        while let Some(e) = self.coord.poll_event() {
+            let mut info = operator_info(&e.operator);
+            info.steps_done = e.steps_done;
+            info.ended_ms = Some(e.ended_ms);
+            info.outcome = match e.outcome {
+                Outcome::Finished => "finished".into(),
+                Outcome::Cancelled(why) => format!("cancelled: {why:?}"),
+                Outcome::TimedOut => "timed-out".into(),
+            };
+            tracing::info!(op = info.id, kind = %info.kind, group = info.group, outcome = %info.outcome, "operator ended");
+            if self.finished.len() == FINISHED_KEPT {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(info);
+        }
+        let down_after = self.cfg.placement.node_down_after_ms;
+        for (&node, _) in self.states.iter().filter(|(_, s)| **s == NodeAdminState::Removing) {
+            let id = placement::NodeId(node);
+            let empty_in_view = self.view.replica_count(id) == 0;
+            let reports_empty = self.reported.get(&node).is_none_or(|&n| n == 0);
+            let silent = !self.view.is_node_up(id, now_ms, down_after);
+            if empty_in_view && (reports_empty || silent) {
+                out.removed.push(node);
+            }
+        }
+        out
+    }
+
+    /// The admin report.
+    pub fn report(&self, now_ms: u64) -> PdReport {
+        let down_after = self.cfg.placement.node_down_after_ms;
+        let mut ids: Vec<NodeId> = self.view.nodes().map(|n| n.id.0).collect();
+        ids.extend(self.states.keys().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        let nodes = ids
+            .into_iter()
+            .map(|node| {
+                let id = placement::NodeId(node);
+                NodeView {
+                    node,
+                    state: self.state(node),
+                    up: self.view.is_node_up(id, now_ms, down_after),
+                    replicas: self.view.node(id).map_or(0, |_| self.view.replica_count(id)),
+                    leaders: self.view.node(id).map_or(0, |_| self.view.leader_count(id)),
+                    reported_replicas: self.reported.get(&node).copied().unwrap_or(0),
+                    admin: self.admins.get(&node).copied(),
+                }
+            })
+            .collect();
+        let mut pending: Vec<OperatorInfo> = self.coord.controller().operators().map(operator_info).collect();
+        pending.sort_by_key(|o| o.id);
+        PdReport {
+            leader: self.me,
+            ranges: self.view.range_count(),
+            scheduling: now_ms.saturating_sub(self.since_ms) >= self.cfg.warmup_ms,
+            nodes,
+            pending,
+            finished: self.finished.iter().cloned().collect(),
+            admitted: self.coord.stats().admitted,
+        }
+    }
+}
+
+/// The scheduler core's view of a leader's range report.
+fn range_info(r: &RangeReport, leader: NodeId) -> RangeInfo {
+    use placement::{Replica, Role};
+    let joint = !r.outgoing.is_empty();
+    let mut replicas = Vec::new();
+    for &n in &r.voters {
+        let role = if !joint || r.outgoing.contains(&n) { Role::Voter } else { Role::IncomingVoter };
+        replicas.push(Replica { node: placement::NodeId(n), role });
+    }
+    for &n in r.outgoing.iter().filter(|n| !r.voters.contains(n)) {
+        replicas.push(Replica { node: placement::NodeId(n), role: Role::DemotingVoter });
+    }
+    for &n in r.learners.iter().filter(|n| !r.voters.contains(n) && !r.outgoing.contains(n)) {
+        replicas.push(Replica { node: placement::NodeId(n), role: Role::Learner });
+    }
+    RangeInfo {
+        id: placement::RangeId(r.id),
+        start_key: r.start.clone(),
+        end_key: r.end.clone(),
+        epoch: placement::Epoch { version: r.epoch.version, conf_ver: r.epoch.conf_ver },
+        replicas,
+        leader: Some(placement::NodeId(leader)),
+        pending: r.pending.iter().map(|&n| placement::NodeId(n)).collect(),
+        size_bytes: r.size_bytes,
+        keys: r.keys,
+        write_bytes_per_sec: r.write_bytes_per_sec,
+        write_keys_per_sec: r.write_keys_per_sec,
+        split_key_hint: None,
+    }
+}
+
+fn action(step: &placement::Step) -> StepAction {
+    use placement::{SplitPolicy, Step};
+    match step {
+        Step::AddLearner { node } => StepAction::AddLearner(node.0),
+        Step::PromoteLearner { node } => StepAction::Promote(node.0),
+        Step::RemovePeer { node } => StepAction::Remove(node.0),
+        Step::TransferLeader { to, .. } => StepAction::TransferLeader(to.0),
+        Step::Split { policy: SplitPolicy::Middle } => StepAction::Split(None),
+        Step::Split { policy: SplitPolicy::AtKey(k) } => StepAction::Split(Some(k.clone())),
+        Step::Merge { target, .. } => StepAction::Merge(target.0),
+    }
+}
+
+fn operator_info(op: &placement::Operator) -> OperatorInfo {
+    OperatorInfo {
+        id: op.id.0,
+        kind: op.kind.name().to_string(),
+        group: op.range.0,
+        steps: op.steps.iter().map(|s| format!("{:?}", action(s))).collect(),
+        steps_done: 0,
+        outcome: "running".into(),
+        created_ms: op.created_ms,
+        ended_ms: None,
+    }
+}

@@ -1,0 +1,222 @@
+//! The placement driver on a live loopback cluster of real `flotilla` processes.
+//!
+//! 1. Three nodes host the PD group (`--pd-voters 1,2,3`) and 48 ranges with three replicas
+//!    each, all on nodes 1-3. A writer runs throughout.
+//! 2. Nodes 4 and 5 join (without `--pd-voters`: they find the PD leader through their
+//!    peers). The PD moves replicas and leaders to them until every node holds its share.
+//! 3. `flotilla node drain 5` (the CLI, through node 1's admin endpoint) empties node 5.
+//! 4. Every acknowledged write reads back.
+//!
+//! `FLOTILLA_PLACEMENT_RANGES` overrides the number of ranges.
+
+mod common_cluster;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common_cluster::{ProcNode, TempDir, WAIT, admin_map};
+use hyper::Method;
+use node::admin::client::{ClusterClient, pd_call};
+use node::group::{GroupId, NodeId};
+use node::pd::{NodeAdminState, PD_GROUP, PdReport};
+use tokio::task::JoinSet;
+
+type Acked = Arc<Mutex<Vec<(GroupId, String, String)>>>;
+
+fn range_count() -> u64 {
+    std::env::var("FLOTILLA_PLACEMENT_RANGES").ok().and_then(|v| v.parse().ok()).unwrap_or(48)
+}
+
+/// Range `g` owns keys `r/{g:05}/...`.
+fn span(g: GroupId) -> (GroupId, String, String) {
+    (g, format!("r/{g:05}/"), format!("r/{g:05}0"))
+}
+
+async fn report(admin: SocketAddr) -> Option<PdReport> {
+    pd_call(admin, Method::GET, "/v1/pd/report", Duration::from_secs(5)).await.ok()
+}
+
+/// Per node, (data replicas hosted, data leaders), as the nodes themselves report.
+async fn placement(nodes: &[&ProcNode]) -> BTreeMap<NodeId, (usize, usize)> {
+    let mut out = BTreeMap::new();
+    for n in nodes {
+        let groups = n.groups().await.unwrap_or_default();
+        let data: Vec<_> = groups.iter().filter(|g| g.range.id != PD_GROUP).collect();
+        let leaders = data.iter().filter(|g| g.role == "leader").count();
+        out.insert(n.id, (data.len(), leaders));
+    }
+    out
+}
+
+/// Whether every count is within `slack` of the mean of `counts`.
+fn balanced(counts: &[usize], slack: f64) -> bool {
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    counts.iter().all(|&c| (c as f64 - mean).abs() <= slack.max(mean * 0.05))
+}
+
+fn spawn_writer(
+    client: Arc<ClusterClient>,
+    groups: Vec<GroupId>,
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for w in 0..3u64 {
+        let (client, groups, stop, acked) =
+            (Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
+        set.spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let g = groups[((seq * 3 + w) as usize) % groups.len()];
+                let (key, value) = (format!("r/{g:05}/w{w}-{seq}"), format!("v{seq}"));
+                match client.put(g, &key, &value).await {
+                    Ok(()) => acked.lock().expect("lock").push((g, key, value)),
+                    Err(e) => panic!("writer: group {g}: {e}"),
+                }
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    set
+}
+
+/// Waits until `check` holds for the placement over `nodes`; panics with the last one.
+async fn wait_placement(
+    nodes: &[&ProcNode],
+    what: &str,
+    check: impl Fn(&BTreeMap<NodeId, (usize, usize)>) -> bool,
+) -> BTreeMap<NodeId, (usize, usize)> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let p = placement(nodes).await;
+        if check(&p) {
+            println!("{what}: after {:.1} s: {p:?}", start.elapsed().as_secs_f64());
+            return p;
+        }
+        if start.elapsed() > WAIT / 2 {
+            let pd = report(nodes[0].admin).await;
+            let pd_nodes = pd.as_ref().map(|r| &r.nodes);
+            let pending = pd.as_ref().map(|r| &r.pending);
+            let finished = pd.as_ref().map(|r| &r.finished[r.finished.len().saturating_sub(30)..]);
+            panic!(
+                "{what}: not reached; placement (replicas, leaders) {p:?}\nPD nodes {pd_nodes:#?}\n\
+                 pending {pending:#?}\nlast finished {finished:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_added_get_their_share_and_a_drained_node_empties() {
+    let n_ranges = range_count();
+    let groups: Vec<GroupId> = (1..=n_ranges).collect();
+    let tmp = TempDir::new("placement");
+    let pd = vec!["--pd-voters".to_string(), "1,2,3".to_string()];
+    let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), pd.clone());
+    let seed = vec![n1.cluster];
+    let mut n2 = ProcNode::new(2, &tmp.0, seed.clone(), pd.clone());
+    let mut n3 = ProcNode::new(3, &tmp.0, seed.clone(), pd);
+    let mut n4 = ProcNode::new(4, &tmp.0, seed.clone(), Vec::new());
+    let mut n5 = ProcNode::new(5, &tmp.0, seed, Vec::new());
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.spawn();
+    }
+    for n in [&n1, &n2, &n3] {
+        n.wait_ready(2).await;
+    }
+    let ranges: Vec<_> = groups.iter().map(|&g| span(g)).collect();
+    for n in [&n1, &n2, &n3] {
+        n.create_ranges(&ranges, &[1, 2, 3]).await;
+    }
+
+    // The PD leader sees all three nodes and every range.
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(r) = report(n1.admin).await
+            && r.nodes.len() == 3
+            && r.ranges == n_ranges as usize
+            && r.scheduling
+        {
+            println!(
+                "PD leader {} sees {} ranges after {:.1} s",
+                r.leader,
+                r.ranges,
+                start.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the PD never saw the cluster: {:?}", report(n1.admin).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let all = [&n1, &n2, &n3, &n4, &n5];
+    let client = Arc::new(ClusterClient::new(admin_map(all), Duration::from_secs(60)));
+    let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
+    let mut writer = spawn_writer(Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
+
+    // Two nodes join; replicas and leaders spread to them.
+    n4.spawn();
+    n5.spawn();
+    let all = [&n1, &n2, &n3, &n4, &n5];
+    let spread = wait_placement(&all, "spread to 5 nodes", |p| {
+        let replicas: Vec<usize> = p.values().map(|v| v.0).collect();
+        let leaders: Vec<usize> = p.values().map(|v| v.1).collect();
+        replicas.iter().sum::<usize>() == 3 * n_ranges as usize
+            && leaders.iter().sum::<usize>() == n_ranges as usize
+            && balanced(&replicas, 2.0)
+            && balanced(&leaders, 2.0)
+    })
+    .await;
+    assert!(spread[&4].0 > 0 && spread[&5].0 > 0 && spread[&4].1 > 0 && spread[&5].1 > 0);
+
+    // Drain node 5 through the CLI.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["node", "drain", "5", "--admin", &n1.admin.to_string()])
+        .output()
+        .expect("run flotilla node drain");
+    assert!(out.status.success(), "drain failed: {}", String::from_utf8_lossy(&out.stderr));
+    wait_placement(&all, "node 5 drained", |p| {
+        let rest: Vec<usize> = p.iter().filter(|(n, _)| **n != 5).map(|(_, v)| v.0).collect();
+        p[&5] == (0, 0) && rest.iter().sum::<usize>() == 3 * n_ranges as usize
+    })
+    .await;
+    // The PD's view catches up with the last removal's heartbeat.
+    let start = tokio::time::Instant::now();
+    let r = loop {
+        let r = report(n1.admin).await;
+        let five = r.as_ref().and_then(|r| r.nodes.iter().find(|n| n.node == 5).cloned());
+        if let Some(five) = &five
+            && five.replicas == 0
+            && five.reported_replicas == 0
+        {
+            assert_eq!(five.state, NodeAdminState::Draining);
+            break r.expect("report");
+        }
+        assert!(start.elapsed() < WAIT, "the PD still places replicas on node 5: {five:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let kinds: BTreeMap<&str, usize> = r.finished.iter().fold(BTreeMap::new(), |mut m, o| {
+        *m.entry(o.kind.as_str()).or_default() += 1;
+        m
+    });
+    println!("finished operators by kind: {kinds:?}; admitted {}", r.admitted);
+    assert!(kinds.contains_key("evict-replica") || kinds.contains_key("evict-leader"), "{kinds:?}");
+
+    // Nothing acknowledged is lost.
+    stop.store(true, Ordering::Relaxed);
+    while let Some(res) = writer.join_next().await {
+        res.expect("writer task");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    assert!(acked.len() > 100, "the writer made little progress: {}", acked.len());
+    for (g, key, value) in &acked {
+        let got = client.get(*g, key).await.unwrap_or_else(|e| panic!("read {key} from group {g}: {e}"));
+        assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
+    }
+    println!("{} acknowledged writes read back", acked.len());
+}
