@@ -207,6 +207,31 @@ async fn nodes_added_get_their_share_and_a_drained_node_empties() {
     println!("finished operators by kind: {kinds:?}; admitted {}", r.admitted);
     assert!(kinds.contains_key("evict-replica") || kinds.contains_key("evict-leader"), "{kinds:?}");
 
+    // Remove the empty node for good: the PD records it as removed and refuses to resume it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["node", "remove", "5", "--admin", &n2.admin.to_string()])
+        .output()
+        .expect("run flotilla node remove");
+    assert!(out.status.success(), "remove failed: {}", String::from_utf8_lossy(&out.stderr));
+    let start = tokio::time::Instant::now();
+    loop {
+        let state =
+            report(n1.admin).await.and_then(|r| r.nodes.iter().find(|n| n.node == 5).map(|n| n.state));
+        if state == Some(NodeAdminState::Removed) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "node 5 never became removed: {state:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let resume = pd_call::<serde_json::Value>(
+        n1.admin,
+        Method::POST,
+        "/v1/pd/nodes/5/resume",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(resume.is_err(), "a removed node was resumed: {resume:?}");
+
     // Nothing acknowledged is lost.
     stop.store(true, Ordering::Relaxed);
     while let Some(res) = writer.join_next().await {
@@ -219,4 +244,76 @@ async fn nodes_added_get_their_share_and_a_drained_node_empties() {
         assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
     }
     println!("{} acknowledged writes read back", acked.len());
+}
+
+/// Writes one key to every group; panics on a failure.
+async fn write_all(client: &ClusterClient, groups: &[GroupId], round: u64) {
+    for &g in groups {
+        let key = format!("r/{g:05}/round{round}");
+        client.put(g, &key, "x").await.unwrap_or_else(|e| panic!("round {round}: group {g}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_pd_quorum_traffic_goes_on_and_only_rebalancing_stops() {
+    let groups: Vec<GroupId> = (1..=12).collect();
+    let tmp = TempDir::new("placement-pd-down");
+    let pd = vec!["--pd-voters".to_string(), "1,2,3".to_string()];
+    let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), pd.clone());
+    let seed = vec![n1.cluster];
+    let mut n2 = ProcNode::new(2, &tmp.0, seed.clone(), pd.clone());
+    let mut n3 = ProcNode::new(3, &tmp.0, seed.clone(), pd);
+    let mut n4 = ProcNode::new(4, &tmp.0, seed.clone(), Vec::new());
+    let mut n5 = ProcNode::new(5, &tmp.0, seed, Vec::new());
+    for n in [&mut n1, &mut n2, &mut n3, &mut n4, &mut n5] {
+        n.spawn();
+    }
+    for n in [&n1, &n2, &n3, &n4, &n5] {
+        n.wait_ready(4).await;
+    }
+    // Data on nodes 1, 4 and 5 only: losing nodes 2 and 3 costs the PD its quorum, not the data.
+    let ranges: Vec<_> = groups.iter().map(|&g| span(g)).collect();
+    for n in [&n1, &n4, &n5] {
+        n.create_ranges(&ranges, &[1, 4, 5]).await;
+    }
+    let client = ClusterClient::new(admin_map([&n1, &n2, &n3, &n4, &n5]), Duration::from_secs(60));
+    write_all(&client, &groups, 0).await;
+
+    n2.kill9();
+    n3.kill9();
+    let before = placement(&[&n1, &n4, &n5]).await;
+    write_all(&client, &groups, 1).await;
+    let drain =
+        pd_call::<serde_json::Value>(n1.admin, Method::POST, "/v1/pd/nodes/5/drain", Duration::from_secs(10))
+            .await;
+    assert!(drain.is_err(), "a drain was recorded without a PD quorum: {drain:?}");
+    write_all(&client, &groups, 2).await;
+    let after = placement(&[&n1, &n4, &n5]).await;
+    assert_eq!(
+        before.values().map(|v| v.0).collect::<Vec<_>>(),
+        after.values().map(|v| v.0).collect::<Vec<_>>()
+    );
+    println!(
+        "PD down: writes to all {} groups went on; the drain was refused: {}",
+        groups.len(),
+        drain.unwrap_err()
+    );
+
+    // The PD comes back; the drain is recorded and carried out.
+    n2.spawn();
+    n3.spawn();
+    let _: serde_json::Value =
+        pd_call(n1.admin, Method::POST, "/v1/pd/nodes/5/drain", WAIT).await.expect("drain after recovery");
+    let all = [&n1, &n2, &n3, &n4, &n5];
+    wait_placement(&all, "node 5 drained after the PD recovered", |p| {
+        p[&5] == (0, 0) && p.values().map(|v| v.0).sum::<usize>() == 3 * groups.len()
+    })
+    .await;
+    write_all(&client, &groups, 3).await;
+    for round in 0..4 {
+        for &g in &groups {
+            let key = format!("r/{g:05}/round{round}");
+            assert_eq!(client.get(g, &key).await.expect("read").as_deref(), Some("x"), "{key}");
+        }
+    }
 }

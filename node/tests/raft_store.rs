@@ -576,3 +576,17 @@ fn ten_thousand_idle_groups_hibernate_to_zero_ticks_and_messages() {
     let r = rx.recv_timeout(Duration::from_secs(10)).expect("answer");
     assert_eq!(r.result, Ok(Outcome::Written));
 }
+
+#[test]
+fn reserved_group_ids_are_refused_so_store_metadata_stays_separate() {
+    // Group u64::MAX is where a store keeps its tombstones: a group under that id shared
+    // its log, and lost its checkpoint on the first restart (found by the PD live test).
+    let mut c = ManualCluster::new(7);
+    let s = c.stores.get_mut(&1).expect("store 1");
+    let meta = RangeDescriptor::new(u64::MAX, Vec::new(), Vec::new(), &[1, 2, 3]);
+    assert!(s.bootstrap_groups(&[meta]).is_err());
+    let zero = RangeDescriptor::new(0, Vec::new(), Vec::new(), &[1, 2, 3]);
+    assert!(s.bootstrap_groups(&[zero]).is_err());
+    let pd = RangeDescriptor::new(u64::MAX - 1, Vec::new(), Vec::new(), &[1, 2, 3]);
+    assert_eq!(s.bootstrap_groups(&[pd]).expect("the PD group's id is fine"), 1);
+}

@@ -241,6 +241,11 @@ impl Api {
                 message: format!("group {}: id 0 or an empty range", bad.id),
             });
         }
+        if let Some(bad) = descs.iter().find(|d| d.id >= crate::pd::PD_GROUP) {
+            return Err(ApiError::BadRequest {
+                message: format!("group id {} is reserved (placement driver and store metadata)", bad.id),
+            });
+        }
         let created = self.store.bootstrap_groups(&descs).map_err(|e| match e {
             StoreError::Config(message) => ApiError::BadRequest { message },
             e => ApiError::Unavailable { message: e.to_string() },

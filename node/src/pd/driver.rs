@@ -215,12 +215,11 @@ impl Driver {
         }
         let id = placement::NodeId(r.node);
         let capacity = if r.capacity_bytes == 0 { self.cfg.default_capacity_bytes } else { r.capacity_bytes };
-        if self.view.node(id).is_none() {
-            let labels = r.labels.iter().cloned().collect();
-            self.view.put_node(NodeInfo::new(id, labels, capacity, now_ms));
-            if self.state(r.node) != NodeAdminState::Serving {
-                let _ = self.view.set_node_state(id, NodeState::Draining);
-            }
+        let labels: BTreeMap<String, String> = r.labels.iter().cloned().collect();
+        match self.view.node(id) {
+            None => self.register(r.node, &labels, capacity, now_ms),
+            Some(info) if info.labels != labels => self.register(r.node, &labels, capacity, now_ms),
+            Some(_) => {}
         }
         let hb =
             NodeHeartbeat { id, capacity_bytes: capacity, available_bytes: r.available_bytes, busy: r.busy };
@@ -230,6 +229,15 @@ impl Driver {
         }
         self.reported.insert(r.node, r.replicas);
         for range in r.ranges {
+            // A member that has not sent its own heartbeat yet (a new PD leader hears from
+            // nodes in any order) is registered as heard from now, so the range is not
+            // dropped from the view; if it never reports, it goes down on the usual clock.
+            for &n in range.voters.iter().chain(&range.outgoing).chain(&range.learners) {
+                if self.view.node(placement::NodeId(n)).is_none() && self.state(n) != NodeAdminState::Removed
+                {
+                    self.register(n, &BTreeMap::new(), self.cfg.default_capacity_bytes, now_ms);
+                }
+            }
             let info = range_info(&range, r.node);
             // A stale or malformed report is dropped; the next one corrects the view.
             if let Err(e) = self.coord.handle_range_heartbeat(&mut self.view, info, now_ms) {
@@ -237,6 +245,16 @@ impl Driver {
             }
         }
         true
+    }
+
+    /// Puts `node` in the view (again, keeping its admin state), e.g. with new labels.
+    fn register(&mut self, node: NodeId, labels: &BTreeMap<String, String>, capacity: u64, now_ms: u64) {
+        let id = placement::NodeId(node);
+        let mut info = NodeInfo::new(id, labels.clone(), capacity, now_ms);
+        if self.state(node) != NodeAdminState::Serving {
+            info.state = NodeState::Draining;
+        }
+        self.view.put_node(info);
     }
 
     /// One scheduling round (after warm-up): the steps to send and nodes now removed.
@@ -373,5 +391,129 @@ fn operator_info(op: &placement::Operator) -> OperatorInfo {
         outcome: "running".into(),
         created_ms: op.created_ms,
         ended_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn driver() -> Driver {
+        let cfg = DriverConfig {
+            placement: placement::Config::default(),
+            warmup_ms: 3000,
+            default_capacity_bytes: 1 << 40,
+        };
+        Driver::new(1, cfg, crate::pd::schedulers(), 0).expect("driver")
+    }
+
+    fn range(id: GroupId, voters: &[NodeId]) -> RangeReport {
+        RangeReport {
+            id,
+            start: format!("r/{id:03}").into_bytes(),
+            end: format!("r/{:03}", id + 1).into_bytes(),
+            epoch: Epoch { version: 1, conf_ver: 1 },
+            voters: voters.to_vec(),
+            ..RangeReport::default()
+        }
+    }
+
+    fn beat(node: NodeId, ranges: Vec<RangeReport>) -> NodeReport {
+        let replicas = ranges.len() as u64;
+        NodeReport {
+            node,
+            capacity_bytes: 1 << 40,
+            available_bytes: 1 << 40,
+            replicas,
+            ranges,
+            ..NodeReport::default()
+        }
+    }
+
+    /// Nodes 1-3 lead 12 ranges (4 each) on nodes 1-3; nodes 4 and 5 are empty.
+    fn skewed(d: &mut Driver, now_ms: u64) {
+        for leader in 1..=3u64 {
+            let ranges = (0..4).map(|i| range(leader * 10 + i, &[1, 2, 3])).collect();
+            d.on_heartbeat(beat(leader, ranges), now_ms);
+        }
+        for node in 4..=5 {
+            d.on_heartbeat(beat(node, Vec::new()), now_ms);
+        }
+    }
+
+    #[test]
+    fn nothing_is_scheduled_during_warmup_then_replicas_move_to_empty_nodes() {
+        let mut d = driver();
+        let mut rng = SmallRng::seed_from_u64(1);
+        skewed(&mut d, 0);
+        assert_eq!(d.view().range_count(), 12);
+        assert!(d.tick(1000, &mut rng).steps.is_empty(), "warm-up");
+        skewed(&mut d, 3000);
+        let steps = d.tick(3000, &mut rng).steps;
+        assert!(!steps.is_empty());
+        for (to, step) in &steps {
+            assert!((1..=3).contains(to), "steps go to range leaders: {to}");
+            assert_eq!(step.group / 10, *to, "group {} is led by {to}", step.group);
+            assert!(matches!(step.action, StepAction::AddLearner(4 | 5)), "{:?}", step.action);
+        }
+        let report = d.report(3000);
+        assert!(report.scheduling);
+        assert_eq!(report.pending.len(), steps.len());
+    }
+
+    #[test]
+    fn a_draining_node_gets_nothing_and_is_emptied() {
+        let mut d = driver();
+        let mut rng = SmallRng::seed_from_u64(2);
+        d.set_node_states(BTreeMap::from([(3, NodeAdminState::Draining)]));
+        skewed(&mut d, 3000);
+        let steps = d.tick(3000, &mut rng).steps;
+        assert!(!steps.is_empty());
+        for (_, step) in &steps {
+            match step.action {
+                StepAction::AddLearner(n) => assert_ne!(n, 3),
+                StepAction::TransferLeader(n) => assert_ne!(n, 3),
+                _ => {}
+            }
+        }
+        assert!(steps.iter().any(|(to, s)| *to == 3 && matches!(s.action, StepAction::TransferLeader(_))));
+    }
+
+    #[test]
+    fn a_removing_node_is_removed_once_empty_and_then_ignored() {
+        let mut d = driver();
+        let mut rng = SmallRng::seed_from_u64(3);
+        d.set_node_states(BTreeMap::from([(5, NodeAdminState::Removing), (4, NodeAdminState::Removing)]));
+        for leader in 1..=3u64 {
+            d.on_heartbeat(beat(leader, vec![range(leader, &[1, 2, 3])]), 0);
+        }
+        d.on_heartbeat(beat(5, Vec::new()), 0);
+        // Node 4 still reports a replica (the view has none: a stale replica to destroy).
+        d.on_heartbeat(NodeReport { replicas: 1, ..beat(4, Vec::new()) }, 0);
+        let tick = d.tick(3000, &mut rng);
+        assert_eq!(tick.removed, vec![5]);
+        d.set_node_states(BTreeMap::from([(5, NodeAdminState::Removed)]));
+        assert!(!d.on_heartbeat(beat(5, Vec::new()), 4000), "heartbeats of a removed node are ignored");
+        let five = d.report(4000).nodes.into_iter().find(|n| n.node == 5).expect("node 5 listed");
+        assert_eq!(five.state, NodeAdminState::Removed);
+    }
+
+    #[test]
+    fn joint_and_learner_roles_map_to_the_view() {
+        let r = RangeReport {
+            voters: vec![1, 2, 4],
+            outgoing: vec![1, 2, 3],
+            learners: vec![5],
+            ..range(7, &[])
+        };
+        let info = range_info(&r, 1);
+        let role = |n| info.replicas.iter().find(|x| x.node == placement::NodeId(n)).map(|x| x.role);
+        assert_eq!(role(1), Some(placement::Role::Voter));
+        assert_eq!(role(4), Some(placement::Role::IncomingVoter));
+        assert_eq!(role(3), Some(placement::Role::DemotingVoter));
+        assert_eq!(role(5), Some(placement::Role::Learner));
+        assert_eq!(info.leader, Some(placement::NodeId(1)));
     }
 }

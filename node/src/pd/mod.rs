@@ -27,8 +27,9 @@ pub use service::{PdConfig, PdHandle, PdService};
 
 use crate::group::GroupId;
 
-/// The PD group's id (no range group can have it).
-pub const PD_GROUP: GroupId = u64::MAX;
+/// The PD group's id (reserved: the admin API refuses to create a range group with it;
+/// `u64::MAX` is the store's own metadata).
+pub const PD_GROUP: GroupId = u64::MAX - 1;
 
 /// Why a PD request failed.
 #[derive(Debug, thiserror::Error)]

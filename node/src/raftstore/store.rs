@@ -19,7 +19,7 @@ use crossbeam::channel::{Receiver, Sender};
 use raft_engine::LogBatch;
 
 use super::config::StoreConfig;
-use super::engine::{self, EngineLog, RaftEngine};
+use super::engine::{self, EngineLog, RaftEngine, STORE_META_GROUP};
 use super::error::StoreError;
 use super::fsm::GroupFsm;
 use super::mailbox::{GroupCell, PeerMsg, Router};
@@ -78,7 +78,10 @@ impl StoreShared {
 
     /// Delivers a message from another store; false if it was dropped.
     fn deliver(&self, msg: GroupMessage) -> bool {
-        if self.poisoned.load(Ordering::Acquire) || msg.to != self.cfg.node_id {
+        if self.poisoned.load(Ordering::Acquire)
+            || msg.to != self.cfg.node_id
+            || msg.group_id == STORE_META_GROUP
+        {
             return false;
         }
         let cell = match self.router.get(msg.group_id) {
@@ -254,6 +257,9 @@ impl Store {
         let mut batch = LogBatch::default();
         let mut new = Vec::new();
         for desc in descs {
+            if desc.id == STORE_META_GROUP || desc.id == 0 {
+                return Err(StoreError::Config(format!("group id {} is reserved", desc.id)));
+            }
             if !desc.voters.contains(&shared.cfg.node_id) {
                 return Err(StoreError::Config(format!(
                     "node {} is not a voter of group {}",

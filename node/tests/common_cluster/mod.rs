@@ -36,6 +36,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::env::var_os("FLOTILLA_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -93,7 +97,7 @@ impl ProcNode {
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("--log")
-            .arg("warn");
+            .arg(std::env::var("FLOTILLA_TEST_LOG").unwrap_or_else(|_| "warn".into()));
         if !self.join.is_empty() {
             let join: Vec<String> = self.join.iter().map(ToString::to_string).collect();
             cmd.arg("--join").arg(join.join(","));
