@@ -46,6 +46,9 @@ struct Cli {
     /// Nodes hosting the placement driver's raft group, comma-separated (e.g. 1,2,3).
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     pd_voters: Vec<u64>,
+    /// Split ranges with more keys than this (`cluster.pd-split-keys`).
+    #[arg(long, value_name = "N")]
+    pd_split_keys: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -163,6 +166,9 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
     }
     if !cli.pd_voters.is_empty() {
         config.cluster.pd_voters = cli.pd_voters.clone();
+    }
+    if let Some(keys) = cli.pd_split_keys {
+        config.cluster.pd_split_keys = keys;
     }
     config.validate()?;
     Ok(config)

@@ -317,3 +317,91 @@ async fn without_a_pd_quorum_traffic_goes_on_and_only_rebalancing_stops() {
         }
     }
 }
+
+/// The range owning `key`, from `node`'s replicas (refreshed by the caller on a miss).
+fn owner(ranges: &[node::admin::types::RangeInfo], key: &str) -> Option<GroupId> {
+    ranges
+        .iter()
+        .find(|r| key >= r.start.as_str() && (r.end.is_empty() || key < r.end.as_str()))
+        .map(|r| r.id)
+}
+
+async fn ranges_of(n: &ProcNode) -> Vec<node::admin::types::RangeInfo> {
+    n.groups()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|g| g.range.id != PD_GROUP)
+        .map(|g| g.range)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_over_the_key_threshold_splits_and_nothing_acknowledged_is_lost() {
+    let tmp = TempDir::new("placement-split");
+    let args = ["--pd-voters", "1,2,3", "--pd-split-keys", "100"].map(String::from).to_vec();
+    let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), args.clone());
+    let seed = vec![n1.cluster];
+    let mut n2 = ProcNode::new(2, &tmp.0, seed.clone(), args.clone());
+    let mut n3 = ProcNode::new(3, &tmp.0, seed, args);
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.spawn();
+    }
+    for n in [&n1, &n2, &n3] {
+        n.wait_ready(2).await;
+    }
+    for n in [&n1, &n2, &n3] {
+        n.create_ranges(&[(1, "r/".into(), "r0".into())], &[1, 2, 3]).await;
+    }
+    let client = ClusterClient::new(admin_map([&n1, &n2, &n3]), Duration::from_secs(30));
+    let mut ranges = ranges_of(&n1).await;
+    let mut acked = Vec::new();
+    for i in 0..450u64 {
+        let (key, value) = (format!("r/k{i:05}"), format!("v{i}"));
+        let start = tokio::time::Instant::now();
+        loop {
+            let g = owner(&ranges, &key).unwrap_or(1);
+            match client.put(g, &key, &value).await {
+                Ok(()) => break,
+                // The range split under the write: find the key's range again.
+                Err(e) => {
+                    assert!(start.elapsed() < WAIT, "write {key}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    ranges = ranges_of(&n1).await;
+                }
+            }
+        }
+        acked.push((key, value));
+    }
+    // The PD splits until every range is under the threshold.
+    let start = tokio::time::Instant::now();
+    loop {
+        ranges = ranges_of(&n1).await;
+        let keys: Vec<u64> = {
+            let groups = n1.groups().await.unwrap_or_default();
+            groups.iter().filter(|g| g.range.id != PD_GROUP).map(|g| g.keys).collect()
+        };
+        if ranges.len() >= 5 && keys.iter().all(|&k| k <= 100) && keys.iter().sum::<u64>() == 450 {
+            println!(
+                "{} ranges after {:.1} s, keys per range {keys:?}",
+                ranges.len(),
+                start.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "ranges did not split: {} ranges, keys {keys:?}", ranges.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = report(n1.admin).await.expect("PD report");
+    assert!(r.finished.iter().any(|o| o.kind == "split-size" && o.outcome == "finished"), "{:?}", r.finished);
+    // The ranges tile the old span, and every acknowledged key reads back from its range.
+    let mut spans: Vec<(String, String)> = ranges.iter().map(|r| (r.start.clone(), r.end.clone())).collect();
+    spans.sort();
+    assert_eq!(spans.first().map(|s| s.0.as_str()), Some("r/"));
+    assert_eq!(spans.last().map(|s| s.1.as_str()), Some("r0"));
+    assert!(spans.windows(2).all(|w| w[0].1 == w[1].0), "gaps or overlaps: {spans:?}");
+    for (key, value) in &acked {
+        let g = owner(&ranges, key).expect("an owner");
+        assert_eq!(client.get(g, key).await.expect("read").as_deref(), Some(value.as_str()), "{key} in {g}");
+    }
+}

@@ -590,3 +590,58 @@ fn reserved_group_ids_are_refused_so_store_metadata_stays_separate() {
     let pd = RangeDescriptor::new(u64::MAX - 1, Vec::new(), Vec::new(), &[1, 2, 3]);
     assert_eq!(s.bootstrap_groups(&[pd]).expect("the PD group's id is fine"), 1);
 }
+
+#[test]
+fn a_split_moves_the_upper_half_to_a_new_group_on_every_store_and_survives_a_restart() {
+    let mut c = Cluster::new("raft-split", fast_peer(), 64);
+    for s in c.stores.values() {
+        assert_eq!(s.bootstrap_groups(&descs(1)).expect("bootstrap"), 1);
+    }
+    c.elect(1);
+    c.write_all(1, 20, 0);
+    let leader = c.leader(1).expect("leader");
+    let (tx, rx) = unbounded();
+    let epoch = node::group::Epoch { version: 1, conf_ver: 1 };
+    // A key outside the range is refused on the leader, before the log.
+    c.stores[&leader].split(1, 7, epoch, Some(Vec::new()), 100, &tx).expect("send");
+    assert!(rx.recv_timeout(Duration::from_secs(10)).expect("answer").result.is_err());
+    c.stores[&leader].split(1, 8, epoch, None, 100, &tx).expect("send");
+    let right = match rx.recv_timeout(Duration::from_secs(10)).expect("answer").result {
+        Ok(Outcome::Split(desc)) => desc,
+        other => panic!("split: {other:?}"),
+    };
+    assert_eq!(right.id, 100);
+    assert_eq!(right.epoch.version, 2);
+    let ok = c.wait(Duration::from_secs(30), |c| {
+        c.leader(100).is_some() && NODES.iter().all(|n| c.stores[n].status(100).is_some_and(|s| s.keys > 0))
+    });
+    let seen: Vec<_> =
+        NODES.iter().map(|n| c.stores[n].status(100).map(|s| (s.role, s.keys, s.term, s.applied))).collect();
+    assert!(ok, "the new group was not hosted and led on every store: {seen:?}");
+    for n in NODES {
+        let (l, r) = (c.stores[&n].status(1).expect("left"), c.stores[&n].status(100).expect("right"));
+        assert_eq!(l.keys + r.keys, 20, "store {n}: no pair lost or doubled");
+        assert_eq!(l.desc.end, right.start, "store {n}: the left half ends where the right starts");
+        assert!(l.keys >= 9 && r.keys >= 9, "store {n}: about half each ({}, {})", l.keys, r.keys);
+    }
+    // A write of the old version to the left group is refused; the right group takes writes.
+    c.stores[&c.leader(1).expect("leader")].propose(1, put(9, 1, 99), &tx).expect("send");
+    assert!(rx.recv_timeout(Duration::from_secs(10)).expect("answer").result.is_err(), "stale epoch");
+    let key = [right.start.clone(), b"-after".to_vec()].concat();
+    let write = WriteRequest {
+        request_id: 10,
+        epoch: right.epoch,
+        command: Command::Put { key: key.clone(), value: b"v".to_vec() },
+    };
+    c.stores[&c.leader(100).expect("leader")].propose(100, write, &tx).expect("send");
+    assert!(matches!(rx.recv_timeout(Duration::from_secs(10)).expect("answer").result, Ok(Outcome::Written)));
+    c.stop(2);
+    c.open(2);
+    assert_eq!(c.stores[&2].group_count(), 2, "both halves recovered from disk");
+    let ok = c.wait(Duration::from_secs(30), |c| {
+        let digests: Vec<_> =
+            NODES.iter().filter_map(|n| c.stores[n].status(100)).map(|s| (s.keys, s.digest)).collect();
+        digests.len() == 3 && digests.iter().all(|d| *d == digests[0]) && digests[0].0 > 0
+    });
+    assert!(ok, "the new group's replicas differ after a restart");
+}

@@ -355,11 +355,17 @@ impl Controller {
                 }
                 continue;
             }
+            let is_split = matches!(op.kind, OpKind::SplitSize | OpKind::SplitLoad);
             let Some(range) = view.range(op.range) else {
+                // A split's new half may report before the old range does and push it out of
+                // the view; the old range comes back with its own report (shrunk, newer
+                // version), which finishes the step. The step's timeout bounds the wait.
+                if is_split && inflight.last_sent_ms.is_some() {
+                    return;
+                }
                 self.end(id, Outcome::Cancelled(CancelReason::RangeGone), now_ms);
                 return;
             };
-            let is_split = matches!(op.kind, OpKind::SplitSize | OpKind::SplitLoad);
             if !is_split && range.epoch.version != op.start_epoch.version {
                 self.end(id, Outcome::Cancelled(CancelReason::EpochChanged), now_ms);
                 return;

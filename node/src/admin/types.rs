@@ -65,6 +65,12 @@ pub struct GroupInfo {
     pub hibernated: bool,
     /// Content hash of the state machine (equal on replicas at the same applied index).
     pub digest: u64,
+    /// Keys stored.
+    #[serde(default)]
+    pub keys: u64,
+    /// Bytes of keys and values stored.
+    #[serde(default)]
+    pub size_bytes: u64,
 }
 
 impl From<&PeerStatus> for GroupInfo {
@@ -84,6 +90,8 @@ impl From<&PeerStatus> for GroupInfo {
             applied: s.applied,
             hibernated: s.hibernated,
             digest: s.digest,
+            keys: s.keys,
+            size_bytes: s.size_bytes,
         }
     }
 }

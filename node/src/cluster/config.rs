@@ -88,6 +88,10 @@ pub struct ClusterConfig {
     pub pd_labels: std::collections::BTreeMap<String, String>,
     /// Label keys no two replicas of a range may share a value of (e.g. `["zone"]`).
     pub pd_isolation_labels: Vec<String>,
+    /// A range with more keys than this is split in two.
+    pub pd_split_keys: u64,
+    /// A range with more bytes than this is split in two.
+    pub pd_split_size_bytes: u64,
 }
 
 impl Default for ClusterConfig {
@@ -123,6 +127,8 @@ impl Default for ClusterConfig {
             pd_capacity_bytes: 1 << 40,
             pd_labels: std::collections::BTreeMap::new(),
             pd_isolation_labels: Vec::new(),
+            pd_split_keys: 512_000,
+            pd_split_size_bytes: 64 << 20,
         }
     }
 }
@@ -180,6 +186,11 @@ impl ClusterConfig {
         }
         if self.pd_node_repair_after_ms < self.pd_node_down_after_ms {
             return Err("cluster.pd-node-repair-after-ms must be at least pd-node-down-after-ms".into());
+        }
+        if self.pd_split_keys < 8 || self.pd_split_size_bytes < 1024 {
+            return Err(
+                "cluster.pd-split-keys must be at least 8 and pd-split-size-bytes at least 1024".into()
+            );
         }
         if self.pd_capacity_bytes == 0 {
             return Err("cluster.pd-capacity-bytes must be positive".into());

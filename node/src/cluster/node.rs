@@ -43,7 +43,16 @@ pub enum ClusterError {
 
 /// The PD service's settings from the `[cluster]` section.
 fn pd_config(cfg: &ClusterConfig) -> PdConfig {
+    let defaults = placement::SizeLimits::default();
+    let size_limits = placement::SizeLimits {
+        split_size_bytes: cfg.pd_split_size_bytes,
+        split_keys: cfg.pd_split_keys,
+        merge_size_bytes_max: defaults.merge_size_bytes_max.min(cfg.pd_split_size_bytes / 4),
+        merge_keys_max: defaults.merge_keys_max.min(cfg.pd_split_keys / 4),
+        ..defaults
+    };
     let placement = placement::Config {
+        size_limits,
         node_down_after_ms: cfg.pd_node_down_after_ms,
         node_repair_after_ms: cfg.pd_node_repair_after_ms,
         isolation_labels: cfg.pd_isolation_labels.clone(),

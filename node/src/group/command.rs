@@ -7,6 +7,7 @@
 //!   tag 1 Put    key value
 //!   tag 2 Delete key
 //!   tag 3 Cas    key expected:opt new:opt     (opt = 0 | 1 bytes)
+//!   tag 4 Split  key new_group
 //! ```
 //!
 //! Invariants: `decode(encode(c)) == c`; decoding is total (errors, never panics), so a bad
@@ -14,12 +15,13 @@
 //! apply can refuse a command proposed against a range that has since changed.
 
 use super::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
-use super::range::Epoch;
+use super::range::{Epoch, GroupId};
 
 const FORMAT_V1: u8 = 1;
 const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_CAS: u8 = 3;
+const TAG_SPLIT: u8 = 4;
 
 /// A state-machine command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,13 +48,24 @@ pub enum Command {
         /// The value after the swap; `None` deletes.
         new: Option<Vec<u8>>,
     },
+    /// Splits the range at `key`: this group keeps `[start, key)`, group `new_group` gets
+    /// `[key, end)` with the same members (an admin command, proposed by the leader).
+    Split {
+        /// The first key of the new group.
+        key: Vec<u8>,
+        /// The new group's id (minted by the placement driver).
+        new_group: GroupId,
+    },
 }
 
 impl Command {
     /// The key the command touches.
     pub fn key(&self) -> &[u8] {
         match self {
-            Self::Put { key, .. } | Self::Delete { key } | Self::CompareAndSet { key, .. } => key,
+            Self::Put { key, .. }
+            | Self::Delete { key }
+            | Self::CompareAndSet { key, .. }
+            | Self::Split { key, .. } => key,
         }
     }
 
@@ -78,6 +91,11 @@ impl Command {
                 put_opt_bytes(&mut buf, expected.as_deref());
                 put_opt_bytes(&mut buf, new.as_deref());
             }
+            Self::Split { key, new_group } => {
+                buf.push(TAG_SPLIT);
+                put_bytes(&mut buf, key);
+                put_uvarint(&mut buf, *new_group);
+            }
         }
         buf
     }
@@ -94,6 +112,7 @@ impl Command {
                 expected: r.opt_bytes()?.map(<[u8]>::to_vec),
                 new: r.opt_bytes()?.map(<[u8]>::to_vec),
             },
+            TAG_SPLIT => Self::Split { key: r.bytes()?.to_vec(), new_group: r.uvarint()? },
             t => return Err(CodecError::UnknownTag(t)),
         };
         r.finish()?;
@@ -134,6 +153,7 @@ mod tests {
             bytes().prop_map(|key| Command::Delete { key }),
             (bytes(), proptest::option::of(bytes()), proptest::option::of(bytes()))
                 .prop_map(|(key, expected, new)| Command::CompareAndSet { key, expected, new }),
+            (bytes(), any::<u64>()).prop_map(|(key, new_group)| Command::Split { key, new_group }),
         ]
     }
 

@@ -34,6 +34,8 @@ impl KvState {
                 self.set(key, None);
                 Outcome::Written
             }
+            // Applied by the peer (it changes the descriptor too), never here.
+            Command::Split { .. } => Outcome::Noop,
             Command::CompareAndSet { key, expected, new } => {
                 let previous = self.map.get(key).cloned();
                 let succeeded = previous.as_deref() == expected.as_deref();
@@ -55,6 +57,25 @@ impl KvState {
             self.bytes += key.len() + v.len();
             self.map.insert(key.to_vec(), v.to_vec());
         }
+    }
+
+    /// Moves every pair at or after `key` into a new state (the right half of a split).
+    pub(crate) fn split_off(&mut self, key: &[u8]) -> Self {
+        let map = self.map.split_off(key);
+        let mut right = Self { map, bytes: 0, digest: 0 };
+        for (k, v) in &right.map {
+            let h = pair_hash(k, v);
+            right.digest = right.digest.wrapping_add(h);
+            right.bytes += k.len() + v.len();
+            self.digest = self.digest.wrapping_sub(h);
+            self.bytes -= k.len() + v.len();
+        }
+        right
+    }
+
+    /// The key in the middle of the map (by count), for a split the leader places.
+    pub fn middle_key(&self) -> Option<&[u8]> {
+        self.map.keys().nth(self.map.len() / 2).map(Vec::as_slice)
     }
 
     /// The value of `key`.

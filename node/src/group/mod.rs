@@ -44,7 +44,7 @@ pub use message::{GroupMessage, MessageBody};
 pub use op::conf_change::PeerChange;
 pub use op::propose::WriteRequest;
 pub use op::read::{Query, ReadPolicy, ReadRequest};
-pub use peer::{GroupPeer, PeerStatus};
+pub use peer::{GroupPeer, PeerStatus, SplitChild};
 pub use range::{Epoch, EpochCheck, GroupId, NodeId, RangeDescriptor};
 pub use response::{Outcome, Response};
 pub use storage::{LogStore, PeerStorage};

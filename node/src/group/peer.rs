@@ -123,6 +123,22 @@ pub struct GroupPeer<L: LogStore> {
     pub(super) events: Vec<PeerEvent>,
     /// Writes applied since start: (commands, bytes of keys and values).
     pub(super) written: (u64, u64),
+    /// Groups this replica's applied splits created, for the shell to host (never dropped).
+    pub(super) splits: Vec<SplitChild>,
+    /// Whether this replica may vote before a snapshot initializes it (false for a replica
+    /// re-created on a node it was removed from; see `op::step`).
+    pub(super) votes_uninitialized: bool,
+}
+
+/// A group created by an applied split, for the shell to create a replica of on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitChild {
+    /// The new group's descriptor.
+    pub desc: RangeDescriptor,
+    /// Its state machine (the parent's pairs at or after the split key).
+    pub kv: KvState,
+    /// The parent's replica here led when it applied the split: the child campaigns at once.
+    pub campaign: bool,
 }
 
 impl<L: LogStore> GroupPeer<L> {
@@ -168,6 +184,8 @@ impl<L: LogStore> GroupPeer<L> {
             responses: Vec::new(),
             events: Vec::new(),
             written: (0, 0),
+            splits: Vec::new(),
+            votes_uninitialized: true,
         };
         peer.redraw_election_timeout();
         let r = &peer.raw.raft;
@@ -293,6 +311,17 @@ impl<L: LogStore> GroupPeer<L> {
     /// Moves out the messages to send.
     pub fn take_messages(&mut self) -> Vec<GroupMessage> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Forbids votes until a snapshot initializes this replica: its node was removed from
+    /// the group before, and a candidate with an old configuration may still count it.
+    pub fn forbid_votes_until_initialized(&mut self) {
+        self.votes_uninitialized = false;
+    }
+
+    /// Moves out the groups created by applied splits.
+    pub fn take_splits(&mut self) -> Vec<SplitChild> {
+        std::mem::take(&mut self.splits)
     }
 
     /// Moves out the answers to requests.

@@ -23,6 +23,8 @@ pub enum Outcome {
     ConfChanged(RangeDescriptor),
     /// An empty entry (a new leader's no-op); never the answer to a request.
     Noop,
+    /// A split was applied; the new group's descriptor.
+    Split(RangeDescriptor),
 }
 
 /// The answer to the request the shell tagged with `request_id`.

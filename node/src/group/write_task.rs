@@ -79,6 +79,14 @@ impl PersistedState {
         Self { hard_state, checkpoint }
     }
 
+    /// The state every replica of a split's new group starts from: the moved pairs
+    /// checkpointed at [`INIT_INDEX`] with `desc`'s members.
+    pub fn split_child(desc: &RangeDescriptor, kv: &KvState) -> Self {
+        let hard_state = HardState { term: INIT_TERM, commit: INIT_INDEX, ..HardState::default() };
+        let checkpoint = encode_snapshot(desc, kv, INIT_INDEX, INIT_TERM, desc.initial_conf_state());
+        Self { hard_state, checkpoint }
+    }
+
     /// The state of a replica created to receive a snapshot (a new learner).
     pub fn uninitialized() -> Self {
         Self::default()

@@ -158,12 +158,40 @@ pub struct Driver {
     reported: BTreeMap<NodeId, u64>,
     finished: VecDeque<OperatorInfo>,
     since_ms: u64,
+    /// New group ids for split operators, by operator (a re-sent step reuses its id).
+    split_ids: BTreeMap<u64, GroupId>,
+    ids: IdMinter,
+}
+
+/// Mints group ids for splits without a write: `2^62 | term << 24 | n`. Raft gives each term
+/// at most one PD leader and a driver lives within one term, so ids never repeat across
+/// leaders; `2^62` keeps them clear of ids created through the admin API.
+#[derive(Debug)]
+struct IdMinter {
+    base: u64,
+    next: u64,
+}
+
+impl IdMinter {
+    const PER_TERM: u64 = 1 << 24;
+
+    fn new(term: u64) -> Self {
+        Self { base: (1 << 62) | ((term & ((1 << 37) - 1)) << 24), next: 0 }
+    }
+
+    fn mint(&mut self) -> Option<GroupId> {
+        (self.next < Self::PER_TERM).then(|| {
+            self.next += 1;
+            self.base | (self.next - 1)
+        })
+    }
 }
 
 impl Driver {
-    /// A driver on node `me`, leader since `now_ms`.
+    /// A driver on node `me`, leading the PD group in `term` since `now_ms`.
     pub fn new(
         me: NodeId,
+        term: u64,
         cfg: DriverConfig,
         schedulers: Vec<Box<dyn placement::scheduler::Scheduler>>,
         now_ms: u64,
@@ -179,6 +207,8 @@ impl Driver {
             reported: BTreeMap::new(),
             finished: VecDeque::new(),
             since_ms: now_ms,
+            split_ids: BTreeMap::new(),
+            ids: IdMinter::new(term),
         })
     }
 
@@ -228,7 +258,11 @@ impl Driver {
             self.admins.insert(r.node, addr);
         }
         self.reported.insert(r.node, r.replicas);
-        for range in r.ranges {
+        // Ranges the view knows first: a split's old range (shrunk) before its new half,
+        // which would otherwise overlap the old span and push it out of the view.
+        let mut ranges = r.ranges;
+        ranges.sort_by_key(|x| self.view.range(placement::RangeId(x.id)).is_none());
+        for range in ranges {
             // A member that has not sent its own heartbeat yet (a new PD leader hears from
             // nodes in any order) is registered as heard from now, so the range is not
             // dropped from the view; if it never reports, it goes down on the usual clock.
@@ -265,15 +299,31 @@ impl Driver {
         }
         self.coord.schedule(&self.view, now_ms, rng);
         while let Some(c) = self.coord.poll_command() {
+            let mut action = action(&c.step);
+            if let StepAction::Split { new_group, .. } = &mut action {
+                let id = match self.split_ids.get(&c.operator.0) {
+                    Some(&id) => Some(id),
+                    None => self.ids.mint(),
+                };
+                let Some(id) = id else {
+                    tracing::warn!(
+                        "this PD term minted every split id it may; splits wait for the next term"
+                    );
+                    continue;
+                };
+                self.split_ids.insert(c.operator.0, id);
+                *new_group = id;
+            }
             let step = StepCommand {
                 operator: c.operator.0,
                 group: c.range.0,
                 epoch: Epoch { version: c.epoch.version, conf_ver: c.epoch.conf_ver },
-                action: action(&c.step),
+                action,
             };
             out.steps.push((c.leader.0, step));
         }
         while let Some(e) = self.coord.poll_event() {
+            self.split_ids.remove(&e.operator.id.0);
             let mut info = operator_info(&e.operator);
             info.steps_done = e.steps_done;
             info.ended_ms = Some(e.ended_ms);
@@ -375,8 +425,10 @@ fn action(step: &placement::Step) -> StepAction {
         Step::PromoteLearner { node } => StepAction::Promote(node.0),
         Step::RemovePeer { node } => StepAction::Remove(node.0),
         Step::TransferLeader { to, .. } => StepAction::TransferLeader(to.0),
-        Step::Split { policy: SplitPolicy::Middle } => StepAction::Split(None),
-        Step::Split { policy: SplitPolicy::AtKey(k) } => StepAction::Split(Some(k.clone())),
+        Step::Split { policy: SplitPolicy::Middle } => StepAction::Split { key: None, new_group: 0 },
+        Step::Split { policy: SplitPolicy::AtKey(k) } => {
+            StepAction::Split { key: Some(k.clone()), new_group: 0 }
+        }
         Step::Merge { target, .. } => StepAction::Merge(target.0),
     }
 }
@@ -406,7 +458,7 @@ mod tests {
             warmup_ms: 3000,
             default_capacity_bytes: 1 << 40,
         };
-        Driver::new(1, cfg, crate::pd::schedulers(), 0).expect("driver")
+        Driver::new(1, 7, cfg, crate::pd::schedulers(), 0).expect("driver")
     }
 
     fn range(id: GroupId, voters: &[NodeId]) -> RangeReport {

@@ -51,12 +51,15 @@ impl Executor {
             }
             StepAction::Remove(n) => store.change_peers(group, id, epoch, vec![PeerChange::Remove(n)], reply),
             StepAction::TransferLeader(to) => store.transfer_leader(group, id, epoch, to, reply),
-            StepAction::Split(_) | StepAction::Merge(_) => {
+            StepAction::Split { ref key, new_group } => {
+                store.split(group, id, epoch, key.clone(), new_group, reply)
+            }
+            StepAction::Merge(_) => {
                 if !std::mem::replace(&mut self.unsupported_warned, true) {
                     tracing::warn!(
                         node = self.node,
                         op = step.operator,
-                        "split and merge steps are not supported by this node"
+                        "merge steps are not supported by this node"
                     );
                 }
                 return;

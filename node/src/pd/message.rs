@@ -11,7 +11,7 @@
 //! range  := id start:bytes end:bytes version conf_ver voters outgoing learners pending
 //!           keys size write_keys_per_sec write_bytes_per_sec   (node lists: count id*)
 //! action := tag:u8 (1 add-learner node | 2 promote node | 3 remove node |
-//!           4 transfer-leader to | 5 split opt_key | 6 merge target)
+//!           4 transfer-leader to | 5 split opt_key new_group | 6 merge target)
 //! ```
 //!
 //! Integers are LEB128 varints. Invariants: `decode(encode(m)) == m`; decoding is total
@@ -126,8 +126,13 @@ pub enum StepAction {
     Remove(NodeId),
     /// Hand leadership to the node.
     TransferLeader(NodeId),
-    /// Split at the key (or the leader's choice of middle).
-    Split(Option<Vec<u8>>),
+    /// Split at the key (or the leader's choice of middle) into a new group.
+    Split {
+        /// Where to cut; `None` = the middle of the leader's data.
+        key: Option<Vec<u8>>,
+        /// The new group's id, minted by the PD.
+        new_group: GroupId,
+    },
     /// Merge into the adjacent group.
     Merge(GroupId),
 }
@@ -281,9 +286,10 @@ fn encode_action(buf: &mut Vec<u8>, a: &StepAction) {
         StepAction::Promote(n) => put_tagged(buf, 2, *n),
         StepAction::Remove(n) => put_tagged(buf, 3, *n),
         StepAction::TransferLeader(n) => put_tagged(buf, 4, *n),
-        StepAction::Split(key) => {
+        StepAction::Split { key, new_group } => {
             buf.push(5);
             put_opt_bytes(buf, key.as_deref());
+            put_uvarint(buf, *new_group);
         }
         StepAction::Merge(target) => put_tagged(buf, 6, *target),
     }
@@ -300,7 +306,7 @@ fn decode_action(r: &mut Reader<'_>) -> Result<StepAction, CodecError> {
         2 => StepAction::Promote(r.uvarint()?),
         3 => StepAction::Remove(r.uvarint()?),
         4 => StepAction::TransferLeader(r.uvarint()?),
-        5 => StepAction::Split(r.opt_bytes()?.map(<[u8]>::to_vec)),
+        5 => StepAction::Split { key: r.opt_bytes()?.map(<[u8]>::to_vec), new_group: r.uvarint()? },
         6 => StepAction::Merge(r.uvarint()?),
         t => return Err(CodecError::UnknownTag(t)),
     })
@@ -375,13 +381,13 @@ mod tests {
                 operator: 1,
                 group: 2,
                 epoch: Epoch::default(),
-                action: StepAction::Split(Some(b"k".to_vec())),
+                action: StepAction::Split { key: Some(b"k".to_vec()), new_group: 1 << 62 },
             }),
             PdMessage::Step(StepCommand {
                 operator: 1,
                 group: 2,
                 epoch: Epoch::default(),
-                action: StepAction::Split(None),
+                action: StepAction::Split { key: None, new_group: 9 },
             }),
         ];
         for m in msgs {

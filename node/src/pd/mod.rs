@@ -45,13 +45,14 @@ pub enum PdError {
     Unavailable(String),
 }
 
-/// The schedulers the PD runs. Split and merge are left out: this build's nodes do not
-/// carry out split and merge steps yet (the scheduler core and simulator have them).
+/// The schedulers the PD runs. Merge is left out: this build's nodes do not carry out
+/// merge steps yet (the scheduler core and simulator have it).
 pub fn schedulers() -> Vec<Box<dyn placement::scheduler::Scheduler>> {
-    use placement::scheduler::{balance_leader, balance_replica, evict, repair};
+    use placement::scheduler::{balance_leader, balance_replica, evict, repair, split};
     vec![
         Box::new(repair::Repair::default()),
         Box::new(evict::Evict::default()),
+        Box::new(split::Split),
         Box::new(balance_replica::BalanceReplica),
         Box::new(balance_leader::BalanceLeader),
     ]

@@ -515,6 +515,7 @@ impl Worker {
                     let states = registry::decode_states(&rows);
                     match Driver::new(
                         self.shared.node,
+                        term,
                         self.cfg.driver.clone(),
                         super::schedulers(),
                         self.now_ms(),

@@ -64,6 +64,11 @@ impl GroupFsm {
                 let result = self.peer.transfer_leader(epoch, to).map(|()| Outcome::Noop);
                 let _ = reply.send(Response { request_id, result });
             }
+            PeerMsg::Split { request_id, epoch, key, new_group, reply } => {
+                let id = self.track(request_id, reply);
+                let result = self.peer.propose_split(now, id, epoch, key, new_group);
+                self.settle_refusal(id, result, metrics, &metrics.proposals);
+            }
             PeerMsg::Campaign => {
                 if let Err(e) = self.peer.campaign() {
                     tracing::debug!(group = self.peer.group_id(), error = %e, "campaign refused");

@@ -37,6 +37,9 @@ pub(crate) enum PeerMsg {
     ConfChange { request_id: u64, epoch: Epoch, changes: Vec<PeerChange>, reply: Sender<Response> },
     /// A leader transfer; `reply` gets `Noop` once raft accepted it.
     TransferLeader { request_id: u64, epoch: Epoch, to: NodeId, reply: Sender<Response> },
+    /// A split (at `key`, or the middle of the data) into `new_group`; `reply` gets
+    /// `Outcome::Split` once applied.
+    Split { request_id: u64, epoch: Epoch, key: Option<Vec<u8>>, new_group: GroupId, reply: Sender<Response> },
     /// Start an election now.
     Campaign,
     /// Resume ticking (a peer node's connection dropped).

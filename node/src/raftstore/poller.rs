@@ -64,6 +64,7 @@ pub(crate) fn run_round(shared: &StoreShared, batch: &[Arc<GroupCell>], now: Ins
     let mut log_batch = LogBatch::default();
     let mut sync = false;
     let mut persisting = Vec::new();
+    let mut children = Vec::new();
     for (i, cell) in batch.iter().enumerate() {
         let mut fsm = cell.fsm();
         if cell.take_tick() {
@@ -83,19 +84,36 @@ pub(crate) fn run_round(shared: &StoreShared, batch: &[Arc<GroupCell>], now: Ins
             sync |= task.must_sync;
             persisting.push((i, task.ready_number));
         }
+        children.extend(fsm.peer.take_splits());
         fsm.flush(&mut outbox, metrics);
+    }
+    if !children.is_empty() {
+        shared.add_split_children(&mut log_batch, &mut children);
+        sync = true;
     }
     send(shared, &mut outbox);
     if !log_batch.is_empty() && !write(shared, &mut log_batch, sync) {
         return;
     }
+    shared.host_split_children(children);
+    let mut late = Vec::new();
     for (i, number) in persisting {
         let cell = &batch[i];
         let mut fsm = cell.fsm();
         fsm.peer.on_persisted(number);
+        late.extend(fsm.peer.take_splits());
         fsm.flush(&mut outbox, metrics);
     }
     send(shared, &mut outbox);
+    if !late.is_empty() {
+        // Applied after this round's write: their own write, before any later round's.
+        let mut batch_late = LogBatch::default();
+        shared.add_split_children(&mut batch_late, &mut late);
+        if !batch_late.is_empty() && !write(shared, &mut batch_late, true) {
+            return;
+        }
+        shared.host_split_children(late);
+    }
     finish(shared, batch);
 }
 

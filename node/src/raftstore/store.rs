@@ -28,7 +28,7 @@ use super::transport::Transport;
 use super::{poller, ticker};
 use crate::group::{
     Epoch, GroupId, GroupMessage, GroupPeer, NodeId, PeerChange, PeerStatus, PersistedState, RangeDescriptor,
-    ReadRequest, Response, WriteRequest,
+    ReadRequest, Response, SplitChild, WriteRequest,
 };
 
 /// Most rounds one [`Store::poll`] call runs (a guard against a livelock in manual mode).
@@ -61,6 +61,52 @@ impl StoreShared {
         }
         self.router.schedule(&cell);
         Ok(cell)
+    }
+
+    /// Adds the initial state of split children to `batch` (written with the parent's own
+    /// write, so a parent checkpoint past the split is never durable without the child).
+    /// Children already hosted, or tombstoned here, are skipped.
+    pub(crate) fn add_split_children(&self, batch: &mut LogBatch, children: &mut Vec<SplitChild>) {
+        children.retain(|c| {
+            let exists = c.desc.id == STORE_META_GROUP
+                || self.router.get(c.desc.id).is_some()
+                || engine::has_group(&self.engine, c.desc.id)
+                || self.is_tombstoned(c.desc.id);
+            if exists {
+                tracing::debug!(group = c.desc.id, "split child already here (or removed); not re-created");
+                return false;
+            }
+            let state = PersistedState::split_child(&c.desc, &c.kv);
+            match engine::add_bootstrap(batch, c.desc.id, &state) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(group = c.desc.id, error = %e, "cannot encode a split child");
+                    false
+                }
+            }
+        });
+    }
+
+    /// Hosts split children whose state is durable; the ones the parent's leader made
+    /// campaign at once.
+    pub(crate) fn host_split_children(&self, children: Vec<SplitChild>) {
+        let _guard = self.create_lock.lock();
+        for c in children {
+            if self.router.get(c.desc.id).is_some() {
+                continue;
+            }
+            match self.create_replica(c.desc.id, PersistedState::split_child(&c.desc, &c.kv)) {
+                Ok(cell) => {
+                    tracing::info!(group = c.desc.id, start = ?String::from_utf8_lossy(&c.desc.start), "split child created");
+                    StoreMetrics::add(&self.metrics.replicas_created, 1);
+                    if c.campaign {
+                        let _ = Router::send_to(&cell, PeerMsg::Campaign);
+                        self.router.schedule(&cell);
+                    }
+                }
+                Err(e) => tracing::error!(group = c.desc.id, error = %e, "cannot host a split child"),
+            }
+        }
     }
 
     /// A group's replica was destroyed (its destroy write is durable).
@@ -113,7 +159,8 @@ impl StoreShared {
         if let Some(cell) = self.router.get(group) {
             return Some(cell);
         }
-        if self.is_tombstoned(group) {
+        let recreated = self.is_tombstoned(group);
+        if recreated {
             if !invitation {
                 return None;
             }
@@ -129,6 +176,9 @@ impl StoreShared {
         match self.create_replica(group, PersistedState::uninitialized()) {
             Ok(cell) => {
                 StoreMetrics::add(&self.metrics.replicas_created, 1);
+                if recreated {
+                    cell.fsm().peer.forbid_votes_until_initialized();
+                }
                 Some(cell)
             }
             Err(e) => {
@@ -328,6 +378,23 @@ impl Store {
         reply: &Sender<Response>,
     ) -> Result<(), StoreError> {
         self.send(group, PeerMsg::TransferLeader { request_id, epoch, to, reply: reply.clone() })
+    }
+
+    /// Asks `group`'s leader here to split the range at `key` (or the middle of its data)
+    /// into `new_group`; `reply` gets `Outcome::Split` once the split is applied.
+    pub fn split(
+        &self,
+        group: GroupId,
+        request_id: u64,
+        epoch: Epoch,
+        key: Option<Vec<u8>>,
+        new_group: GroupId,
+        reply: &Sender<Response>,
+    ) -> Result<(), StoreError> {
+        if new_group == 0 || new_group == STORE_META_GROUP {
+            return Err(StoreError::Config(format!("group id {new_group} is reserved")));
+        }
+        self.send(group, PeerMsg::Split { request_id, epoch, key, new_group, reply: reply.clone() })
     }
 
     /// Makes this store's replica of `group` campaign now.

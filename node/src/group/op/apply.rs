@@ -44,6 +44,9 @@ impl<L: LogStore> GroupPeer<L> {
         let (epoch, cmd) = Command::decode(&entry.data)?;
         let desc = self.desc();
         desc.check_epoch(epoch, EpochCheck::Version)?;
+        if let Command::Split { key, new_group } = cmd {
+            return self.apply_split(key, new_group);
+        }
         desc.check_key(cmd.key())?;
         self.written.0 += 1;
         self.written.1 += entry.data.len() as u64;

@@ -7,5 +7,6 @@ pub(crate) mod hibernate;
 pub mod propose;
 pub mod read;
 pub(crate) mod ready;
+pub mod split;
 pub(crate) mod step;
 pub mod transfer_leader;

@@ -32,9 +32,9 @@ impl<L: LogStore> GroupPeer<L> {
                 }
                 let is_vote =
                     matches!(m.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote);
-                if is_vote && !self.is_initialized() {
-                    // An empty log would grant any vote, and a candidate with an old
-                    // configuration may still count this node (re-added after a removal):
+                if is_vote && !self.is_initialized() && !self.votes_uninitialized {
+                    // Re-added after a removal: an empty log would grant any vote, and a
+                    // candidate with an old configuration may still count this node, so
                     // votes wait until a snapshot brings the real state.
                     return Ok(());
                 }
