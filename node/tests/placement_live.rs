@@ -35,6 +35,22 @@ fn span(g: GroupId) -> (GroupId, String, String) {
     (g, format!("r/{g:05}/"), format!("r/{g:05}0"))
 }
 
+/// Nodes `1..=N` (node 1 the seed), not started; `args(id)` are each one's extra flags.
+fn cluster<const N: usize>(tmp: &TempDir, args: impl Fn(NodeId) -> Vec<String>) -> [ProcNode; N] {
+    let first = ProcNode::new(1, &tmp.0, Vec::new(), args(1));
+    let seed = vec![first.cluster];
+    let mut nodes = vec![first];
+    for id in 2..=N as NodeId {
+        nodes.push(ProcNode::new(id, &tmp.0, seed.clone(), args(id)));
+    }
+    nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes made"))
+}
+
+/// `--pd-voters 1,2,3` for nodes 1-3, nothing for the others (they find the PD).
+fn pd_on_first_three(id: NodeId) -> Vec<String> {
+    if id <= 3 { vec!["--pd-voters".into(), "1,2,3".into()] } else { Vec::new() }
+}
+
 async fn report(admin: SocketAddr) -> Option<PdReport> {
     pd_call(admin, Method::GET, "/v1/pd/report", Duration::from_secs(5)).await.ok()
 }
@@ -116,13 +132,7 @@ async fn nodes_added_get_their_share_and_a_drained_node_empties() {
     let n_ranges = range_count();
     let groups: Vec<GroupId> = (1..=n_ranges).collect();
     let tmp = TempDir::new("placement");
-    let pd = vec!["--pd-voters".to_string(), "1,2,3".to_string()];
-    let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), pd.clone());
-    let seed = vec![n1.cluster];
-    let mut n2 = ProcNode::new(2, &tmp.0, seed.clone(), pd.clone());
-    let mut n3 = ProcNode::new(3, &tmp.0, seed.clone(), pd);
-    let mut n4 = ProcNode::new(4, &tmp.0, seed.clone(), Vec::new());
-    let mut n5 = ProcNode::new(5, &tmp.0, seed, Vec::new());
+    let [mut n1, mut n2, mut n3, mut n4, mut n5] = cluster(&tmp, pd_on_first_three);
     for n in [&mut n1, &mut n2, &mut n3] {
         n.spawn();
     }
@@ -258,13 +268,7 @@ async fn write_all(client: &ClusterClient, groups: &[GroupId], round: u64) {
 async fn without_a_pd_quorum_traffic_goes_on_and_only_rebalancing_stops() {
     let groups: Vec<GroupId> = (1..=12).collect();
     let tmp = TempDir::new("placement-pd-down");
-    let pd = vec!["--pd-voters".to_string(), "1,2,3".to_string()];
-    let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), pd.clone());
-    let seed = vec![n1.cluster];
-    let mut n2 = ProcNode::new(2, &tmp.0, seed.clone(), pd.clone());
-    let mut n3 = ProcNode::new(3, &tmp.0, seed.clone(), pd);
-    let mut n4 = ProcNode::new(4, &tmp.0, seed.clone(), Vec::new());
-    let mut n5 = ProcNode::new(5, &tmp.0, seed, Vec::new());
+    let [mut n1, mut n2, mut n3, mut n4, mut n5] = cluster(&tmp, pd_on_first_three);
     for n in [&mut n1, &mut n2, &mut n3, &mut n4, &mut n5] {
         n.spawn();
     }
@@ -340,10 +344,7 @@ async fn ranges_of(n: &ProcNode) -> Vec<node::admin::types::RangeInfo> {
 async fn a_range_over_the_key_threshold_splits_and_nothing_acknowledged_is_lost() {
     let tmp = TempDir::new("placement-split");
     let args = ["--pd-voters", "1,2,3", "--pd-split-keys", "100"].map(String::from).to_vec();
-    let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), args.clone());
-    let seed = vec![n1.cluster];
-    let mut n2 = ProcNode::new(2, &tmp.0, seed.clone(), args.clone());
-    let mut n3 = ProcNode::new(3, &tmp.0, seed, args);
+    let [mut n1, mut n2, mut n3] = cluster(&tmp, |_| args.clone());
     for n in [&mut n1, &mut n2, &mut n3] {
         n.spawn();
     }
@@ -404,4 +405,85 @@ async fn a_range_over_the_key_threshold_splits_and_nothing_acknowledged_is_lost(
         let g = owner(&ranges, key).expect("an owner");
         assert_eq!(client.get(g, key).await.expect("read").as_deref(), Some(value.as_str()), "{key} in {g}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_node_down_past_the_repair_time_are_recreated_elsewhere() {
+    let groups: Vec<GroupId> = (1..=12).collect();
+    let tmp = TempDir::new("placement-repair");
+    let config = tmp.0.join("pd.toml");
+    std::fs::write(&config, "[cluster]\npd-node-down-after-ms = 3000\npd-node-repair-after-ms = 5000\n")
+        .expect("config");
+    let args = vec!["--pd-voters".into(), "1,2,3".into(), "--config".into(), config.display().to_string()];
+    let [mut n1, mut n2, mut n3, mut n4] = cluster(&tmp, |_| args.clone());
+    for n in [&mut n1, &mut n2, &mut n3, &mut n4] {
+        n.spawn();
+    }
+    for n in [&n1, &n2, &n3, &n4] {
+        n.wait_ready(3).await;
+    }
+    // Every range on nodes 1, 2 and 4; node 3 holds nothing yet.
+    let ranges: Vec<_> = groups.iter().map(|&g| span(g)).collect();
+    for n in [&n1, &n2, &n4] {
+        n.create_ranges(&ranges, &[1, 2, 4]).await;
+    }
+    let client = Arc::new(ClusterClient::new(admin_map([&n1, &n2, &n3, &n4]), Duration::from_secs(60)));
+    let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
+    let mut writer = spawn_writer(Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut on_four = 0;
+    for g in &groups {
+        on_four += usize::from(n1.group(*g).await.is_ok_and(|i| i.range.voters.contains(&4)));
+    }
+    n4.kill9();
+    let live = [&n1, &n2, &n3];
+    wait_placement(&live, "node 4's replicas re-created on node 3", |p| {
+        p[&3].0 == groups.len() && p[&1].0 == groups.len() && p[&2].0 == groups.len()
+    })
+    .await;
+    // Every range has exactly three voters again, none of them node 4 (its removal is the
+    // operator's last step).
+    let start = tokio::time::Instant::now();
+    loop {
+        let mut wrong = Vec::new();
+        for g in &groups {
+            let voters = n1.group(*g).await.map(|i| i.range.voters).unwrap_or_default();
+            if voters != [1, 2, 3] {
+                wrong.push((*g, voters));
+            }
+        }
+        if wrong.is_empty() {
+            println!("every range on nodes 1-3 after {:.1} s more", start.elapsed().as_secs_f64());
+            break;
+        }
+        if start.elapsed() > WAIT / 3 {
+            let r = report(n1.admin).await;
+            let ops: Vec<_> = r
+                .iter()
+                .flat_map(|r| r.pending.iter().chain(&r.finished))
+                .filter(|o| wrong.iter().any(|(g, _)| *g == o.group))
+                .collect();
+            panic!("ranges still not repaired: {wrong:?}; their operators {ops:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let r = report(n1.admin).await.expect("PD report");
+    let repairs = r.finished.iter().filter(|o| o.kind == "repair-down" && o.outcome == "finished").count();
+    // (The PD may already have moved some of node 4's replicas to the empty node 3 by balance.)
+    println!(
+        "repair-down operators finished: {repairs}; ranges with a replica on node 4 when it died: {on_four}"
+    );
+    assert!(repairs >= 1 && repairs <= on_four, "{:?}", r.finished);
+
+    stop.store(true, Ordering::Relaxed);
+    while let Some(res) = writer.join_next().await {
+        res.expect("writer task");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    for (g, key, value) in &acked {
+        let got = client.get(*g, key).await.unwrap_or_else(|e| panic!("read {key} from group {g}: {e}"));
+        assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
+    }
+    println!("{} acknowledged writes read back after the repair", acked.len());
 }

@@ -104,8 +104,11 @@ pub fn fix(cx: &ScheduleContext<'_>, range: &RangeInfo) -> Option<Operator> {
         |s: Option<NodeStatus>| s.is_none_or(|s| !s.up && s.down_for_ms >= cx.config().node_repair_after_ms);
     let now = cx.now_ms;
 
+    let wanted = cx.config().replicas_per_range;
     if let Some(victim) = range.replicas.iter().find(|r| dead(status(r.node))) {
-        if victim.role == Role::Learner {
+        // A dead learner, or a dead voter of a range with voters to spare (a move that was
+        // cut short by the death): removing it is the whole repair.
+        if victim.role == Role::Learner || range.voter_count() > wanted {
             return build::remove_replica(OpKind::RepairDown, range, victim.node, None, now);
         }
         let target = cx.pick_replica_target(range, Some(victim.node))?;
@@ -115,7 +118,6 @@ pub fn fix(cx: &ScheduleContext<'_>, range: &RangeInfo) -> Option<Operator> {
         return build::remove_replica(OpKind::RepairReplicas, range, learner.node, None, now);
     }
     let voters = range.voter_count();
-    let wanted = cx.config().replicas_per_range;
     if voters < wanted {
         let target = cx.pick_replica_target(range, None)?;
         return Some(build::add_voter(OpKind::RepairReplicas, range, target, now));
@@ -224,6 +226,20 @@ mod tests {
         let ops = schedule(&v, 0);
         assert_eq!(ops[0].steps.len(), 1);
         assert!(matches!(ops[0].steps[0], Step::RemovePeer { node } if node != NodeId(1)));
+    }
+
+    #[test]
+    fn a_dead_voter_of_a_range_with_a_voter_to_spare_is_just_removed() {
+        // Four voters on the only four nodes (a move cut short), node 4 dead: no target is
+        // free, and none is needed.
+        let mut v = view(&["a", "b", "c", "d"]);
+        v.put_range(range(1, &[1, 2, 3, 4])).unwrap();
+        let delay = zone_config().node_repair_after_ms;
+        age(&mut v, 4, delay);
+        let ops = schedule(&v, delay);
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].kind, OpKind::RepairDown);
+        assert_eq!(ops[0].steps, vec![Step::RemovePeer { node: NodeId(4) }]);
     }
 
     #[test]
