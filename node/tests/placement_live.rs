@@ -7,6 +7,9 @@
 //! 3. `flotilla node drain 5` (the CLI, through node 1's admin endpoint) empties node 5.
 //! 4. Every acknowledged write reads back.
 //!
+//! Further tests: a PD without quorum (traffic goes on, rebalancing stops), the PD leader
+//! killed mid-rebalance, repair of a node down past the repair time, and a split.
+//!
 //! `FLOTILLA_PLACEMENT_RANGES` overrides the number of ranges.
 
 mod common_cluster;
@@ -486,4 +489,61 @@ async fn replicas_of_a_node_down_past_the_repair_time_are_recreated_elsewhere() 
         assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
     }
     println!("{} acknowledged writes read back after the repair", acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pd_leader_killed_mid_rebalance_hands_over_and_the_rebalance_completes() {
+    let groups: Vec<GroupId> = (1..=24).collect();
+    let tmp = TempDir::new("placement-failover");
+    let [mut n1, mut n2, mut n3, mut n4] = cluster(&tmp, pd_on_first_three);
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.spawn();
+    }
+    for n in [&n1, &n2, &n3] {
+        n.wait_ready(2).await;
+    }
+    let ranges: Vec<_> = groups.iter().map(|&g| span(g)).collect();
+    for n in [&n1, &n2, &n3] {
+        n.create_ranges(&ranges, &[1, 2, 3]).await;
+    }
+    let client = Arc::new(ClusterClient::new(admin_map([&n1, &n2, &n3, &n4]), Duration::from_secs(60)));
+    let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
+    let mut writer = spawn_writer(Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
+
+    n4.spawn();
+    wait_placement(&[&n1, &n2, &n3, &n4], "node 4 receiving replicas", |p| {
+        p.get(&4).is_some_and(|v| v.0 >= 2)
+    })
+    .await;
+    let leader = report(n1.admin).await.map(|r| r.leader).expect("a PD leader");
+    let victim = [&mut n1, &mut n2, &mut n3]
+        .into_iter()
+        .find(|n| n.id == leader)
+        .expect("the PD leader is a PD voter");
+    victim.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    victim.spawn();
+    let all = [&n1, &n2, &n3, &n4];
+    wait_placement(&all, "rebalanced after the PD leader was killed", |p| {
+        let replicas: Vec<usize> = p.values().map(|v| v.0).collect();
+        let leaders: Vec<usize> = p.values().map(|v| v.1).collect();
+        replicas.iter().sum::<usize>() == 3 * groups.len()
+            && leaders.iter().sum::<usize>() == groups.len()
+            && balanced(&replicas, 2.0)
+            && balanced(&leaders, 2.0)
+    })
+    .await;
+    let new_leader = report(n1.admin).await.map(|r| r.leader);
+    println!("PD leader {leader} killed; PD leader now {new_leader:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    while let Some(res) = writer.join_next().await {
+        res.expect("writer task");
+    }
+    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
+    for (g, key, value) in &acked {
+        let got = client.get(*g, key).await.unwrap_or_else(|e| panic!("read {key} from group {g}: {e}"));
+        assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
+    }
+    println!("{} acknowledged writes read back", acked.len());
 }
