@@ -78,9 +78,9 @@ impl Executor {
         self.in_flight.retain(|_, (sent, _)| now.duration_since(*sent) < ANSWER_WAIT_MAX);
     }
 
-    /// Takes `resp` if it answers one of this executor's requests.
-    pub fn on_response(&mut self, resp: &Response) -> bool {
-        let Some((_, step)) = self.in_flight.remove(&resp.request_id) else { return false };
+    /// Takes `resp` if it answers one of this executor's requests: `Some(succeeded)`.
+    pub fn on_response(&mut self, resp: &Response) -> Option<bool> {
+        let (_, step) = self.in_flight.remove(&resp.request_id)?;
         match &resp.result {
             Ok(_) => {
                 tracing::debug!(group = step.group, op = step.operator, action = ?step.action, "operator step accepted")
@@ -89,6 +89,6 @@ impl Executor {
                 tracing::debug!(group = step.group, op = step.operator, action = ?step.action, error = %e, "operator step refused")
             }
         }
-        true
+        Some(resp.result.is_ok())
     }
 }

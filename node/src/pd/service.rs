@@ -44,12 +44,16 @@ use crate::raftstore::Store;
 const INBOX_LEN: usize = 4096;
 /// Requests to groups awaiting an answer.
 const OUTSTANDING_MAX: usize = 256;
-/// Heartbeats without an `Ack` before the known PD leader is forgotten.
+/// Heartbeat periods without an `Ack` before the known PD leader is forgotten.
 const ACK_MISSES_MAX: u32 = 3;
 /// Ranges per heartbeat.
 const RANGES_PER_BEAT_MAX: usize = 20_000;
 /// A PD-group request with no answer after this long is forgotten.
 const ANSWER_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Delay of the early heartbeat that reports a step's effect.
+const SOON: Duration = Duration::from_millis(20);
+/// Heartbeat period while a range this node leads has a replica catching up.
+const CATCH_UP_BEAT: Duration = Duration::from_millis(250);
 /// How often the PD leader re-reads the node states (admin commands change them).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -229,11 +233,13 @@ struct Worker {
     driver: Option<(u64, Driver)>,
     leader: Option<NodeId>,
     leader_admin: Option<SocketAddr>,
-    ack_misses: u32,
+    /// When the oldest heartbeat not answered by an `Ack` was sent.
+    unacked_since: Option<Instant>,
     candidate: usize,
     rng: SmallRng,
     epoch: Instant,
     last_reload: Instant,
+    beat_soon: bool,
 }
 
 impl Worker {
@@ -257,11 +263,12 @@ impl Worker {
             driver: None,
             leader: None,
             leader_admin: None,
-            ack_misses: 0,
+            unacked_since: None,
             candidate: 0,
             rng: SmallRng::seed_from_u64(node),
             epoch: now,
             last_reload: now,
+            beat_soon: false,
         }
     }
 
@@ -290,9 +297,14 @@ impl Worker {
             }
             self.drain_replies();
             let now = Instant::now();
+            if std::mem::take(&mut self.beat_soon) {
+                next_beat = next_beat.min(now + SOON);
+            }
             if now >= next_beat {
-                self.heartbeat();
-                next_beat = now + self.cfg.heartbeat;
+                let catching_up = self.heartbeat();
+                // While a learner catches up, look again sooner: its operator waits on it.
+                next_beat = now
+                    + if catching_up { self.cfg.heartbeat.min(CATCH_UP_BEAT) } else { self.cfg.heartbeat };
             }
             if now >= next_round {
                 self.lead();
@@ -329,7 +341,7 @@ impl Worker {
                     self.reporter.reset();
                 }
                 self.set_leader(Some(leader), admin);
-                self.ack_misses = 0;
+                self.unacked_since = None;
             }
             PdMessage::NotLeader { leader } => {
                 let hint = leader.filter(|&l| l != from);
@@ -379,9 +391,10 @@ impl Worker {
 
     /// The node to send the next heartbeat to.
     fn target(&mut self) -> Option<NodeId> {
-        if self.ack_misses >= ACK_MISSES_MAX {
+        let silent = self.unacked_since.is_some_and(|t| t.elapsed() >= self.cfg.heartbeat * ACK_MISSES_MAX);
+        if silent {
             self.set_leader(None, None);
-            self.ack_misses = 0;
+            self.unacked_since = None;
             self.candidate += 1;
         }
         if let Some(l) = self.leader {
@@ -399,8 +412,10 @@ impl Worker {
         Some(candidates[self.candidate % candidates.len()])
     }
 
-    fn heartbeat(&mut self) {
+    /// Sends a heartbeat; true if a range this node leads has a replica catching up.
+    fn heartbeat(&mut self) -> bool {
         let statuses = self.shared.store.statuses();
+        let catching_up = statuses.iter().any(|s| !s.pending.is_empty());
         let now_ms = self.now_ms();
         let used: u64 = statuses.iter().map(|s| s.size_bytes).sum();
         let report = NodeReport {
@@ -413,9 +428,10 @@ impl Worker {
             replicas: statuses.iter().filter(|s| s.group_id != PD_GROUP).count() as u64,
             ranges: self.reporter.next(&statuses, PD_GROUP, now_ms),
         };
-        let Some(to) = self.target() else { return };
-        self.ack_misses += 1;
+        let Some(to) = self.target() else { return catching_up };
+        self.unacked_since.get_or_insert_with(Instant::now);
         self.send(to, &PdMessage::Heartbeat(report));
+        catching_up
     }
 
     /// The PD leader's round: keep the driver in step with leadership, schedule, send.
@@ -506,7 +522,9 @@ impl Worker {
         self.executor.expire(now);
         self.pending.retain(|_, (sent, _)| now.duration_since(*sent) < ANSWER_WAIT_MAX);
         while let Ok(resp) = self.replies.1.try_recv() {
-            if self.executor.on_response(&resp) {
+            if let Some(done) = self.executor.on_response(&resp) {
+                // A step took effect: report its range now rather than at the next beat.
+                self.beat_soon |= done;
                 continue;
             }
             let Some((_, why)) = self.pending.remove(&resp.request_id) else { continue };
