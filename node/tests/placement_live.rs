@@ -278,13 +278,28 @@ async fn without_a_pd_quorum_traffic_goes_on_and_only_rebalancing_stops() {
     for n in [&n1, &n2, &n3, &n4, &n5] {
         n.wait_ready(4).await;
     }
-    // Data on nodes 1, 4 and 5 only: losing nodes 2 and 3 costs the PD its quorum, not the data.
+    // Data on nodes 1, 4 and 5 only: losing nodes 2 and 3 costs the PD its quorum, not the
+    // data. Nodes 2 and 3 are drained first so that the PD has nothing to move to them.
+    for id in [2, 3] {
+        let path = format!("/v1/pd/nodes/{id}/drain");
+        let _: serde_json::Value = pd_call(n1.admin, Method::POST, &path, WAIT).await.expect("drain");
+    }
     let ranges: Vec<_> = groups.iter().map(|&g| span(g)).collect();
     for n in [&n1, &n4, &n5] {
         n.create_ranges(&ranges, &[1, 4, 5]).await;
     }
     let client = ClusterClient::new(admin_map([&n1, &n2, &n3, &n4, &n5]), Duration::from_secs(60));
     write_all(&client, &groups, 0).await;
+    // The PD sees every range and has nothing to do.
+    let start = tokio::time::Instant::now();
+    loop {
+        let r = report(n1.admin).await;
+        if r.as_ref().is_some_and(|r| r.ranges == groups.len() && r.pending.is_empty() && r.scheduling) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the PD never settled: {r:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     n2.kill9();
     n3.kill9();
@@ -306,11 +321,12 @@ async fn without_a_pd_quorum_traffic_goes_on_and_only_rebalancing_stops() {
         drain.unwrap_err()
     );
 
-    // The PD comes back; the drain is recorded and carried out.
+    // The PD comes back; nodes 2 and 3 serve again, and the drain is recorded and carried out.
     n2.spawn();
     n3.spawn();
-    let _: serde_json::Value =
-        pd_call(n1.admin, Method::POST, "/v1/pd/nodes/5/drain", WAIT).await.expect("drain after recovery");
+    for path in ["/v1/pd/nodes/2/resume", "/v1/pd/nodes/3/resume", "/v1/pd/nodes/5/drain"] {
+        let _: serde_json::Value = pd_call(n1.admin, Method::POST, path, WAIT).await.expect("after recovery");
+    }
     let all = [&n1, &n2, &n3, &n4, &n5];
     wait_placement(&all, "node 5 drained after the PD recovered", |p| {
         p[&5] == (0, 0) && p.values().map(|v| v.0).sum::<usize>() == 3 * groups.len()
