@@ -76,31 +76,52 @@ fn balanced(counts: &[usize], slack: f64) -> bool {
     counts.iter().all(|&c| (c as f64 - mean).abs() <= slack.max(mean * 0.05))
 }
 
-fn spawn_writer(
+/// Three writers putting unique keys round robin over `groups`, recording what was acked.
+struct Writer {
     client: Arc<ClusterClient>,
-    groups: Vec<GroupId>,
+    tasks: JoinSet<()>,
     stop: Arc<AtomicBool>,
     acked: Acked,
-) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    for w in 0..3u64 {
-        let (client, groups, stop, acked) =
-            (Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
-        set.spawn(async move {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let g = groups[((seq * 3 + w) as usize) % groups.len()];
-                let (key, value) = (format!("r/{g:05}/w{w}-{seq}"), format!("v{seq}"));
-                match client.put(g, &key, &value).await {
-                    Ok(()) => acked.lock().expect("lock").push((g, key, value)),
-                    Err(e) => panic!("writer: group {g}: {e}"),
+}
+
+impl Writer {
+    fn spawn(client: &Arc<ClusterClient>, groups: &[GroupId]) -> Self {
+        let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
+        let mut tasks = JoinSet::new();
+        for w in 0..3u64 {
+            let (client, groups, stop, acked) =
+                (Arc::clone(client), groups.to_vec(), Arc::clone(&stop), Arc::clone(&acked));
+            tasks.spawn(async move {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let g = groups[((seq * 3 + w) as usize) % groups.len()];
+                    let (key, value) = (format!("r/{g:05}/w{w}-{seq}"), format!("v{seq}"));
+                    match client.put(g, &key, &value).await {
+                        Ok(()) => acked.lock().expect("lock").push((g, key, value)),
+                        Err(e) => panic!("writer: group {g}: {e}"),
+                    }
+                    seq += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                seq += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
+            });
+        }
+        Self { client: Arc::clone(client), tasks, stop, acked }
     }
-    set
+
+    /// Stops the writers and reads every acknowledged write back; returns how many.
+    async fn stop_and_verify(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        while let Some(res) = self.tasks.join_next().await {
+            res.expect("writer task");
+        }
+        let acked = std::mem::take(&mut *self.acked.lock().expect("lock"));
+        for (g, key, value) in &acked {
+            let got =
+                self.client.get(*g, key).await.unwrap_or_else(|e| panic!("read {key} from group {g}: {e}"));
+            assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
+        }
+        acked.len()
+    }
 }
 
 /// Waits until `check` holds for the placement over `nodes`; panics with the last one.
@@ -169,8 +190,7 @@ async fn nodes_added_get_their_share_and_a_drained_node_empties() {
 
     let all = [&n1, &n2, &n3, &n4, &n5];
     let client = Arc::new(ClusterClient::new(admin_map(all), Duration::from_secs(60)));
-    let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
-    let mut writer = spawn_writer(Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
+    let writer = Writer::spawn(&client, &groups);
 
     // Two nodes join; replicas and leaders spread to them.
     n4.spawn();
@@ -246,17 +266,9 @@ async fn nodes_added_get_their_share_and_a_drained_node_empties() {
     assert!(resume.is_err(), "a removed node was resumed: {resume:?}");
 
     // Nothing acknowledged is lost.
-    stop.store(true, Ordering::Relaxed);
-    while let Some(res) = writer.join_next().await {
-        res.expect("writer task");
-    }
-    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
-    assert!(acked.len() > 100, "the writer made little progress: {}", acked.len());
-    for (g, key, value) in &acked {
-        let got = client.get(*g, key).await.unwrap_or_else(|e| panic!("read {key} from group {g}: {e}"));
-        assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
-    }
-    println!("{} acknowledged writes read back", acked.len());
+    let acked = writer.stop_and_verify().await;
+    assert!(acked > 100, "the writer made little progress: {acked}");
+    println!("{acked} acknowledged writes read back");
 }
 
 /// Writes one key to every group; panics on a failure.
@@ -447,8 +459,7 @@ async fn replicas_of_a_node_down_past_the_repair_time_are_recreated_elsewhere() 
         n.create_ranges(&ranges, &[1, 2, 4]).await;
     }
     let client = Arc::new(ClusterClient::new(admin_map([&n1, &n2, &n3, &n4]), Duration::from_secs(60)));
-    let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
-    let mut writer = spawn_writer(Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
+    let writer = Writer::spawn(&client, &groups);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let mut on_four = 0;
@@ -495,16 +506,7 @@ async fn replicas_of_a_node_down_past_the_repair_time_are_recreated_elsewhere() 
     );
     assert!(repairs >= 1 && repairs <= on_four, "{:?}", r.finished);
 
-    stop.store(true, Ordering::Relaxed);
-    while let Some(res) = writer.join_next().await {
-        res.expect("writer task");
-    }
-    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
-    for (g, key, value) in &acked {
-        let got = client.get(*g, key).await.unwrap_or_else(|e| panic!("read {key} from group {g}: {e}"));
-        assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
-    }
-    println!("{} acknowledged writes read back after the repair", acked.len());
+    println!("{} acknowledged writes read back after the repair", writer.stop_and_verify().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,8 +525,7 @@ async fn the_pd_leader_killed_mid_rebalance_hands_over_and_the_rebalance_complet
         n.create_ranges(&ranges, &[1, 2, 3]).await;
     }
     let client = Arc::new(ClusterClient::new(admin_map([&n1, &n2, &n3, &n4]), Duration::from_secs(60)));
-    let (stop, acked): (Arc<AtomicBool>, Acked) = (Arc::default(), Arc::default());
-    let mut writer = spawn_writer(Arc::clone(&client), groups.clone(), Arc::clone(&stop), Arc::clone(&acked));
+    let writer = Writer::spawn(&client, &groups);
 
     n4.spawn();
     wait_placement(&[&n1, &n2, &n3, &n4], "node 4 receiving replicas", |p| {
@@ -552,14 +553,5 @@ async fn the_pd_leader_killed_mid_rebalance_hands_over_and_the_rebalance_complet
     let new_leader = report(n1.admin).await.map(|r| r.leader);
     println!("PD leader {leader} killed; PD leader now {new_leader:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    while let Some(res) = writer.join_next().await {
-        res.expect("writer task");
-    }
-    let acked = std::mem::take(&mut *acked.lock().expect("lock"));
-    for (g, key, value) in &acked {
-        let got = client.get(*g, key).await.unwrap_or_else(|e| panic!("read {key} from group {g}: {e}"));
-        assert_eq!(got.as_deref(), Some(value.as_str()), "group {g} key {key}");
-    }
-    println!("{} acknowledged writes read back", acked.len());
+    println!("{} acknowledged writes read back", writer.stop_and_verify().await);
 }
