@@ -68,11 +68,7 @@ impl StoreShared {
     /// Children already hosted, or tombstoned here, are skipped.
     pub(crate) fn add_split_children(&self, batch: &mut LogBatch, children: &mut Vec<SplitChild>) {
         children.retain(|c| {
-            let exists = c.desc.id == STORE_META_GROUP
-                || self.router.get(c.desc.id).is_some()
-                || engine::has_group(&self.engine, c.desc.id)
-                || self.is_tombstoned(c.desc.id);
-            if exists {
+            if c.desc.id == STORE_META_GROUP || self.is_hosted_or_removed(c.desc.id) {
                 tracing::debug!(group = c.desc.id, "split child already here (or removed); not re-created");
                 return false;
             }
@@ -116,6 +112,13 @@ impl StoreShared {
             t.insert(group);
         }
         StoreMetrics::add(&self.metrics.replicas_destroyed, 1);
+    }
+
+    /// Whether `group` has a replica here (running or on disk), or had one that was removed.
+    fn is_hosted_or_removed(&self, group: GroupId) -> bool {
+        self.router.get(group).is_some()
+            || engine::has_group(&self.engine, group)
+            || self.is_tombstoned(group)
     }
 
     fn is_tombstoned(&self, group: GroupId) -> bool {
@@ -316,8 +319,7 @@ impl Store {
                     shared.cfg.node_id, desc.id
                 )));
             }
-            let exists = shared.router.get(desc.id).is_some() || engine::has_group(&shared.engine, desc.id);
-            if exists || shared.is_tombstoned(desc.id) {
+            if shared.is_hosted_or_removed(desc.id) {
                 continue;
             }
             let state = PersistedState::bootstrap(desc);
