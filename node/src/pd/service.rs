@@ -362,8 +362,10 @@ impl Worker {
     }
 
     fn set_leader(&mut self, leader: Option<NodeId>, admin: Option<SocketAddr>) {
+        // A hint without an address keeps the known address only for the same leader.
+        let kept = if leader.is_some() && leader == self.leader { self.leader_admin } else { None };
         self.leader = leader;
-        self.leader_admin = admin.or(if leader.is_some() { self.leader_admin } else { None });
+        self.leader_admin = admin.or(kept);
         if let Ok(mut l) = self.shared.leader.lock() {
             *l = (self.leader, self.leader_admin);
         }
