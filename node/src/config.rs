@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::config::{BrokerConfig, ConfigError};
-use crate::cluster::ClusterConfig;
+use crate::transport::ClusterConfig;
 
 /// Top-level node configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -11,8 +11,11 @@
 //!   state machine, epochs, conf changes, leader transfer, lease reads, hibernation).
 //! - [`raftstore`] SHELL: hosts many groups on poller threads over one raft-engine log,
 //!   one fsync per round; store-wide ticks; recovery; the `Transport` trait.
-//! - [`cluster`]: the QUIC transport between nodes (frames CORE; quinn, TLS and the node
-//!   lifecycle SHELL) and the `[cluster]` configuration.
+//! - [`transport`]: the QUIC transport between nodes (frames CORE; quinn and TLS SHELL) and
+//!   the `[cluster]` configuration.
+//! - [`node`] SHELL: the composition root: store, transport, placement driver, admin
+//!   endpoint and MQTT server of one process.
+//! - `codec` CORE: the binary codec primitives shared by frames, commands and PD messages.
 //! - [`pd`]: the placement driver service (heartbeats, the PD raft group, operator steps)
 //!   over the `placement` crate's scheduler core.
 //! - [`admin`] SHELL: the admin HTTP endpoint and its client (with a range cache).
@@ -21,10 +24,12 @@
 pub mod admin;
 pub mod broker;
 pub mod clock;
-pub mod cluster;
+pub(crate) mod codec;
 pub mod config;
 pub mod group;
 pub mod mqtt;
+pub mod node;
 pub mod pd;
 pub mod raftstore;
 pub mod server;
+pub mod transport;

@@ -1,13 +1,11 @@
-//! The `flotilla` broker binary: CLI -> config -> tracing -> server.
+//! The `flotilla` broker binary: CLI -> config -> tracing -> `node::node::run`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use node::cluster::ClusterNode;
 use node::config::NodeConfig;
-use node::server::Server;
 use tracing_subscriber::EnvFilter;
 
 /// Flotilla: a clustered MQTT broker. With no arguments it serves MQTT on 0.0.0.0:1883
@@ -180,7 +178,7 @@ fn main() -> anyhow::Result<()> {
         if nodes.contains(&0) {
             anyhow::bail!("node ids must be positive");
         }
-        for path in node::cluster::certgen::generate(dir, nodes)? {
+        for path in node::transport::certgen::generate(dir, nodes)? {
             println!("wrote {}", path.display());
         }
         return Ok(());
@@ -194,31 +192,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(config))
-}
-
-async fn serve(config: NodeConfig) -> anyhow::Result<()> {
-    let cluster = if config.cluster.enabled() {
-        let node = ClusterNode::start(&config.cluster, &config.data_dir).await?;
-        if let Some(addr) = node.admin_addr() {
-            tracing::info!(%addr, "admin endpoint");
-        }
-        Some(node)
-    } else {
-        None
-    };
-    let server = Server::bind(config).await?;
-    tracing::info!(addr = %server.local_addr()?, "flotilla MQTT listening");
-    let handle = server.shutdown_handle();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        handle.shutdown();
-    });
-    server.run().await;
-    if let Some(node) = cluster {
-        node.shutdown().await;
-    }
-    tracing::info!("stopped");
+    runtime.block_on(node::node::run(config, wait_for_signal()))?;
     Ok(())
 }
 

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use node::cluster::frame::Frame;
-use node::cluster::tls::{self, TlsConfigs};
-use node::cluster::{ClusterConfig, Inbound, QuicTransport, TransportSnapshot};
 use node::group::{GroupMessage, MessageBody, NodeId};
 use node::raftstore::Transport;
+use node::transport::frame::Frame;
+use node::transport::tls::{self, TlsConfigs};
+use node::transport::{ClusterConfig, Inbound, QuicTransport, TransportSnapshot};
 
 /// Generous: the machine is shared and loaded.
 const WAIT: Duration = Duration::from_secs(30);
@@ -193,8 +193,8 @@ async fn sender_reconnects_after_the_peer_restarts() {
 async fn mutual_tls_accepts_the_cluster_ca_and_refuses_another() {
     let good = TempDir::new("ca-good");
     let bad = TempDir::new("ca-bad");
-    node::cluster::certgen::generate(&good.0, &[1, 2]).expect("certs");
-    node::cluster::certgen::generate(&bad.0, &[3]).expect("certs");
+    node::transport::certgen::generate(&good.0, &[1, 2]).expect("certs");
+    node::transport::certgen::generate(&bad.0, &[3]).expect("certs");
     let (a, _ca) = start(1, 0, mutual(&good.0, 1));
     let (b, cb) = start(2, 0, mutual(&good.0, 2));
     let (c, cc) = start(3, 0, mutual(&bad.0, 3));
@@ -267,7 +267,7 @@ async fn malformed_frames_close_the_connection_and_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_binds_the_node_id_to_the_certificate() {
     let dir = TempDir::new("ca-ident");
-    node::cluster::certgen::generate(&dir.0, &[1, 2]).expect("certs");
+    node::transport::certgen::generate(&dir.0, &[1, 2]).expect("certs");
     let (a, ca) = start(1, 0, mutual(&dir.0, 1));
     // Node 5 holds a valid certificate of the cluster CA, but it names node 2.
     let (imp, cimp) = start(5, 0, mutual(&dir.0, 2));

@@ -16,13 +16,13 @@ use super::types::{
     ApiError, ChangePeer, CreateGroups, Created, Done, GetRequest, GetResponse, GroupInfo, GroupList,
     PdStatus, PeerOp, PutRequest, RangeInfo, TransferLeader,
 };
-use crate::cluster::{PeerInfo, QuicTransport, TransportSnapshot};
 use crate::group::{
     Command, Epoch, GroupId, NodeId, Outcome, PeerChange, Query, RangeDescriptor, ReadPolicy, ReadRequest,
     Response, WriteRequest,
 };
 use crate::pd::{NodeAdminState, PdError, PdHandle, PdReport};
 use crate::raftstore::{MetricsSnapshot, Store, StoreError};
+use crate::transport::{PeerInfo, QuicTransport, TransportSnapshot};
 
 /// `GET /v1/nodes`.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]

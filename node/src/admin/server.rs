@@ -18,9 +18,9 @@ use tokio::sync::{Semaphore, watch};
 
 use super::api::Api;
 use super::types::{ApiError, ErrorBody};
-use crate::cluster::QuicTransport;
-use crate::cluster::transport::stopped;
 use crate::raftstore::Store;
+use crate::transport::QuicTransport;
+use crate::transport::quic::stopped;
 
 /// Largest request body, bytes.
 pub const BODY_BYTES_MAX: usize = 4 << 20;

@@ -48,7 +48,7 @@ use config::BrokerConfig;
 pub use durable::RestoreReport;
 use message::SessionKey;
 use retained::Retained;
-use session::{Conn, ConnId, GroupKey, Phase, Session, SubEntry};
+use session::{Conn, ConnId, Phase, Session, ShareId, SubEntry};
 use shared::SharedGroup;
 use trie::Trie;
 
@@ -58,7 +58,7 @@ pub enum Target {
     /// One session.
     Session(SessionKey),
     /// A shared subscription group; one member gets each message.
-    Shared(GroupKey),
+    Shared(ShareId),
 }
 
 /// Timers the core keeps.
@@ -123,9 +123,9 @@ pub struct Broker {
     by_client: FxHashMap<ByteString, SessionKey>,
     next_session: SessionKey,
     trie: Trie<Target, SubEntry>,
-    shared: FxHashMap<GroupKey, SharedGroup>,
-    shared_index: FxHashMap<(ByteString, ByteString), GroupKey>,
-    next_group: GroupKey,
+    shared: FxHashMap<ShareId, SharedGroup>,
+    shared_index: FxHashMap<(ByteString, ByteString), ShareId>,
+    next_group: ShareId,
     retained: Retained,
     timers: BTreeMap<(Instant, u64), Timer>,
     timer_seq: u64,

@@ -20,7 +20,7 @@ use crate::mqtt::packet::{Protocol, QoS, SubOptions, Will};
 pub type ConnId = u64;
 
 /// Identifies a shared subscription group (`$share/{group}/{filter}`).
-pub type GroupKey = u64;
+pub type ShareId = u64;
 
 /// Options stored with one subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct Delivery {
     /// Subscription identifiers of every matching subscription that has one.
     pub sub_ids: Vec<u32>,
     /// Set when the message came through a shared subscription, for redelivery.
-    pub shared: Option<GroupKey>,
+    pub shared: Option<ShareId>,
     /// The journal id of the stored message, when the session is journaled.
     pub msg_id: Option<super::journal::MsgId>,
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::message::{Message, SessionKey};
-use super::session::{Delivery, GroupKey, SubEntry};
+use super::session::{Delivery, ShareId, SubEntry};
 use super::{Broker, Target};
 
 /// One shared subscription group.
@@ -74,7 +74,7 @@ impl Broker {
     pub(super) fn deliver_shared(
         &mut self,
         now: Instant,
-        group: GroupKey,
+        group: ShareId,
         msg: &Arc<Message>,
         exclude: Option<SessionKey>,
     ) -> bool {

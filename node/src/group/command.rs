@@ -14,8 +14,8 @@
 //! entry is rejected identically on every replica. The epoch travels with the command so
 //! apply can refuse a command proposed against a range that has since changed.
 
-use super::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
 use super::range::{Epoch, GroupId};
+use crate::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
 
 const FORMAT_V1: u8 = 1;
 const TAG_PUT: u8 = 1;

@@ -5,8 +5,8 @@
 //! and retry; the others say what happened to a proposal. [`GroupError`] is for the shell:
 //! a replica that cannot be built or driven.
 
-use super::codec::CodecError;
 use super::range::{GroupId, NodeId, RangeDescriptor};
+use crate::codec::CodecError;
 
 /// Why a request was not served.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::codec::{CodecError, Reader, put_bytes, put_uvarint};
 use super::command::Command;
 use super::response::Outcome;
+use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 
 /// The ordered key-value map of one range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -13,7 +13,6 @@
 //! randomized in [10, 20) ticks, pre-vote and check-quorum on, lease 1.6 s, hibernation
 //! after 50 idle ticks (10 s).
 
-pub(crate) mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
@@ -32,7 +31,7 @@ pub mod storage;
 mod tests;
 pub mod write_task;
 
-pub use codec::CodecError;
+pub use crate::codec::CodecError;
 pub use command::Command;
 pub use config::PeerConfig;
 pub use error::{GroupError, RequestError};

@@ -12,8 +12,8 @@
 
 use raft::eraftpb::ConfState;
 
-use super::codec::{CodecError, Reader, put_bytes, put_uvarint};
 use super::error::RequestError;
+use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 
 /// Identifies a raft group (one range) cluster-wide.
 pub type GroupId = u64;

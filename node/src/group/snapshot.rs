@@ -11,9 +11,9 @@
 
 use raft::eraftpb::{ConfState, Snapshot};
 
-use super::codec::{CodecError, Reader};
 use super::kv::KvState;
 use super::range::RangeDescriptor;
+use crate::codec::{CodecError, Reader};
 
 const FORMAT_V1: u8 = 1;
 

@@ -20,7 +20,7 @@
 
 use std::net::SocketAddr;
 
-use crate::group::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
+use crate::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
 use crate::group::{Epoch, GroupId, NodeId};
 
 const VERSION_V1: u8 = 1;

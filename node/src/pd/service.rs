@@ -33,12 +33,12 @@ use super::message::{NodeReport, PdMessage};
 use super::registry;
 use super::report::Reporter;
 use super::{PD_GROUP, PdError};
-use crate::cluster::QuicTransport;
 use crate::group::{
     Command, Epoch, NodeId, Outcome, Query, RangeDescriptor, ReadPolicy, ReadRequest, Response, Role,
     WriteRequest,
 };
 use crate::raftstore::Store;
+use crate::transport::QuicTransport;
 
 /// Messages waiting for the PD thread.
 const INBOX_LEN: usize = 4096;

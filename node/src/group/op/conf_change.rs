@@ -15,7 +15,7 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry,
 };
 
-use crate::group::codec::Reader;
+use crate::codec::Reader;
 use crate::group::command::{decode_epoch_header, encode_epoch_header};
 use crate::group::error::RequestError;
 use crate::group::event::PeerEvent;

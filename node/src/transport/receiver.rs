@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::frame::{Frame, FrameError, LEN_PREFIX_BYTES, payload_len};
 use super::metrics::TransportMetrics;
+use super::quic::{Shared, stopped};
 use super::tls;
-use super::transport::{Shared, stopped};
 use crate::group::NodeId;
 
 /// Application close code for a protocol violation.

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
-use crate::group::codec::{CodecError, Reader, put_bytes, put_uvarint};
+use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 use crate::group::{GroupMessage, MessageBody, NodeId};
 
 /// Bytes of the length prefix.

@@ -1,22 +1,25 @@
-//! SHELL. [`ClusterNode`]: one node of the cluster — a raftstore [`Store`] over raft-engine
-//! in `data-dir/raft`, the [`QuicTransport`] carrying its messages, and (if configured)
-//! the admin HTTP endpoint.
+//! SHELL. The composition root of one Flotilla process: [`run`] starts the cluster half
+//! ([`ClusterNode`]: a raftstore [`Store`] over raft-engine in `data-dir/raft`, the
+//! [`QuicTransport`] carrying its messages, the placement driver service and, if configured,
+//! the admin HTTP endpoint) and the MQTT [`Server`], and stops them in reverse order.
 //!
-//! Lifecycle: `start` binds the transport, opens the store (which recovers every group
-//! found on disk), attaches the store to the transport, introduces the node to its `join`
-//! addresses and starts the admin endpoint. A node with no groups on disk simply waits:
-//! groups are created through the admin API (or arrive as new learners).
+//! Lifecycle of the cluster half: `start` binds the transport, opens the store (which
+//! recovers every group found on disk), attaches the store to the transport, introduces the
+//! node to its `join` addresses and starts the admin endpoint. A node with no groups on disk
+//! simply waits: groups are created through the admin API (or arrive as new learners).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::config::ClusterConfig;
-use super::tls::{self, TlsError};
-use super::transport::{Inbound, QuicTransport, TransportError};
 use crate::admin::{AdminError, AdminServer};
+use crate::config::NodeConfig;
 use crate::group::{GroupMessage, NodeId};
 use crate::pd::{DriverConfig, PdConfig, PdError, PdHandle, PdService};
 use crate::raftstore::{Store, StoreConfig, StoreError, StoreRouter};
+use crate::server::{Server, ShutdownHandle, StartError};
+use crate::transport::config::ClusterConfig;
+use crate::transport::tls::{self, TlsError};
+use crate::transport::{Inbound, QuicTransport, TransportError};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -181,4 +184,48 @@ impl ClusterNode {
         let store = self.store;
         let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     }
+}
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The cluster half could not start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The MQTT server could not start.
+    #[error(transparent)]
+    Server(#[from] StartError),
+    /// The MQTT listener's address could not be read.
+    #[error("MQTT listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// Runs one node until `stop` resolves: the cluster half first (when `[cluster]` is
+/// enabled), then the MQTT server; on stop, the server drains and the cluster half stops.
+pub async fn run(
+    config: NodeConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let cluster = if config.cluster.enabled() {
+        let node = ClusterNode::start(&config.cluster, &config.data_dir).await?;
+        if let Some(addr) = node.admin_addr() {
+            tracing::info!(%addr, "admin endpoint");
+        }
+        Some(node)
+    } else {
+        None
+    };
+    let server = Server::bind(config).await?;
+    tracing::info!(addr = %server.local_addr()?, "flotilla MQTT listening");
+    let handle: ShutdownHandle = server.shutdown_handle();
+    tokio::spawn(async move {
+        stop.await;
+        handle.shutdown();
+    });
+    server.run().await;
+    if let Some(node) = cluster {
+        node.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

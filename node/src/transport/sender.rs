@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::frame::Frame;
 use super::metrics::TransportMetrics;
+use super::quic::{Outgoing, Peer, Shared, stopped};
 use super::tls::{SERVER_NAME, node_name};
-use super::transport::{Outgoing, Peer, Shared, stopped};
 use crate::group::GroupMessage;
 
 /// Stream priorities: raft traffic first, snapshots after.

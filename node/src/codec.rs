@@ -1,5 +1,6 @@
-//! CORE. Primitives of the group's compact binary codec: LEB128 varints and
-//! length-prefixed byte strings, written into a `Vec<u8>` and read by [`Reader`].
+//! CORE. The one binary codec of the node: LEB128 varints and length-prefixed byte strings,
+//! written into a `Vec<u8>` and read by [`Reader`]; used by transport frames, raft commands,
+//! placement-driver messages and keyspace records.
 //!
 //! Invariants: every encoder has a decoder that accepts exactly its output; a decoder never
 //! panics on hostile input, it returns [`CodecError`]; [`Reader::finish`] rejects trailing

@@ -1,0 +1,25 @@
+//! The node-to-node transport over QUIC.
+//!
+//! - `frame` CORE: the length-prefixed frames on the wire (hello, address book, raft batches,
+//!   placement-driver messages);
+//! - `config`: the `[cluster]` section;
+//! - `tls` SHELL: rustls (ring) mutual TLS from a cluster CA, or a loopback dev mode;
+//! - `certgen` SHELL: `flotilla cert` (a development CA and node certificates);
+//! - `quic` SHELL: [`QuicTransport`], the raftstore `Transport` over quinn;
+//!   `sender` and `receiver` are its outgoing and incoming halves;
+//! - `metrics`: transport counters.
+//!
+//! The node that owns a transport (store, PD, admin, MQTT) is composed in [`crate::node`].
+
+pub mod certgen;
+pub mod config;
+pub mod frame;
+pub mod metrics;
+pub mod quic;
+mod receiver;
+mod sender;
+pub mod tls;
+
+pub use config::{ClusterConfig, TlsMode};
+pub use metrics::{TransportMetrics, TransportSnapshot};
+pub use quic::{Inbound, PeerInfo, QuicTransport, TransportError};
