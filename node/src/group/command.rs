@@ -8,13 +8,22 @@
 //!   tag 2 Delete key
 //!   tag 3 Cas    key expected:opt new:opt     (opt = 0 | 1 bytes)
 //!   tag 4 Split  key new_group
+//!   tag 5 Batch  count guard* count op*       guard := key epoch
+//!                                             op := 1 key value | 2 key | 3 start end
+//!   tag 6 Fence  key body new_generation:u8 clear:opt(start end)
+//!   tag 8 DeleteRange start end
 //! ```
+//!
+//! Fencing values (`Batch` guards, `Fence`): a fenced record's value starts with
+//! `epoch:u64 | generation:u64` (big endian), then the caller's body. A guard holds iff the
+//! key's value exists, is at least 8 bytes long and starts with the guard's epoch.
 //!
 //! Invariants: `decode(encode(c)) == c`; decoding is total (errors, never panics), so a bad
 //! entry is rejected identically on every replica. The epoch travels with the command so
 //! apply can refuse a command proposed against a range that has since changed.
 
-use super::range::{Epoch, GroupId};
+use super::error::RequestError;
+use super::range::{Epoch, GroupId, RangeDescriptor};
 use crate::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
 
 const FORMAT_V1: u8 = 1;
@@ -22,6 +31,57 @@ const TAG_PUT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_CAS: u8 = 3;
 const TAG_SPLIT: u8 = 4;
+const TAG_BATCH: u8 = 5;
+const TAG_FENCE: u8 = 6;
+const TAG_DELETE_RANGE: u8 = 8;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_DELETE_RANGE: u8 = 3;
+/// Bytes of the fencing header (`epoch | generation`) of a fenced record.
+pub const FENCE_HEADER_BYTES: usize = 16;
+
+/// The fencing epoch stored at the head of a fenced record's value, if it has one.
+pub fn fence_epoch(value: &[u8]) -> Option<u64> {
+    value.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// The generation stored after the epoch of a fenced record's value, if it has one.
+pub fn fence_generation(value: &[u8]) -> Option<u64> {
+    value.get(8..16).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// A condition of a [`Command::Batch`]: `key` holds a fenced record at exactly `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    /// The fenced record.
+    pub key: Vec<u8>,
+    /// The epoch it must hold.
+    pub epoch: u64,
+}
+
+/// One write of a [`Command::Batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Removes every key in `[start, end)`.
+    DeleteRange {
+        /// First key removed.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+}
 
 /// A state-machine command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,17 +116,103 @@ pub enum Command {
         /// The new group's id (minted by the placement driver).
         new_group: GroupId,
     },
+    /// Applies every op, or none of them if a guard does not hold. All keys lie in the range.
+    Batch {
+        /// Conditions checked before any op.
+        guards: Vec<Guard>,
+        /// The writes, in order.
+        ops: Vec<BatchOp>,
+    },
+    /// Bumps the fencing epoch of the record at `key` (absent = epoch 0, generation 0),
+    /// replaces its body with `body`, bumps its generation if `new_generation`, and removes
+    /// the keys in `clear`; returns the previous value.
+    Fence {
+        /// The fenced record.
+        key: Vec<u8>,
+        /// The record's new body (after the fencing header).
+        body: Vec<u8>,
+        /// Whether the generation is bumped too.
+        new_generation: bool,
+        /// A span `[start, end)` removed with the fence.
+        clear: Option<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Removes every key in `[start, end)` (empty `end` = to the range's end).
+    DeleteRange {
+        /// First key removed.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+}
+
+impl BatchOp {
+    fn check_keys(&self, desc: &RangeDescriptor) -> Result<(), RequestError> {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key } => desc.check_key(key),
+            Self::DeleteRange { start, end } => check_span(desc, start, end),
+        }
+    }
+
+    fn first_key(&self) -> &[u8] {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key } => key,
+            Self::DeleteRange { start, .. } => start,
+        }
+    }
+}
+
+/// `KeyNotInRange` (naming `start`) unless `[start, end)` lies inside the range.
+fn check_span(desc: &RangeDescriptor, start: &[u8], end: &[u8]) -> Result<(), RequestError> {
+    let ordered = end.is_empty() || start <= end;
+    if ordered && desc.contains_span(start, end) {
+        return Ok(());
+    }
+    Err(RequestError::KeyNotInRange {
+        key: start.to_vec(),
+        group: desc.id,
+        start: desc.start.clone(),
+        end: desc.end.clone(),
+    })
 }
 
 impl Command {
-    /// The key the command touches.
+    /// The key the command is routed by (the first key it touches).
     pub fn key(&self) -> &[u8] {
         match self {
             Self::Put { key, .. }
             | Self::Delete { key }
             | Self::CompareAndSet { key, .. }
-            | Self::Split { key, .. } => key,
+            | Self::Split { key, .. }
+            | Self::Fence { key, .. } => key,
+            Self::DeleteRange { start, .. } => start,
+            Self::Batch { guards, ops } => match (guards.first(), ops.first()) {
+                (Some(g), _) => &g.key,
+                (None, Some(op)) => op.first_key(),
+                (None, None) => &[],
+            },
         }
+    }
+
+    /// `KeyNotInRange` unless every key and span the command touches lies in `desc`'s range.
+    pub fn check_keys(&self, desc: &RangeDescriptor) -> Result<(), RequestError> {
+        match self {
+            Self::Batch { guards, ops } => {
+                guards.iter().try_for_each(|g| desc.check_key(&g.key))?;
+                ops.iter().try_for_each(|op| op.check_keys(desc))
+            }
+            Self::Fence { key, clear, .. } => {
+                desc.check_key(key)?;
+                clear.as_ref().map_or(Ok(()), |(start, end)| check_span(desc, start, end))
+            }
+            Self::DeleteRange { start, end } => check_span(desc, start, end),
+            _ => desc.check_key(self.key()),
+        }
+    }
+
+    /// Whether applying the command twice leaves the same state as applying it once (a
+    /// client may retry it when the first attempt's outcome is unknown).
+    pub fn is_idempotent(&self) -> bool {
+        matches!(self, Self::Put { .. } | Self::Delete { .. } | Self::DeleteRange { .. } | Self::Batch { .. })
     }
 
     /// Encodes the command proposed at `epoch`.
@@ -96,6 +242,37 @@ impl Command {
                 put_bytes(&mut buf, key);
                 put_uvarint(&mut buf, *new_group);
             }
+            Self::Batch { guards, ops } => {
+                buf.push(TAG_BATCH);
+                put_uvarint(&mut buf, guards.len() as u64);
+                for g in guards {
+                    put_bytes(&mut buf, &g.key);
+                    put_uvarint(&mut buf, g.epoch);
+                }
+                put_uvarint(&mut buf, ops.len() as u64);
+                for op in ops {
+                    encode_op(&mut buf, op);
+                }
+            }
+            Self::Fence { key, body, new_generation, clear } => {
+                buf.push(TAG_FENCE);
+                put_bytes(&mut buf, key);
+                put_bytes(&mut buf, body);
+                buf.push(u8::from(*new_generation));
+                match clear {
+                    None => buf.push(0),
+                    Some((start, end)) => {
+                        buf.push(1);
+                        put_bytes(&mut buf, start);
+                        put_bytes(&mut buf, end);
+                    }
+                }
+            }
+            Self::DeleteRange { start, end } => {
+                buf.push(TAG_DELETE_RANGE);
+                put_bytes(&mut buf, start);
+                put_bytes(&mut buf, end);
+            }
         }
         buf
     }
@@ -113,10 +290,67 @@ impl Command {
                 new: r.opt_bytes()?.map(<[u8]>::to_vec),
             },
             TAG_SPLIT => Self::Split { key: r.bytes()?.to_vec(), new_group: r.uvarint()? },
+            TAG_BATCH => decode_batch(&mut r)?,
+            TAG_FENCE => Self::Fence {
+                key: r.bytes()?.to_vec(),
+                body: r.bytes()?.to_vec(),
+                new_generation: decode_flag(&mut r)?,
+                clear: match decode_flag(&mut r)? {
+                    false => None,
+                    true => Some((r.bytes()?.to_vec(), r.bytes()?.to_vec())),
+                },
+            },
+            TAG_DELETE_RANGE => Self::DeleteRange { start: r.bytes()?.to_vec(), end: r.bytes()?.to_vec() },
             t => return Err(CodecError::UnknownTag(t)),
         };
         r.finish()?;
         Ok((epoch, cmd))
+    }
+}
+
+fn encode_op(buf: &mut Vec<u8>, op: &BatchOp) {
+    match op {
+        BatchOp::Put { key, value } => {
+            buf.push(OP_PUT);
+            put_bytes(buf, key);
+            put_bytes(buf, value);
+        }
+        BatchOp::Delete { key } => {
+            buf.push(OP_DELETE);
+            put_bytes(buf, key);
+        }
+        BatchOp::DeleteRange { start, end } => {
+            buf.push(OP_DELETE_RANGE);
+            put_bytes(buf, start);
+            put_bytes(buf, end);
+        }
+    }
+}
+
+fn decode_batch(r: &mut Reader<'_>) -> Result<Command, CodecError> {
+    let n = r.count(2)?;
+    let mut guards = Vec::with_capacity(n);
+    for _ in 0..n {
+        guards.push(Guard { key: r.bytes()?.to_vec(), epoch: r.uvarint()? });
+    }
+    let n = r.count(2)?;
+    let mut ops = Vec::with_capacity(n);
+    for _ in 0..n {
+        ops.push(match r.u8()? {
+            OP_PUT => BatchOp::Put { key: r.bytes()?.to_vec(), value: r.bytes()?.to_vec() },
+            OP_DELETE => BatchOp::Delete { key: r.bytes()?.to_vec() },
+            OP_DELETE_RANGE => BatchOp::DeleteRange { start: r.bytes()?.to_vec(), end: r.bytes()?.to_vec() },
+            t => return Err(CodecError::UnknownTag(t)),
+        });
+    }
+    Ok(Command::Batch { guards, ops })
+}
+
+fn decode_flag(r: &mut Reader<'_>) -> Result<bool, CodecError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        t => Err(CodecError::UnknownTag(t)),
     }
 }
 
@@ -154,6 +388,23 @@ mod tests {
             (bytes(), proptest::option::of(bytes()), proptest::option::of(bytes()))
                 .prop_map(|(key, expected, new)| Command::CompareAndSet { key, expected, new }),
             (bytes(), any::<u64>()).prop_map(|(key, new_group)| Command::Split { key, new_group }),
+            (proptest::collection::vec((bytes(), any::<u64>()), 0..3), proptest::collection::vec(op(), 0..4))
+                .prop_map(|(guards, ops)| Command::Batch {
+                    guards: guards.into_iter().map(|(key, epoch)| Guard { key, epoch }).collect(),
+                    ops,
+                }),
+            (bytes(), bytes(), any::<bool>(), proptest::option::of((bytes(), bytes()))).prop_map(
+                |(key, body, new_generation, clear)| Command::Fence { key, body, new_generation, clear }
+            ),
+            (bytes(), bytes()).prop_map(|(start, end)| Command::DeleteRange { start, end }),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = BatchOp> {
+        prop_oneof![
+            (bytes(), bytes()).prop_map(|(key, value)| BatchOp::Put { key, value }),
+            bytes().prop_map(|key| BatchOp::Delete { key }),
+            (bytes(), bytes()).prop_map(|(start, end)| BatchOp::DeleteRange { start, end }),
         ]
     }
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::command::Command;
+use super::command::{BatchOp, Command, FENCE_HEADER_BYTES, fence_epoch, fence_generation};
 use super::response::Outcome;
 use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 
@@ -44,6 +44,64 @@ impl KvState {
                 }
                 Outcome::Cas { succeeded, previous }
             }
+            Command::DeleteRange { start, end } => {
+                self.delete_range(start, end);
+                Outcome::Written
+            }
+            Command::Batch { guards, ops } => {
+                for g in guards {
+                    let current = self.map.get(&g.key).and_then(|v| fence_epoch(v));
+                    if current != Some(g.epoch) {
+                        return Outcome::GuardFailed { key: g.key.clone(), current };
+                    }
+                }
+                for op in ops {
+                    match op {
+                        BatchOp::Put { key, value } => self.set(key, Some(value)),
+                        BatchOp::Delete { key } => self.set(key, None),
+                        BatchOp::DeleteRange { start, end } => self.delete_range(start, end),
+                    }
+                }
+                Outcome::Written
+            }
+            Command::Fence { key, body, new_generation, clear } => {
+                self.fence(key, body, *new_generation, clear)
+            }
+        }
+    }
+
+    fn fence(
+        &mut self,
+        key: &[u8],
+        body: &[u8],
+        new_generation: bool,
+        clear: &Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Outcome {
+        let previous = self.map.get(key).cloned();
+        let old = previous.as_deref().unwrap_or_default();
+        let epoch = fence_epoch(old).unwrap_or(0).saturating_add(1);
+        let generation = fence_generation(old).unwrap_or(0).saturating_add(u64::from(new_generation));
+        if let Some((start, end)) = clear {
+            self.delete_range(start, end);
+        }
+        let mut value = Vec::with_capacity(FENCE_HEADER_BYTES + body.len());
+        value.extend_from_slice(&epoch.to_be_bytes());
+        value.extend_from_slice(&generation.to_be_bytes());
+        value.extend_from_slice(body);
+        self.set(key, Some(&value));
+        Outcome::Fenced { epoch, generation, previous }
+    }
+
+    /// Removes every key in `[start, end)` (empty `end` = unbounded).
+    fn delete_range(&mut self, start: &[u8], end: &[u8]) {
+        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+        if !end.is_empty() && end <= start {
+            return;
+        }
+        let doomed: Vec<Vec<u8>> =
+            self.map.range::<[u8], _>((Bound::Included(start), upper)).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.set(&k, None);
         }
     }
 
@@ -181,6 +239,38 @@ mod tests {
         );
         assert!(kv.is_empty());
         assert_eq!(kv.digest(), 0);
+    }
+
+    #[test]
+    fn fence_bumps_epoch_and_batch_guards_on_it() {
+        use crate::group::command::Guard;
+        let mut kv = KvState::default();
+        let fence = |new_generation| Command::Fence {
+            key: b"s/h".to_vec(),
+            body: b"owner".to_vec(),
+            new_generation,
+            clear: Some((b"s/x".to_vec(), b"s/y".to_vec())),
+        };
+        kv.apply(&put("s/x1", "sub"));
+        let Outcome::Fenced { epoch: 1, generation: 0, previous: None } = kv.apply(&fence(false)) else {
+            panic!("first fence")
+        };
+        assert_eq!(kv.get(b"s/x1"), None, "the clear span is removed with the fence");
+        let Outcome::Fenced { epoch: 2, generation: 1, previous: Some(_) } = kv.apply(&fence(true)) else {
+            panic!("second fence")
+        };
+        let batch = |epoch| Command::Batch {
+            guards: vec![Guard { key: b"s/h".to_vec(), epoch }],
+            ops: vec![BatchOp::Put { key: b"s/c".to_vec(), value: b"1".to_vec() }],
+        };
+        assert_eq!(kv.apply(&batch(1)), Outcome::GuardFailed { key: b"s/h".to_vec(), current: Some(2) });
+        assert_eq!(kv.get(b"s/c"), None, "a failed guard applies nothing");
+        assert_eq!(kv.apply(&batch(2)), Outcome::Written);
+        assert_eq!(kv.get(b"s/c"), Some(&b"1"[..]));
+        kv.apply(&Command::DeleteRange { start: b"s/".to_vec(), end: b"s0".to_vec() });
+        assert!(kv.is_empty());
+        assert_eq!(kv.digest(), 0);
+        assert_eq!(kv.bytes(), 0);
     }
 
     #[test]

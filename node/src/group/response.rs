@@ -25,6 +25,22 @@ pub enum Outcome {
     Noop,
     /// A split was applied; the new group's descriptor.
     Split(RangeDescriptor),
+    /// A batch was not applied: the guard on `key` did not hold.
+    GuardFailed {
+        /// The guarded key.
+        key: Vec<u8>,
+        /// The epoch the key holds (`None`: absent or not a fenced record).
+        current: Option<u64>,
+    },
+    /// A fence was applied.
+    Fenced {
+        /// The record's epoch now.
+        epoch: u64,
+        /// Its generation now.
+        generation: u64,
+        /// The value before the fence.
+        previous: Option<Vec<u8>>,
+    },
 }
 
 /// The answer to the request the shell tagged with `request_id`.

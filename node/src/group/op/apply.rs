@@ -47,7 +47,7 @@ impl<L: LogStore> GroupPeer<L> {
         if let Command::Split { key, new_group } = cmd {
             return self.apply_split(key, new_group);
         }
-        desc.check_key(cmd.key())?;
+        cmd.check_keys(desc)?;
         self.written.0 += 1;
         self.written.1 += entry.data.len() as u64;
         Ok(self.raw.mut_store().kv_mut().apply(&cmd))

@@ -51,7 +51,7 @@ impl<L: LogStore> GroupPeer<L> {
         self.admit_request()?;
         let desc = self.desc();
         desc.check_epoch(req.epoch, EpochCheck::Version)?;
-        desc.check_key(req.command.key())?;
+        req.command.check_keys(desc)?;
         let data = req.command.encode(req.epoch);
         self.propose_entry(now, req.request_id, ProposalKind::Write, |raw| raw.propose(Vec::new(), data))
     }
