@@ -13,6 +13,8 @@
 //!   one fsync per round; store-wide ticks; recovery; the `Transport` trait.
 //! - [`transport`]: the QUIC transport between nodes (frames CORE; quinn and TLS SHELL) and
 //!   the `[cluster]` configuration.
+//! - [`cluster`]: the cluster plane: range table, [`cluster::KvClient`] (requests to range
+//!   leaders on any node), the MQTT key families and their bootstrap.
 //! - [`node`] SHELL: the composition root: store, transport, placement driver, admin
 //!   endpoint and MQTT server of one process.
 //! - `codec` CORE: the binary codec primitives shared by frames, commands and PD messages.
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub(crate) mod codec;
 pub mod config;
 pub mod group;

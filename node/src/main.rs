@@ -47,6 +47,10 @@ struct Cli {
     /// Split ranges with more keys than this (`cluster.pd-split-keys`).
     #[arg(long, value_name = "N")]
     pd_split_keys: Option<u64>,
+    /// Whether the placement driver creates the MQTT key families' ranges
+    /// (`cluster.mqtt-bootstrap`, default true).
+    #[arg(long, value_name = "BOOL")]
+    mqtt_bootstrap: Option<bool>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -70,12 +74,26 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT", global = true, default_value = "127.0.0.1:9946")]
         admin: SocketAddr,
     },
+    /// Cluster-wide views.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        /// Admin endpoint of any cluster node.
+        #[arg(long, value_name = "ADDR:PORT", global = true, default_value = "127.0.0.1:9946")]
+        admin: SocketAddr,
+    },
     /// Prints the placement driver's report (nodes, pending and finished operators) as JSON.
     Pd {
         /// Admin endpoint of any cluster node.
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9946")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// The MQTT keyspace bootstrap's state, the PD leader and the number of ranges (JSON).
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +142,16 @@ fn admin_command(command: &Command) -> anyhow::Result<()> {
                     pd_call(*admin, Method::POST, &path, deadline).await?;
                 Ok(format!("node {id}: {op} recorded by the placement driver (leader {:?})", status.leader))
             }
+            Command::Cluster { action: ClusterAction::Status, admin } => {
+                let report: PdReport = pd_call(*admin, Method::GET, "/v1/pd/report", deadline).await?;
+                let status = serde_json::json!({
+                    "pd_leader": report.leader,
+                    "mqtt_bootstrap": report.mqtt_bootstrap,
+                    "ranges": report.ranges,
+                    "nodes": report.nodes.len(),
+                });
+                serde_json::to_string_pretty(&status).map_err(anyhow::Error::from)
+            }
             Command::Pd { admin } => {
                 let report: PdReport = pd_call(*admin, Method::GET, "/v1/pd/report", deadline).await?;
                 serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)
@@ -168,6 +196,9 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
     if let Some(keys) = cli.pd_split_keys {
         config.cluster.pd_split_keys = keys;
     }
+    if let Some(on) = cli.mqtt_bootstrap {
+        config.cluster.mqtt_bootstrap = on;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -183,7 +214,9 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Some(command @ (Command::Node { .. } | Command::Pd { .. })) = &cli.command {
+    if let Some(command @ (Command::Node { .. } | Command::Pd { .. } | Command::Cluster { .. })) =
+        &cli.command
+    {
         return admin_command(command);
     }
     let config = load(&cli)?;

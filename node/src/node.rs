@@ -8,18 +8,24 @@
 //! node to its `join` addresses and starts the admin endpoint. A node with no groups on disk
 //! simply waits: groups are created through the admin API (or arrive as new learners).
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use crate::admin::{AdminError, AdminServer};
+use crate::cluster::{ClientConfig, KvClient, LocalStore, RangeTable};
 use crate::config::NodeConfig;
 use crate::group::{GroupMessage, NodeId};
+use crate::pd::service::BootstrapConfig;
 use crate::pd::{DriverConfig, PdConfig, PdError, PdHandle, PdService};
 use crate::raftstore::{Store, StoreConfig, StoreError, StoreRouter};
 use crate::server::{Server, ShutdownHandle, StartError};
 use crate::transport::config::ClusterConfig;
+use crate::transport::request::{Reply, Request};
 use crate::transport::tls::{self, TlsError};
 use crate::transport::{Inbound, QuicTransport, TransportError};
+
+/// Requests (local and from other nodes) waiting for the local store at most.
+const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,14 +80,21 @@ fn pd_config(cfg: &ClusterConfig) -> PdConfig {
             warmup_ms: cfg.pd_heartbeat_ms.saturating_mul(3),
             default_capacity_bytes: cfg.pd_capacity_bytes,
         },
+        bootstrap: cfg.mqtt_bootstrap.then(|| BootstrapConfig {
+            replicas: 3,
+            log_groups: cfg.log_groups_per_node.saturating_mul(cfg.pd_voters.len().max(1) as u32),
+        }),
     }
 }
 
-/// Feeds the transport's messages into the store (and PD messages to the PD service).
+/// Feeds the transport's messages into the store (PD messages to the PD service, requests
+/// to the local store, replies to the client that waits for them).
 struct StoreInbound {
     router: StoreRouter,
     store: Weak<Store>,
     pd: PdHandle,
+    local: Arc<LocalStore>,
+    client: KvClient,
 }
 
 impl Inbound for StoreInbound {
@@ -91,6 +104,14 @@ impl Inbound for StoreInbound {
 
     fn deliver_pd(&self, from: NodeId, body: Vec<u8>) -> bool {
         self.pd.deliver(from, body)
+    }
+
+    fn deliver_requests(&self, from: NodeId, requests: Vec<Request>) {
+        self.local.serve(from, requests);
+    }
+
+    fn deliver_replies(&self, _from: NodeId, replies: Vec<Reply>) {
+        self.client.complete(replies);
     }
 
     fn peer_down(&self, node: NodeId) {
@@ -103,6 +124,8 @@ impl Inbound for StoreInbound {
 /// A running cluster node.
 pub struct ClusterNode {
     store: Arc<Store>,
+    local: Arc<LocalStore>,
+    client: KvClient,
     transport: QuicTransport,
     admin: Option<AdminServer>,
     pd: Option<PdService>,
@@ -125,35 +148,54 @@ impl ClusterNode {
             .map_err(|e| ClusterError::Config(format!("store open task: {e}")))??;
         let store = Arc::new(store);
         tracing::info!(node = cfg.node_id, groups = store.group_count(), addr = %transport.addr(), "cluster node started");
+        let table = Arc::new(RwLock::new(RangeTable::new()));
         let pd = {
             let (cfg, store, transport) = (pd_config(cfg), Arc::clone(&store), transport.clone());
-            tokio::task::spawn_blocking(move || PdService::start(cfg, store, transport))
+            let table = Arc::clone(&table);
+            tokio::task::spawn_blocking(move || PdService::start(cfg, store, transport, table))
                 .await
                 .map_err(|e| ClusterError::Config(format!("PD start task: {e}")))??
         };
         let handle = pd.handle();
+        let local = Arc::new(
+            LocalStore::start(Arc::clone(&store), transport.clone(), REQUESTS_IN_FLIGHT_MAX)
+                .map_err(|e| ClusterError::Config(format!("request thread: {e}")))?,
+        );
+        let client = KvClient::new(Arc::clone(&local), transport.clone(), table, ClientConfig::default());
         transport.attach(Arc::new(StoreInbound {
             router: store.router(),
             store: Arc::downgrade(&store),
             pd: handle.clone(),
+            local: Arc::clone(&local),
+            client: client.clone(),
         }));
         transport.join(&cfg.join);
         let admin = match cfg.admin_listen {
             Some(addr) => {
-                let admin =
-                    AdminServer::bind(addr, Arc::clone(&store), transport.clone(), Some(handle.clone()))
-                        .await?;
+                let admin = AdminServer::bind(
+                    addr,
+                    Arc::clone(&store),
+                    transport.clone(),
+                    Some(handle.clone()),
+                    Some(client.clone()),
+                )
+                .await?;
                 handle.set_admin(admin.local_addr());
                 Some(admin)
             }
             None => None,
         };
-        Ok(Self { store, transport, admin, pd: Some(pd) })
+        Ok(Self { store, local, client, transport, admin, pd: Some(pd) })
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// A client of the cluster's ranges, routed from this node.
+    pub fn client(&self) -> &KvClient {
+        &self.client
     }
 
     /// The transport.
@@ -181,6 +223,8 @@ impl ClusterNode {
         }
         self.transport.shutdown();
         self.transport.closed(Duration::from_secs(2)).await;
+        let local = self.local;
+        let _ = tokio::task::spawn_blocking(move || drop(local)).await;
         let store = self.store;
         let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     }

@@ -49,9 +49,19 @@ fn cluster<const N: usize>(tmp: &TempDir, args: impl Fn(NodeId) -> Vec<String>) 
     nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes made"))
 }
 
+/// These tests place groups created through the admin API: the MQTT keyspace bootstrap
+/// (tested in `cluster_kv.rs`) stays off so that only those groups move.
+fn no_bootstrap() -> Vec<String> {
+    vec!["--mqtt-bootstrap".into(), "false".into()]
+}
+
 /// `--pd-voters 1,2,3` for nodes 1-3, nothing for the others (they find the PD).
 fn pd_on_first_three(id: NodeId) -> Vec<String> {
-    if id <= 3 { vec!["--pd-voters".into(), "1,2,3".into()] } else { Vec::new() }
+    let mut args = no_bootstrap();
+    if id <= 3 {
+        args.extend(["--pd-voters".into(), "1,2,3".into()]);
+    }
+    args
 }
 
 async fn report(admin: SocketAddr) -> Option<PdReport> {
@@ -374,7 +384,8 @@ async fn ranges_of(n: &ProcNode) -> Vec<node::admin::types::RangeInfo> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_over_the_key_threshold_splits_and_nothing_acknowledged_is_lost() {
     let tmp = TempDir::new("placement-split");
-    let args = ["--pd-voters", "1,2,3", "--pd-split-keys", "100"].map(String::from).to_vec();
+    let mut args = ["--pd-voters", "1,2,3", "--pd-split-keys", "100"].map(String::from).to_vec();
+    args.extend(no_bootstrap());
     let [mut n1, mut n2, mut n3] = cluster(&tmp, |_| args.clone());
     for n in [&mut n1, &mut n2, &mut n3] {
         n.spawn();
@@ -445,7 +456,8 @@ async fn replicas_of_a_node_down_past_the_repair_time_are_recreated_elsewhere() 
     let config = tmp.0.join("pd.toml");
     std::fs::write(&config, "[cluster]\npd-node-down-after-ms = 3000\npd-node-repair-after-ms = 5000\n")
         .expect("config");
-    let args = vec!["--pd-voters".into(), "1,2,3".into(), "--config".into(), config.display().to_string()];
+    let mut args = vec!["--pd-voters".into(), "1,2,3".into(), "--config".into(), config.display().to_string()];
+    args.extend(no_bootstrap());
     let [mut n1, mut n2, mut n3, mut n4] = cluster(&tmp, |_| args.clone());
     for n in [&mut n1, &mut n2, &mut n3, &mut n4] {
         n.spawn();

@@ -12,10 +12,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::bench::{self, BenchRequest};
+use super::kv;
 use super::types::{
     ApiError, ChangePeer, CreateGroups, Created, Done, GetRequest, GetResponse, GroupInfo, GroupList,
     PdStatus, PeerOp, PutRequest, RangeInfo, TransferLeader,
 };
+use crate::cluster::KvClient;
 use crate::group::{
     Command, Epoch, GroupId, NodeId, Outcome, PeerChange, Query, RangeDescriptor, ReadPolicy, ReadRequest,
     Response, WriteRequest,
@@ -23,6 +25,9 @@ use crate::group::{
 use crate::pd::{NodeAdminState, PdError, PdHandle, PdReport};
 use crate::raftstore::{MetricsSnapshot, Store, StoreError};
 use crate::transport::{PeerInfo, QuicTransport, TransportSnapshot};
+
+/// Longest a `/v1/kv` load or verify may run.
+const KV_LOAD_LIMIT: Duration = Duration::from_secs(600);
 
 /// `GET /v1/nodes`.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -79,6 +84,8 @@ pub(crate) struct Api {
     store: Arc<Store>,
     transport: QuicTransport,
     pd: Option<PdHandle>,
+    client: Option<KvClient>,
+    runtime: tokio::runtime::Handle,
     next_id: AtomicU64,
     timeout: Duration,
 }
@@ -104,9 +111,48 @@ impl Api {
         store: Arc<Store>,
         transport: QuicTransport,
         pd: Option<PdHandle>,
+        client: Option<KvClient>,
         timeout: Duration,
     ) -> Self {
-        Self { store, transport, pd, next_id: AtomicU64::new(1), timeout }
+        let runtime = tokio::runtime::Handle::current();
+        Self { store, transport, pd, client, runtime, next_id: AtomicU64::new(1), timeout }
+    }
+
+    fn client(&self) -> Result<&KvClient, ApiError> {
+        self.client.as_ref().ok_or(ApiError::NotFound)
+    }
+
+    fn kv_load(&self, req: &kv::LoadRequest) -> Result<kv::LoadResult, ApiError> {
+        if req.writers == 0 || req.writers > 256 || req.writes > 1_000_000 || req.value_bytes > 1 << 20 {
+            return Err(ApiError::BadRequest {
+                message: "writers 1..=256, writes <= 1e6, value <= 1 MiB".into(),
+            });
+        }
+        let client = self.client()?;
+        kv::block_on(&self.runtime, KV_LOAD_LIMIT, kv::run_load(client, req))
+            .ok_or(ApiError::Unavailable { message: "load did not finish in time".into() })
+    }
+
+    fn kv_verify(&self, req: &kv::VerifyRequest) -> Result<kv::VerifyResult, ApiError> {
+        let client = self.client()?;
+        kv::block_on(&self.runtime, KV_LOAD_LIMIT, kv::verify(client, req))
+            .ok_or(ApiError::Unavailable { message: "verify did not finish in time".into() })
+    }
+
+    fn kv_ranges(&self) -> Result<serde_json::Value, ApiError> {
+        let table = self.client()?.table().read().map_err(|_| ApiError::NotFound)?.clone();
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let ranges: Vec<serde_json::Value> = table
+            .entries()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.desc.id, "start": hex(&e.desc.start), "end": hex(&e.desc.end),
+                    "version": e.desc.epoch.version, "conf_ver": e.desc.epoch.conf_ver,
+                    "voters": e.desc.voters, "leader": e.leader,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "pd_version": table.pd_version(), "ranges": ranges }))
     }
 
     /// Serves one request; the body of a success is JSON.
@@ -128,6 +174,9 @@ impl Api {
                     .map_err(|message| ApiError::BadRequest { message })?;
                 json(&result)
             }
+            (&Method::POST, ["v1", "kv", "load"]) => json(&self.kv_load(&parse(body)?)?),
+            (&Method::POST, ["v1", "kv", "verify"]) => json(&self.kv_verify(&parse(body)?)?),
+            (&Method::GET, ["v1", "kv", "ranges"]) => json(&self.kv_ranges()?),
             (&Method::GET, ["v1", "pd"]) => json(&self.pd_status()),
             (&Method::GET, ["v1", "pd", "report"]) => json(&self.pd_report()?),
             (&Method::POST, ["v1", "pd", "nodes", id, op]) => json(&self.pd_node(id, op)?),

@@ -12,6 +12,9 @@
 //!   campaign).
 //!
 //! - `POST /v1/bench/propose`: a load generator inside the node (see [`bench`]).
+//! - `POST /v1/kv/load`, `POST /v1/kv/verify`: writes through the node's `KvClient` to range
+//!   leaders anywhere in the cluster, and their check (see [`kv`]); `GET /v1/kv/ranges`:
+//!   the node's range table.
 //!
 //! Errors are `{"error":{"kind":...}}` with a status: 409 `not_leader` / `epoch_not_match`
 //! (routing: retry elsewhere, see [`client::ClusterClient`]), 404, 405, 400, 413, 422, 503.
@@ -19,6 +22,7 @@
 mod api;
 pub mod bench;
 pub mod client;
+pub mod kv;
 mod server;
 pub mod types;
 

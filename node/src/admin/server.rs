@@ -57,10 +57,11 @@ impl AdminServer {
         store: Arc<Store>,
         transport: QuicTransport,
         pd: Option<crate::pd::PdHandle>,
+        client: Option<crate::cluster::KvClient>,
     ) -> Result<Self, AdminError> {
         let listener = TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
-        let api = Arc::new(Api::new(store, transport, pd, REQUEST_TIMEOUT));
+        let api = Arc::new(Api::new(store, transport, pd, client, REQUEST_TIMEOUT));
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(accept_loop(listener, api, rx));
         tracing::info!(addr = %local, "admin endpoint listening");

@@ -136,6 +136,9 @@ pub struct PdReport {
     pub finished: Vec<OperatorInfo>,
     /// Operators admitted since this node became leader.
     pub admitted: u64,
+    /// The MQTT keyspace bootstrap: `unknown`, `absent`, `planned` or `done`.
+    #[serde(default)]
+    pub mqtt_bootstrap: String,
 }
 
 /// What one tick asks of the shell.
@@ -188,6 +191,40 @@ impl IdMinter {
 }
 
 impl Driver {
+    /// The view's ranges as descriptors with their leaders, and a version: a content hash
+    /// of them (never 0), equal on every leader that sees the same ranges.
+    pub fn range_table(&self) -> (u64, Vec<(crate::group::RangeDescriptor, Option<NodeId>)>) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut out = Vec::with_capacity(self.view.range_count());
+        for r in self.view.ranges() {
+            let mut voters = Vec::new();
+            let mut learners = Vec::new();
+            for rep in &r.replicas {
+                match rep.role {
+                    placement::Role::Learner => learners.push(rep.node.0),
+                    // The router only needs who may lead: incoming and outgoing voters both can.
+                    _ => voters.push(rep.node.0),
+                }
+            }
+            voters.sort_unstable();
+            learners.sort_unstable();
+            let desc = crate::group::RangeDescriptor {
+                id: r.id.0,
+                start: r.start_key.clone(),
+                end: r.end_key.clone(),
+                epoch: Epoch { version: r.epoch.version, conf_ver: r.epoch.conf_ver },
+                voters,
+                outgoing: Vec::new(),
+                learners,
+            };
+            let leader = r.leader.map(|n| n.0);
+            (desc.id, &desc.start, desc.epoch.version, desc.epoch.conf_ver, leader).hash(&mut h);
+            out.push((desc, leader));
+        }
+        (h.finish() | 1, out)
+    }
+
     /// A driver on node `me`, leading the PD group in `term` since `now_ms`.
     pub fn new(
         me: NodeId,
@@ -383,6 +420,7 @@ impl Driver {
             pending,
             finished: self.finished.iter().cloned().collect(),
             admitted: self.coord.stats().admitted,
+            mqtt_bootstrap: String::new(),
         }
     }
 }

@@ -8,6 +8,10 @@
 //!   tag 2 Ack        leader admin:opt_bytes
 //!   tag 3 NotLeader  leader:uvarint (0 = unknown)
 //!   tag 4 Step       operator group version conf_ver action
+//!   tag 5 Create     desc                               (create an initial replica)
+//!   tag 6 Ranges     version count (desc leader)*       (the PD's range table; leader 0 =
+//!                                                       unknown)
+//! heartbeats end with ranges_version (the PD table version the node holds)
 //! range  := id start:bytes end:bytes version conf_ver voters outgoing learners pending
 //!           keys size write_keys_per_sec write_bytes_per_sec   (node lists: count id*)
 //! action := tag:u8 (1 add-learner node | 2 promote node | 3 remove node |
@@ -21,13 +25,15 @@
 use std::net::SocketAddr;
 
 use crate::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
-use crate::group::{Epoch, GroupId, NodeId};
+use crate::group::{Epoch, GroupId, NodeId, RangeDescriptor};
 
 const VERSION_V1: u8 = 1;
 const TAG_HEARTBEAT: u8 = 1;
 const TAG_ACK: u8 = 2;
 const TAG_NOT_LEADER: u8 = 3;
 const TAG_STEP: u8 = 4;
+const TAG_CREATE: u8 = 5;
+const TAG_RANGES: u8 = 6;
 /// Smallest encoded range report (an id, two empty strings, eleven varints / counts).
 const RANGE_BYTES_MIN: usize = 14;
 
@@ -50,6 +56,16 @@ pub enum PdMessage {
     },
     /// The PD leader asks a range leader to take one operator step.
     Step(StepCommand),
+    /// The PD leader asks a voter of a new range to create its initial replica (the
+    /// keyspace bootstrap); a replica that exists already is left as it is.
+    Create(RangeDescriptor),
+    /// The PD leader's range table, for a node whose version differs.
+    Ranges {
+        /// The table's version (a content hash; 0 is never used).
+        version: u64,
+        /// Every range the PD knows, with its leader if known.
+        ranges: Vec<(RangeDescriptor, Option<NodeId>)>,
+    },
 }
 
 /// A node's heartbeat: its capacity and the ranges it leads.
@@ -71,6 +87,8 @@ pub struct NodeReport {
     pub replicas: u64,
     /// Ranges this node leads whose report is due (changed, or its periodic turn).
     pub ranges: Vec<RangeReport>,
+    /// The version of the PD range table this node holds (0: none).
+    pub ranges_version: u64,
 }
 
 /// A range leader's report of its range.
@@ -163,6 +181,19 @@ impl PdMessage {
                 put_uvarint(&mut buf, c.epoch.conf_ver);
                 encode_action(&mut buf, &c.action);
             }
+            Self::Create(desc) => {
+                buf.push(TAG_CREATE);
+                desc.encode(&mut buf);
+            }
+            Self::Ranges { version, ranges } => {
+                buf.push(TAG_RANGES);
+                put_uvarint(&mut buf, *version);
+                put_uvarint(&mut buf, ranges.len() as u64);
+                for (desc, leader) in ranges {
+                    desc.encode(&mut buf);
+                    put_uvarint(&mut buf, leader.unwrap_or(0));
+                }
+            }
         }
         buf
     }
@@ -184,6 +215,17 @@ impl PdMessage {
                 epoch: Epoch { version: r.uvarint()?, conf_ver: r.uvarint()? },
                 action: decode_action(&mut r)?,
             }),
+            TAG_CREATE => Self::Create(RangeDescriptor::decode(&mut r)?),
+            TAG_RANGES => {
+                let version = r.uvarint()?;
+                let n = r.count(RANGE_BYTES_MIN / 2)?;
+                let mut ranges = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let desc = RangeDescriptor::decode(&mut r)?;
+                    ranges.push((desc, Some(r.uvarint()?).filter(|&l| l != 0)));
+                }
+                Self::Ranges { version, ranges }
+            }
             t => return Err(CodecError::UnknownTag(t)),
         };
         r.finish()?;
@@ -207,6 +249,7 @@ fn encode_report(buf: &mut Vec<u8>, r: &NodeReport) {
     for range in &r.ranges {
         encode_range(buf, range);
     }
+    put_uvarint(buf, r.ranges_version);
 }
 
 fn decode_report(r: &mut Reader<'_>) -> Result<NodeReport, CodecError> {
@@ -230,7 +273,18 @@ fn decode_report(r: &mut Reader<'_>) -> Result<NodeReport, CodecError> {
     for _ in 0..n {
         ranges.push(decode_range(r)?);
     }
-    Ok(NodeReport { node, admin, capacity_bytes, available_bytes, busy, labels, replicas, ranges })
+    let ranges_version = r.uvarint()?;
+    Ok(NodeReport {
+        node,
+        admin,
+        capacity_bytes,
+        available_bytes,
+        busy,
+        labels,
+        replicas,
+        ranges,
+        ranges_version,
+    })
 }
 
 fn encode_range(buf: &mut Vec<u8>, r: &RangeReport) {
@@ -359,6 +413,7 @@ mod tests {
                 },
                 RangeReport { id: u64::MAX, ..RangeReport::default() },
             ],
+            ranges_version: 77,
         }
     }
 
@@ -389,6 +444,15 @@ mod tests {
                 epoch: Epoch::default(),
                 action: StepAction::Split { key: None, new_group: 9 },
             }),
+            PdMessage::Create(RangeDescriptor::new(1 << 63, b"S".to_vec(), b"T".to_vec(), &[1, 2, 3])),
+            PdMessage::Ranges {
+                version: 9,
+                ranges: vec![
+                    (RangeDescriptor::new(4, b"a".to_vec(), b"b".to_vec(), &[1]), Some(1)),
+                    (RangeDescriptor::new(5, b"b".to_vec(), Vec::new(), &[2, 3]), None),
+                ],
+            },
+            PdMessage::Ranges { version: 1, ranges: Vec::new() },
         ];
         for m in msgs {
             assert_eq!(PdMessage::decode(&m.encode()).expect("decodes"), m);

@@ -7,6 +7,8 @@
 //! - [`driver`] CORE: the PD leader's state: heartbeats in, `placement::Coordinator`
 //!   rounds, steps and node-state changes out, the admin report;
 //! - [`registry`] CORE: node admin states as keys of the PD group;
+//! - [`bootstrap`] CORE: the MQTT keyspace bootstrap (plan recorded in the PD group,
+//!   ranges created on their voters, record marked done);
 //! - [`executor`] SHELL: carries out steps on the ranges this node leads;
 //! - [`service`] SHELL: the PD thread on every node (heartbeats, leadership of the PD
 //!   group, scheduling rounds) and the [`PdHandle`] for the transport and admin API.
@@ -15,6 +17,7 @@
 //! It is off the data path: with no PD leader, reads and writes go on and only
 //! rebalancing stops.
 
+pub mod bootstrap;
 pub mod driver;
 pub mod executor;
 pub mod message;

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,14 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bound
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+use super::bootstrap::{BOOTSTRAP_KEY, BootstrapAction, BootstrapState, next_action};
 use super::driver::{Driver, DriverConfig, NodeAdminState, PdReport};
 use super::executor::Executor;
 use super::message::{NodeReport, PdMessage};
 use super::registry;
 use super::report::Reporter;
 use super::{PD_GROUP, PdError};
+use crate::cluster::RangeTable;
 use crate::group::{
     Command, Epoch, NodeId, Outcome, Query, RangeDescriptor, ReadPolicy, ReadRequest, Response, Role,
     WriteRequest,
@@ -74,6 +76,17 @@ pub struct PdConfig {
     pub labels: BTreeMap<String, String>,
     /// The leader's driver settings.
     pub driver: DriverConfig,
+    /// The MQTT keyspace bootstrap (`None`: off).
+    pub bootstrap: Option<BootstrapConfig>,
+}
+
+/// How the PD leader bootstraps the MQTT keyspace.
+#[derive(Clone, Debug)]
+pub struct BootstrapConfig {
+    /// Voters per range (at most the number of PD voters).
+    pub replicas: usize,
+    /// Message-log ranges.
+    pub log_groups: u32,
 }
 
 /// State shared between the PD thread, the transport and the admin API.
@@ -89,6 +102,8 @@ struct Shared {
     admin: Mutex<Option<SocketAddr>>,
     stop: AtomicBool,
     next_request: AtomicU64,
+    /// The node's range table, fed by the PD leader's `Ranges` messages.
+    table: Arc<RwLock<RangeTable>>,
 }
 
 /// A cheap handle on the PD service for the transport and the admin API.
@@ -171,7 +186,12 @@ pub struct PdService {
 
 impl PdService {
     /// Bootstraps this node's PD replica if it is a PD voter, and starts the thread.
-    pub fn start(cfg: PdConfig, store: Arc<Store>, transport: QuicTransport) -> Result<Self, PdError> {
+    pub fn start(
+        cfg: PdConfig,
+        store: Arc<Store>,
+        transport: QuicTransport,
+        table: Arc<RwLock<RangeTable>>,
+    ) -> Result<Self, PdError> {
         let node = store.node_id();
         if cfg.voters.contains(&node) {
             let desc = RangeDescriptor::new(PD_GROUP, Vec::new(), Vec::new(), &cfg.voters);
@@ -190,6 +210,7 @@ impl PdService {
             admin: Mutex::new(None),
             stop: AtomicBool::new(false),
             next_request: AtomicU64::new(1 << 62),
+            table,
         });
         let handle = PdHandle { shared: Arc::clone(&shared) };
         let thread = std::thread::Builder::new()
@@ -219,7 +240,12 @@ enum Pending {
     Load { term: u64 },
     Reload,
     Remove(NodeId),
+    BootstrapRead,
+    BootstrapWrite(BootstrapState),
 }
+
+/// Ranges with their leaders, as the PD leader pushes them.
+type RangeList = Vec<(RangeDescriptor, Option<NodeId>)>;
 
 struct Worker {
     cfg: PdConfig,
@@ -240,6 +266,10 @@ struct Worker {
     epoch: Instant,
     last_reload: Instant,
     beat_soon: bool,
+    bootstrap: BootstrapState,
+    last_create: Option<Instant>,
+    /// The leader's range table version and its ranges, rebuilt every round.
+    ranges: (u64, Arc<RangeList>),
 }
 
 impl Worker {
@@ -269,6 +299,9 @@ impl Worker {
             epoch: now,
             last_reload: now,
             beat_soon: false,
+            bootstrap: BootstrapState::Unknown,
+            last_create: None,
+            ranges: (0, Arc::new(Vec::new())),
         }
     }
 
@@ -350,6 +383,17 @@ impl Worker {
                 }
                 self.set_leader(hint, None);
             }
+            PdMessage::Create(desc) => {
+                match self.shared.store.bootstrap_groups(std::slice::from_ref(&desc)) {
+                    Ok(n) if n > 0 => tracing::info!(group = desc.id, "bootstrap range created"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(group = desc.id, error = %e, "bootstrap range not created"),
+                }
+            }
+            PdMessage::Ranges { version, ranges } => {
+                let mut table = self.shared.table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                table.replace(version, ranges);
+            }
             PdMessage::Step(step) => {
                 let (tx, outstanding) = (&self.replies.0, self.pending.len() + self.executor.outstanding());
                 if outstanding < OUTSTANDING_MAX {
@@ -378,9 +422,15 @@ impl Worker {
         }
         let now_ms = self.now_ms();
         let me = self.shared.node;
+        let stale_table = report.ranges_version != self.ranges.0 && self.ranges.0 != 0;
         let reply = match &mut self.driver {
             Some((_, driver)) => {
                 driver.on_heartbeat(report, now_ms);
+                if stale_table {
+                    let ranges = self.ranges.1.as_ref().clone();
+                    let msg = PdMessage::Ranges { version: self.ranges.0, ranges };
+                    self.send(from, &msg);
+                }
                 PdMessage::Ack { leader: me, admin: self.admin() }
             }
             None => {
@@ -429,6 +479,7 @@ impl Worker {
             labels: self.cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             replicas: statuses.iter().filter(|s| s.group_id != PD_GROUP).count() as u64,
             ranges: self.reporter.next(&statuses, PD_GROUP, now_ms),
+            ranges_version: self.shared.table.read().map_or(0, |t| t.pd_version()),
         };
         let Some(to) = self.target() else { return catching_up };
         self.unacked_since.get_or_insert_with(Instant::now);
@@ -442,6 +493,8 @@ impl Worker {
         let leading = status.as_ref().filter(|s| s.role == Role::Leader);
         let Some(status) = leading else {
             if self.driver.take().is_some() {
+                self.bootstrap = BootstrapState::Unknown;
+                self.ranges = (0, Arc::new(Vec::new()));
                 tracing::info!(node = self.shared.node, "placement driver leadership lost");
                 if let Ok(mut r) = self.shared.report.lock() {
                     *r = None;
@@ -452,6 +505,7 @@ impl Worker {
         let (term, epoch) = (status.term, status.desc.epoch);
         if self.driver.as_ref().is_some_and(|(t, _)| *t != term) {
             self.driver = None;
+            self.bootstrap = BootstrapState::Unknown;
         }
         if self.driver.is_none() {
             if !self.pending.values().any(|(_, p)| matches!(p, Pending::Load { term: t } if *t == term)) {
@@ -468,9 +522,14 @@ impl Worker {
         let now_ms = self.now_ms();
         let Some((_, driver)) = &mut self.driver else { return };
         let tick = driver.tick(now_ms, &mut self.rng);
-        let report = driver.report(now_ms);
+        let mut report = driver.report(now_ms);
+        report.mqtt_bootstrap = self.bootstrap.name().to_string();
         if let Ok(mut r) = self.shared.report.lock() {
             *r = Some(report);
+        }
+        let (version, ranges) = driver.range_table();
+        if version != self.ranges.0 {
+            self.ranges = (version, Arc::new(ranges));
         }
         for (to, step) in tick.steps {
             tracing::debug!(to, group = step.group, op = step.operator, action = ?step.action, "operator step");
@@ -488,6 +547,69 @@ impl Worker {
                 store.propose(PD_GROUP, WriteRequest { request_id: id, epoch, command }, tx)
             });
         }
+        self.bootstrap(epoch);
+    }
+
+    /// The keyspace bootstrap's next step (on the PD leader).
+    fn bootstrap(&mut self, epoch: Epoch) {
+        let Some(cfg) = self.cfg.bootstrap.clone() else { return };
+        if self
+            .pending
+            .values()
+            .any(|(_, p)| matches!(p, Pending::BootstrapRead | Pending::BootstrapWrite(_)))
+        {
+            return;
+        }
+        let Some((_, driver)) = &self.driver else { return };
+        let now_ms = self.now_ms();
+        let voters = self.cfg.voters.clone();
+        let down_after = self.cfg.driver.placement.node_down_after_ms;
+        let ready = !voters.is_empty()
+            && voters.iter().all(|&v| driver.view().is_node_up(placement::NodeId(v), now_ms, down_after));
+        let since = self.last_create.map_or(u64::MAX, |t| t.elapsed().as_millis() as u64);
+        let plan = || crate::cluster::keys::bootstrap_plan(&voters, cfg.replicas, cfg.log_groups).ranges;
+        let exists = |id| driver.view().range(placement::RangeId(id)).is_some();
+        match next_action(&self.bootstrap, ready, plan, exists, since) {
+            BootstrapAction::Wait => {}
+            BootstrapAction::Read => {
+                let query = Query::Get { key: BOOTSTRAP_KEY.to_vec() };
+                self.request(Pending::BootstrapRead, |id, tx, store| {
+                    store.read(
+                        PD_GROUP,
+                        ReadRequest { request_id: id, epoch, query, policy: ReadPolicy::ReadIndex },
+                        tx,
+                    )
+                });
+            }
+            BootstrapAction::Record(ranges) => {
+                tracing::info!(ranges = ranges.len(), "recording the MQTT keyspace bootstrap");
+                let next = BootstrapState::Planned(ranges);
+                let command = Command::CompareAndSet {
+                    key: BOOTSTRAP_KEY.to_vec(),
+                    expected: None,
+                    new: next.encode(),
+                };
+                self.write_bootstrap(epoch, command, next);
+            }
+            BootstrapAction::Create(asks) => {
+                self.last_create = Some(Instant::now());
+                for (to, desc) in asks {
+                    self.send(to, &PdMessage::Create(desc));
+                }
+            }
+            BootstrapAction::Finish(ranges) => {
+                let next = BootstrapState::Done(ranges);
+                let command =
+                    Command::Put { key: BOOTSTRAP_KEY.to_vec(), value: next.encode().unwrap_or_default() };
+                self.write_bootstrap(epoch, command, next);
+            }
+        }
+    }
+
+    fn write_bootstrap(&mut self, epoch: Epoch, command: Command, next: BootstrapState) {
+        self.request(Pending::BootstrapWrite(next), |id, tx, store| {
+            store.propose(PD_GROUP, WriteRequest { request_id: id, epoch, command }, tx)
+        });
     }
 
     fn read_states(&mut self, epoch: Epoch, why: Pending) {
@@ -516,6 +638,13 @@ impl Worker {
                 self.pending.insert(id, (Instant::now(), why));
             }
             Err(e) => tracing::debug!(error = %e, "PD group request not sent"),
+        }
+    }
+
+    fn on_bootstrap_record(&mut self, value: Option<&[u8]>) {
+        match BootstrapState::decode(value) {
+            Ok(state) => self.bootstrap = state,
+            Err(e) => tracing::error!(error = %e, "the bootstrap record does not decode; bootstrap stopped"),
         }
     }
 
@@ -555,6 +684,15 @@ impl Worker {
                     }
                 }
                 (Pending::Remove(node), Ok(_)) => tracing::info!(node, "node removed from the cluster"),
+                (Pending::BootstrapRead, Ok(Outcome::Value(v))) => self.on_bootstrap_record(v.as_deref()),
+                (Pending::BootstrapWrite(next), Ok(Outcome::Cas { succeeded: false, previous })) => {
+                    tracing::info!(state = next.name(), "bootstrap already recorded by another leader");
+                    self.on_bootstrap_record(previous.as_deref());
+                }
+                (Pending::BootstrapWrite(next), Ok(_)) => {
+                    tracing::info!(state = next.name(), "MQTT keyspace bootstrap recorded");
+                    self.bootstrap = next;
+                }
                 (_, Err(e)) => tracing::debug!(error = %e, "PD group request failed"),
                 (_, Ok(other)) => tracing::warn!(?other, "unexpected PD group answer"),
             }

@@ -92,6 +92,11 @@ pub struct ClusterConfig {
     pub pd_split_keys: u64,
     /// A range with more bytes than this is split in two.
     pub pd_split_size_bytes: u64,
+    /// Whether the placement driver's leader creates the MQTT key families' ranges once
+    /// its voters are up (sessions, routes, retained, message logs).
+    pub mqtt_bootstrap: bool,
+    /// Message-log ranges the bootstrap creates per PD voter.
+    pub log_groups_per_node: u32,
 }
 
 impl Default for ClusterConfig {
@@ -129,6 +134,8 @@ impl Default for ClusterConfig {
             pd_isolation_labels: Vec::new(),
             pd_split_keys: 512_000,
             pd_split_size_bytes: 64 << 20,
+            mqtt_bootstrap: true,
+            log_groups_per_node: 16,
         }
     }
 }
@@ -186,6 +193,9 @@ impl ClusterConfig {
         }
         if self.pd_node_repair_after_ms < self.pd_node_down_after_ms {
             return Err("cluster.pd-node-repair-after-ms must be at least pd-node-down-after-ms".into());
+        }
+        if self.log_groups_per_node == 0 || self.log_groups_per_node > 256 {
+            return Err("cluster.log-groups-per-node must be within 1..=256".into());
         }
         if self.pd_split_keys < 8 || self.pd_split_size_bytes < 1024 {
             return Err(

@@ -11,6 +11,10 @@
 //!   kind 3 Raft   count message*                     (a batch of group messages)
 //!   kind 4 Pd     body:bytes                         (a placement-driver message; see
 //!                                                      `crate::pd::message`)
+//!   kind 5 Requests count request*                   (see `request`)
+//!   kind 6 Replies  count reply*
+//!   kind 9 Ping     incarnation nonce                (liveness; answered by Pong)
+//!   kind 10 Pong    incarnation nonce                (the answering node's incarnation)
 //! message := group_id from to tag:u8 fields
 //!   tag 1 raft       protobuf:bytes (raft-rs eraftpb::Message)
 //!   tag 2/3/4        term index       (HibernateRequest / HibernateAck / HibernateConfirm)
@@ -26,6 +30,7 @@ use std::net::SocketAddr;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
+use super::request::{REPLY_BYTES_MIN, REQUEST_BYTES_MIN, Reply, Request};
 use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 use crate::group::{GroupMessage, MessageBody, NodeId};
 
@@ -37,6 +42,10 @@ const KIND_HELLO: u8 = 1;
 const KIND_PEERS: u8 = 2;
 const KIND_RAFT: u8 = 3;
 const KIND_PD: u8 = 4;
+const KIND_REQUESTS: u8 = 5;
+const KIND_REPLIES: u8 = 6;
+const KIND_PING: u8 = 9;
+const KIND_PONG: u8 = 10;
 const TAG_RAFT: u8 = 1;
 const TAG_HIBERNATE_REQUEST: u8 = 2;
 const TAG_HIBERNATE_ACK: u8 = 3;
@@ -61,6 +70,24 @@ pub enum Frame {
     Raft(Vec<GroupMessage>),
     /// A placement-driver message, opaque here (decoded by `crate::pd::message`).
     Pd(Vec<u8>),
+    /// Requests to the receiving node.
+    Requests(Vec<Request>),
+    /// Answers to requests the receiving node sent.
+    Replies(Vec<Reply>),
+    /// Liveness probe.
+    Ping {
+        /// The sender's incarnation (changes with every start of the process).
+        incarnation: u64,
+        /// Echoed in the `Pong`.
+        nonce: u64,
+    },
+    /// Answer to a `Ping`.
+    Pong {
+        /// The answering node's incarnation.
+        incarnation: u64,
+        /// The ping's nonce.
+        nonce: u64,
+    },
 }
 
 /// Why a frame was refused.
@@ -138,6 +165,22 @@ impl Frame {
                 buf.push(KIND_PD);
                 put_bytes(buf, body);
             }
+            Self::Requests(reqs) => {
+                buf.push(KIND_REQUESTS);
+                put_uvarint(buf, reqs.len() as u64);
+                for r in reqs {
+                    r.encode(buf);
+                }
+            }
+            Self::Replies(replies) => {
+                buf.push(KIND_REPLIES);
+                put_uvarint(buf, replies.len() as u64);
+                for r in replies {
+                    r.encode(buf);
+                }
+            }
+            Self::Ping { incarnation, nonce } => put_pair(buf, KIND_PING, *incarnation, *nonce),
+            Self::Pong { incarnation, nonce } => put_pair(buf, KIND_PONG, *incarnation, *nonce),
         }
         let len = buf.len() - at - LEN_PREFIX_BYTES;
         if len > max as usize {
@@ -174,6 +217,24 @@ impl Frame {
                 Self::Raft(msgs)
             }
             KIND_PD => Self::Pd(r.bytes()?.to_vec()),
+            KIND_REQUESTS => {
+                let n = r.count(REQUEST_BYTES_MIN)?;
+                let mut reqs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    reqs.push(Request::decode(&mut r)?);
+                }
+                Self::Requests(reqs)
+            }
+            KIND_REPLIES => {
+                let n = r.count(REPLY_BYTES_MIN)?;
+                let mut replies = Vec::with_capacity(n);
+                for _ in 0..n {
+                    replies.push(Reply::decode(&mut r)?);
+                }
+                Self::Replies(replies)
+            }
+            KIND_PING => Self::Ping { incarnation: r.uvarint()?, nonce: r.uvarint()? },
+            KIND_PONG => Self::Pong { incarnation: r.uvarint()?, nonce: r.uvarint()? },
             k => return Err(FrameError::UnknownKind(k)),
         };
         r.finish()?;
@@ -337,6 +398,11 @@ mod tests {
         ));
         // A count larger than the input could hold.
         assert!(matches!(Frame::decode(&[1, KIND_RAFT, 0x7f]), Err(FrameError::Codec(_))));
+        // A request count far beyond the input: refused before allocating.
+        assert!(matches!(
+            Frame::decode(&[1, KIND_REQUESTS, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Err(FrameError::Codec(CodecError::LengthTooLarge(_)))
+        ));
         // A raft message body that is not protobuf.
         let bad = [1, KIND_RAFT, 1, 1, 1, 2, TAG_RAFT, 2, 0xff, 0xff];
         assert!(matches!(Frame::decode(&bad), Err(FrameError::Raft(_))));
@@ -346,6 +412,34 @@ mod tests {
         #[test]
         fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = Frame::decode(&data);
+        }
+
+        #[test]
+        fn request_and_reply_frames_round_trip(
+            reqs in proptest::collection::vec(super::super::request::tests::request(), 0..6),
+            replies in proptest::collection::vec(super::super::request::tests::reply(), 0..6),
+            incarnation in any::<u64>(),
+            nonce in any::<u64>(),
+        ) {
+            for frame in [
+                Frame::Requests(reqs.clone()),
+                Frame::Replies(replies.clone()),
+                Frame::Ping { incarnation, nonce },
+                Frame::Pong { incarnation, nonce },
+            ] {
+                prop_assert_eq!(round_trip(&frame), frame);
+            }
+        }
+
+        #[test]
+        fn truncated_request_frames_are_errors(
+            reqs in proptest::collection::vec(super::super::request::tests::request(), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut buf = Vec::new();
+            Frame::Requests(reqs).encode(&mut buf, MAX).expect("encodes");
+            let payload = &buf[LEN_PREFIX_BYTES..];
+            prop_assert!(Frame::decode(&payload[..cut.index(payload.len())]).is_err());
         }
 
         #[test]

@@ -44,6 +44,12 @@ counters! {
     bytes_received,
     /// Placement-driver messages read and handed to the node's PD service.
     pd_received,
+    /// Requests read from peers.
+    requests_received,
+    /// Replies read from peers.
+    replies_received,
+    /// Requests and replies written to peers.
+    control_sent,
     /// Messages the store (or the PD service) refused (full mailbox, unknown group, store stopped).
     messages_undelivered,
     /// Messages dropped because the peer's send queue was full.

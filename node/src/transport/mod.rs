@@ -7,6 +7,7 @@
 //! - `certgen` SHELL: `flotilla cert` (a development CA and node certificates);
 //! - `quic` SHELL: [`QuicTransport`], the raftstore `Transport` over quinn;
 //!   `sender` and `receiver` are its outgoing and incoming halves;
+//! - `request` CORE: requests between nodes (propose, read) and their replies;
 //! - `metrics`: transport counters.
 //!
 //! The node that owns a transport (store, PD, admin, MQTT) is composed in [`crate::node`].
@@ -17,6 +18,7 @@ pub mod frame;
 pub mod metrics;
 pub mod quic;
 mod receiver;
+pub mod request;
 mod sender;
 pub mod tls;
 

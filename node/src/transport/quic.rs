@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::ClusterConfig;
 use super::metrics::{TransportMetrics, TransportSnapshot};
+use super::request::{Reply, Request};
 use super::tls::TlsConfigs;
 use super::{receiver, sender};
 use crate::group::{GroupMessage, MessageBody, NodeId};
@@ -43,7 +44,33 @@ pub trait Inbound: Send + Sync {
         let _ = (from, body);
         false
     }
+    /// Requests from `from`; each is answered with [`QuicTransport::send_reply`] (one that
+    /// is not answered times out at its sender).
+    fn deliver_requests(&self, from: NodeId, requests: Vec<Request>) {
+        let _ = (from, requests);
+    }
+    /// Replies from `from` to requests this node sent.
+    fn deliver_replies(&self, from: NodeId, replies: Vec<Reply>) {
+        let _ = (from, replies);
+    }
+    /// `from` answered a ping: it runs as `incarnation`.
+    fn pong(&self, from: NodeId, incarnation: u64) {
+        let _ = (from, incarnation);
+    }
 }
+
+/// What the control task of a peer sends: requests, replies and liveness probes, ahead of
+/// raft traffic.
+#[derive(Debug)]
+pub(crate) enum Control {
+    Request(Request),
+    Reply(Reply),
+    Ping { incarnation: u64, nonce: u64 },
+    Pong { incarnation: u64, nonce: u64 },
+}
+
+/// Control items queued per peer before new ones are refused.
+const CONTROL_QUEUE_LEN: usize = 8192;
 
 /// Why the transport could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +104,7 @@ pub(crate) struct Peer {
     addr: Mutex<SocketAddr>,
     raft_tx: mpsc::Sender<Outgoing>,
     snap_tx: mpsc::Sender<GroupMessage>,
+    ctrl_tx: mpsc::Sender<Control>,
     pub(crate) connected: AtomicBool,
 }
 
@@ -112,6 +140,8 @@ pub(crate) struct Shared {
     live: Mutex<HashMap<usize, quinn::Connection>>,
     pub(crate) shutdown: watch::Sender<bool>,
     runtime: tokio::runtime::Handle,
+    /// This process's incarnation, sent in pongs: a restarted node answers with a new one.
+    pub(crate) incarnation: u64,
 }
 
 impl Shared {
@@ -152,11 +182,13 @@ impl Shared {
         }
         let (raft_tx, raft_rx) = mpsc::channel(self.cfg.send_queue_batches);
         let (snap_tx, snap_rx) = mpsc::channel(self.cfg.snapshot_queue_len);
+        let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE_LEN);
         let peer = Arc::new(Peer {
             id: node,
             addr: Mutex::new(addr),
             raft_tx,
             snap_tx,
+            ctrl_tx,
             connected: AtomicBool::new(false),
         });
         {
@@ -169,6 +201,12 @@ impl Shared {
         tracing::info!(node, %addr, "learned peer");
         let (conn_tx, conn_rx) = watch::channel(None);
         self.runtime.spawn(sender::run_raft(Arc::clone(self), Arc::clone(&peer), raft_rx, conn_tx));
+        self.runtime.spawn(sender::run_control(
+            Arc::clone(self),
+            Arc::clone(&peer),
+            ctrl_rx,
+            conn_rx.clone(),
+        ));
         self.runtime.spawn(sender::run_snapshots(Arc::clone(self), peer, snap_rx, conn_rx));
         self.broadcast_book();
     }
@@ -200,6 +238,44 @@ impl Shared {
         } else {
             TransportMetrics::add(&self.metrics.messages_undelivered, 1);
         }
+    }
+
+    /// Hands received requests to the node.
+    pub(crate) fn deliver_requests(&self, from: NodeId, requests: Vec<Request>) {
+        TransportMetrics::add(&self.metrics.requests_received, requests.len() as u64);
+        if let Some(i) = self.inbound.read().ok().and_then(|i| i.clone()) {
+            i.deliver_requests(from, requests);
+        }
+    }
+
+    /// Hands received replies to the node.
+    pub(crate) fn deliver_replies(&self, from: NodeId, replies: Vec<Reply>) {
+        TransportMetrics::add(&self.metrics.replies_received, replies.len() as u64);
+        if let Some(i) = self.inbound.read().ok().and_then(|i| i.clone()) {
+            i.deliver_replies(from, replies);
+        }
+    }
+
+    /// Hands a pong to the node.
+    pub(crate) fn pong(&self, from: NodeId, incarnation: u64) {
+        if let Some(i) = self.inbound.read().ok().and_then(|i| i.clone()) {
+            i.pong(from, incarnation);
+        }
+    }
+
+    /// Queues `item` on `to`'s control stream; false if there is no route or the queue is
+    /// full (counted).
+    pub(crate) fn send_control(&self, to: NodeId, item: Control) -> bool {
+        let peer = self.read_peers().get(&to).cloned();
+        let Some(peer) = peer else {
+            TransportMetrics::add(&self.metrics.dropped_no_route, 1);
+            return false;
+        };
+        if peer.ctrl_tx.try_send(item).is_err() {
+            TransportMetrics::add(&self.metrics.dropped_queue_full, 1);
+            return false;
+        }
+        true
     }
 
     /// Reports a lost connection to `node`.
@@ -287,6 +363,7 @@ impl QuicTransport {
             live: Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
             runtime: tokio::runtime::Handle::current(),
+            incarnation: crate::clock::seed() | 1,
         });
         tokio::spawn(receiver::accept_loop(Arc::clone(&shared)));
         Ok(Self { shared })
@@ -353,6 +430,32 @@ impl QuicTransport {
 }
 
 impl QuicTransport {
+    /// Queues `req` on `to`'s control stream (batched with other requests to that node);
+    /// false if there is no route or the queue is full.
+    pub fn send_request(&self, to: NodeId, req: Request) -> bool {
+        self.shared.send_control(to, Control::Request(req))
+    }
+
+    /// Queues `reply` on `to`'s control stream; false if it was dropped.
+    pub fn send_reply(&self, to: NodeId, reply: Reply) -> bool {
+        self.shared.send_control(to, Control::Reply(reply))
+    }
+
+    /// Sends a ping to `to`; its pong reaches [`Inbound::pong`].
+    pub fn ping(&self, to: NodeId, nonce: u64) -> bool {
+        self.shared.send_control(to, Control::Ping { incarnation: self.shared.incarnation, nonce })
+    }
+
+    /// This process's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.shared.incarnation
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
     /// Queues a placement-driver message for `to` on its raft stream; false if there is
     /// no route or the queue is full (the caller's protocol retries: heartbeats repeat and
     /// operator steps are re-sent).

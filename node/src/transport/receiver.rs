@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::frame::{Frame, FrameError, LEN_PREFIX_BYTES, payload_len};
 use super::metrics::TransportMetrics;
-use super::quic::{Shared, stopped};
+use super::quic::{Control, Shared, stopped};
 use super::tls;
 use crate::group::NodeId;
 
@@ -143,6 +143,13 @@ async fn read_frames(
                 }
             }
             Frame::Pd(body) => shared.deliver_pd(node, body),
+            Frame::Requests(reqs) => shared.deliver_requests(node, reqs),
+            Frame::Replies(replies) => shared.deliver_replies(node, replies),
+            Frame::Ping { nonce, .. } => {
+                let pong = Control::Pong { incarnation: shared.incarnation, nonce };
+                shared.send_control(node, pong);
+            }
+            Frame::Pong { incarnation, .. } => shared.pong(node, incarnation),
             Frame::Hello { .. } => return Err(ReadError::NoHello),
         }
     }

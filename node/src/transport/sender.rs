@@ -13,11 +13,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::frame::Frame;
 use super::metrics::TransportMetrics;
-use super::quic::{Outgoing, Peer, Shared, stopped};
+use super::quic::{Control, Outgoing, Peer, Shared, stopped};
 use super::tls::{SERVER_NAME, node_name};
 use crate::group::GroupMessage;
 
-/// Stream priorities: raft traffic first, snapshots after.
+/// Stream priorities: control (requests, replies, pings) first, raft traffic next,
+/// snapshots last.
+const PRIORITY_CONTROL: i32 = 2;
 const PRIORITY_RAFT: i32 = 1;
 const PRIORITY_SNAPSHOT: i32 = -1;
 
@@ -321,4 +323,118 @@ async fn say_hello(shared: &Shared, seed: SocketAddr) -> Result<(), SendError> {
     conn.close(0u32.into(), b"introduced");
     shared.untrack(&conn);
     Ok(())
+}
+
+/// The control task of `peer`: requests, replies and pings on their own high-priority
+/// stream of the raft task's connection, many per frame. Items queued while there is no
+/// connection are dropped (a request's sender times out and retries elsewhere).
+pub(crate) async fn run_control(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut rx: mpsc::Receiver<Control>,
+    mut conn_rx: watch::Receiver<Option<quinn::Connection>>,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let conn = conn_rx.borrow_and_update().clone();
+        let Some(conn) = conn else {
+            while let Ok(_dropped) = rx.try_recv() {
+                TransportMetrics::add(&shared.metrics.dropped_disconnected, 1);
+            }
+            tokio::select! {
+                changed = conn_rx.changed() => if changed.is_err() { return },
+                () = stopped(&mut shutdown) => return,
+                item = rx.recv() => match item {
+                    Some(_) => TransportMetrics::add(&shared.metrics.dropped_disconnected, 1),
+                    None => return,
+                },
+            }
+            continue;
+        };
+        if let Err(e) = control_loop(&shared, &conn, &mut rx, &mut conn_rx).await {
+            tracing::debug!(node = peer.id, error = %e, "control stream ended");
+        }
+        if shared.is_shutdown() {
+            return;
+        }
+        // Wait for the raft task to replace the connection (or give up on it).
+        if conn_rx.borrow().as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            tokio::select! {
+                changed = conn_rx.changed() => if changed.is_err() { return },
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+}
+
+async fn control_loop(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    rx: &mut mpsc::Receiver<Control>,
+    conn_rx: &mut watch::Receiver<Option<quinn::Connection>>,
+) -> Result<(), SendError> {
+    let mut stream = conn.open_uni().await?;
+    stream.set_priority(PRIORITY_CONTROL)?;
+    let mut buf = Vec::with_capacity(shared.cfg.frame_bytes_target as usize);
+    encode_frame(shared, &Frame::Hello { node_id: shared.node_id, addr: shared.addr }, 0, &mut buf);
+    write(shared, &mut stream, &buf).await?;
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        buf.clear();
+        let first = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return Ok(()),
+            },
+            e = conn.closed() => return Err(e.into()),
+            _ = conn_rx.changed() => return Ok(()),
+            () = stopped(&mut shutdown) => return Ok(()),
+        };
+        encode_control(shared, first, rx, &mut buf);
+        write(shared, &mut stream, &buf).await?;
+    }
+}
+
+/// Encodes `first` and what else is queued into frames: requests together, replies
+/// together, pings and pongs on their own; at most about four frame targets per write.
+fn encode_control(shared: &Shared, first: Control, rx: &mut mpsc::Receiver<Control>, buf: &mut Vec<u8>) {
+    let target = shared.cfg.frame_bytes_target as usize;
+    let (mut reqs, mut replies) = (Vec::new(), Vec::new());
+    let mut next = Some(first);
+    let mut n = 0u64;
+    while let Some(item) = next.take() {
+        n += 1;
+        match item {
+            Control::Request(r) => reqs.push(r),
+            Control::Reply(r) => replies.push(r),
+            Control::Ping { incarnation, nonce } => {
+                encode_frame(shared, &Frame::Ping { incarnation, nonce }, 0, buf);
+            }
+            Control::Pong { incarnation, nonce } => {
+                encode_frame(shared, &Frame::Pong { incarnation, nonce }, 0, buf);
+            }
+        }
+        if reqs.len() + replies.len() >= 256 {
+            flush_control(shared, &mut reqs, &mut replies, buf);
+        }
+        if buf.len() < target * 4 {
+            next = rx.try_recv().ok();
+        }
+    }
+    flush_control(shared, &mut reqs, &mut replies, buf);
+    TransportMetrics::add(&shared.metrics.control_sent, n);
+}
+
+fn flush_control(
+    shared: &Shared,
+    reqs: &mut Vec<super::request::Request>,
+    replies: &mut Vec<super::request::Reply>,
+    buf: &mut Vec<u8>,
+) {
+    if !reqs.is_empty() {
+        encode_frame(shared, &Frame::Requests(std::mem::take(reqs)), 0, buf);
+    }
+    if !replies.is_empty() {
+        encode_frame(shared, &Frame::Replies(std::mem::take(replies)), 0, buf);
+    }
 }

@@ -1,0 +1,18 @@
+//! The cluster plane that MQTT runs on: the range table every node keeps, a client that
+//! reaches the leader of the range holding any key from any node, and the keyspace layout
+//! of the MQTT families.
+//!
+//! - [`ranges`] CORE: key -> range, leader hint, epoch;
+//! - [`keys`] CORE: the MQTT key families (sessions `S`, routes `R`, retained `M`, message
+//!   logs `L`) and the ranges the bootstrap creates;
+//! - [`local`] SHELL: requests (local or from other nodes) into this node's raft store;
+//! - [`client`] SHELL: [`KvClient`], routed, retried reads and writes.
+
+pub mod client;
+pub mod keys;
+pub mod local;
+pub mod ranges;
+
+pub use client::{ClientConfig, KvClient, KvError};
+pub use local::LocalStore;
+pub use ranges::{RangeEntry, RangeTable};
