@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::admin::{AdminError, AdminServer};
 use crate::cluster::{ClientConfig, KvClient, LocalStore, RangeTable};
 use crate::config::NodeConfig;
-use crate::group::{GroupMessage, NodeId};
+use crate::group::{GroupId, GroupMessage, NodeId};
 use crate::pd::service::BootstrapConfig;
 use crate::pd::{DriverConfig, PdConfig, PdError, PdHandle, PdService};
 use crate::raftstore::{Store, StoreConfig, StoreError, StoreRouter};
@@ -106,6 +106,10 @@ impl Inbound for StoreInbound {
         self.pd.deliver(from, body)
     }
 
+    fn unreachable(&self, group: GroupId, to: NodeId, snapshot: bool) {
+        self.router.unreachable(group, to, snapshot);
+    }
+
     fn deliver_requests(&self, from: NodeId, requests: Vec<Request>) {
         self.local.serve(from, requests);
     }
@@ -161,7 +165,12 @@ impl ClusterNode {
             LocalStore::start(Arc::clone(&store), transport.clone(), REQUESTS_IN_FLIGHT_MAX)
                 .map_err(|e| ClusterError::Config(format!("request thread: {e}")))?,
         );
-        let client = KvClient::new(Arc::clone(&local), transport.clone(), table, ClientConfig::default());
+        let client_cfg = ClientConfig {
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            attempt_timeout: Duration::from_millis(cfg.request_timeout_ms.div_ceil(2)),
+            ..ClientConfig::default()
+        };
+        let client = KvClient::new(Arc::clone(&local), transport.clone(), table, client_cfg);
         transport.attach(Arc::new(StoreInbound {
             router: store.router(),
             store: Arc::downgrade(&store),

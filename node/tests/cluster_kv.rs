@@ -79,7 +79,8 @@ async fn move_leaders(admins: Vec<(NodeId, SocketAddr)>, stop: tokio::sync::watc
         tokio::time::sleep(Duration::from_millis(700)).await;
         turn += 1;
         let (id, admin) = admins[turn % admins.len()];
-        let Ok(list) = call::<(), node::admin::types::GroupList>(admin, Method::GET, "/v1/groups", None, CALL).await
+        let Ok(list) =
+            call::<(), node::admin::types::GroupList>(admin, Method::GET, "/v1/groups", None, CALL).await
         else {
             continue;
         };
@@ -119,7 +120,8 @@ async fn requests_from_every_node_reach_leaders_through_splits_and_leader_moves_
     let mover = tokio::spawn(move_leaders(vec![(1, n1.admin), (2, n2.admin), (3, n3.admin)], stop_rx));
     let mut loads = Vec::new();
     for n in [&n1, &n2, &n3] {
-        let req = LoadRequest { tag: format!("n{}", n.id), writers: WRITERS, writes: WRITES, value_bytes: 32 };
+        let req =
+            LoadRequest { tag: format!("n{}", n.id), writers: WRITERS, writes: WRITES, value_bytes: 32 };
         let admin = n.admin;
         loads.push(tokio::spawn(async move {
             call::<_, LoadResult>(admin, Method::POST, "/v1/kv/load", Some(&req), Duration::from_secs(900))
@@ -151,8 +153,15 @@ async fn requests_from_every_node_reach_leaders_through_splits_and_leader_moves_
     for (from, tag) in [(&n2, "n1"), (&n3, "n2"), (&n1, "n3")] {
         let req = VerifyRequest { tag: tag.into(), writers: WRITERS, writes: WRITES, value_bytes: 32 };
         let v: VerifyResult =
-            call(from.admin, Method::POST, "/v1/kv/verify", Some(&req), Duration::from_secs(900)).await.expect("verify");
-        assert_eq!((v.ok, v.lost, v.errors), (u64::from(WRITERS * WRITES), 0, 0), "{tag} read from node {}", from.id);
+            call(from.admin, Method::POST, "/v1/kv/verify", Some(&req), Duration::from_secs(900))
+                .await
+                .expect("verify");
+        assert_eq!(
+            (v.ok, v.lost, v.errors),
+            (u64::from(WRITERS * WRITES), 0, 0),
+            "{tag} read from node {}",
+            from.id
+        );
     }
     let r = report(n1.admin).await.expect("report");
     let splits = r.finished.iter().filter(|o| o.kind == "split").count();
@@ -221,6 +230,8 @@ async fn bootstrap_survives_a_pd_leader_kill_and_a_full_restart_and_never_runs_t
     // And the plane works after it.
     let req = LoadRequest { tag: "after-restart".into(), writers: 2, writes: 50, value_bytes: 0 };
     let r: LoadResult =
-        call(nodes[1].admin, Method::POST, "/v1/kv/load", Some(&req), Duration::from_secs(300)).await.expect("load");
+        call(nodes[1].admin, Method::POST, "/v1/kv/load", Some(&req), Duration::from_secs(300))
+            .await
+            .expect("load");
     assert_eq!((r.written, r.errors, r.mismatches), (100, 0, 0), "{:?}", r.error_samples);
 }

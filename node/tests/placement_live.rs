@@ -456,7 +456,8 @@ async fn replicas_of_a_node_down_past_the_repair_time_are_recreated_elsewhere() 
     let config = tmp.0.join("pd.toml");
     std::fs::write(&config, "[cluster]\npd-node-down-after-ms = 3000\npd-node-repair-after-ms = 5000\n")
         .expect("config");
-    let mut args = vec!["--pd-voters".into(), "1,2,3".into(), "--config".into(), config.display().to_string()];
+    let mut args =
+        vec!["--pd-voters".into(), "1,2,3".into(), "--config".into(), config.display().to_string()];
     args.extend(no_bootstrap());
     let [mut n1, mut n2, mut n3, mut n4] = cluster(&tmp, |_| args.clone());
     for n in [&mut n1, &mut n2, &mut n3, &mut n4] {

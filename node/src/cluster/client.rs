@@ -58,6 +58,8 @@ pub enum KvError {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// Redirects followed at once before the next one waits a backoff.
+const HOPS_WITHOUT_BACKOFF: u32 = 2;
 
 struct Inner {
     node: NodeId,
@@ -231,11 +233,15 @@ impl KvClient {
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let mut backoff = BACKOFF_MIN;
         let mut rotate = 0usize;
+        let mut hops = 0u32;
         let mut last = String::from("no attempt");
+        let mut trail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let started = Instant::now();
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(KvError::Timeout(last));
+                let trail: Vec<String> = trail.into_iter().collect();
+                return Err(KvError::Timeout(format!("{last}; last attempts: {}", trail.join(", "))));
             }
             let Some(entry) = self.lookup(key) else {
                 last = "no range known for the key".into();
@@ -251,6 +257,10 @@ impl KvClient {
                 Ok(Ok(outcome)) => return Ok(outcome),
                 Ok(Err(e)) => {
                     last = format!("node {target}, range {}: {e}", entry.desc.id);
+                    if trail.len() == 8 {
+                        trail.pop_front();
+                    }
+                    trail.push_back(format!("{}ms n{target}: {e}", started.elapsed().as_millis()));
                     self.on_error(&entry, target, e, idempotent, &mut rotate)
                 }
                 Err(NotSent(why)) => {
@@ -261,8 +271,11 @@ impl KvClient {
                 }
             };
             match next {
-                Next::Retry => {}
-                Next::Backoff => {
+                // Two replicas that each name the other (a transfer or an election under
+                // way) must not turn into a busy loop: after a few hops, wait.
+                Next::Retry if hops < HOPS_WITHOUT_BACKOFF => hops += 1,
+                Next::Retry | Next::Backoff => {
+                    hops = 0;
                     let now = Instant::now();
                     tokio::time::sleep(backoff.min(deadline.saturating_duration_since(now))).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -285,6 +298,8 @@ impl KvClient {
         match e {
             ReplyError::Group(RequestError::NotLeader { leader_hint: Some(l) }) if l != target => {
                 self.write_table().set_leader(group, Some(l));
+                // The hint goes first among the candidates: no rotation past it.
+                *rotate = 0;
                 Next::Retry
             }
             ReplyError::Group(RequestError::NotLeader { .. }) => {
@@ -300,6 +315,7 @@ impl KvClient {
                     let leader = (d.id == group).then_some(target);
                     learned |= table.learn(d, leader);
                 }
+                *rotate = 0;
                 if learned { Next::Retry } else { Next::Backoff }
             }
             ReplyError::Group(RequestError::KeyNotInRange { .. } | RequestError::Removed)
@@ -316,6 +332,14 @@ impl KvClient {
                 if !idempotent =>
             {
                 Next::Fail(KvError::Unknown(e.to_string()))
+            }
+            // A slow leader is still the leader: ask it again rather than a follower that
+            // would only send us back, unless the connection to it is gone.
+            ReplyError::Timeout
+                if entry.leader == Some(target) && self.inner.transport.is_connected(target) =>
+            {
+                *rotate = 0;
+                Next::Retry
             }
             ReplyError::Group(RequestError::Malformed(m)) => Next::Fail(KvError::Refused(m.to_string())),
             ReplyError::Group(RequestError::AdminRejected(m)) => Next::Fail(KvError::Refused(m.to_string())),

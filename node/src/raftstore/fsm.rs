@@ -76,6 +76,12 @@ impl GroupFsm {
             }
             PeerMsg::Wake => self.peer.wake(),
             PeerMsg::Checkpoint => self.peer.request_checkpoint(),
+            PeerMsg::Unreachable { to, snapshot } => {
+                if snapshot {
+                    self.peer.report_snapshot_failure(to);
+                }
+                self.peer.report_unreachable(to);
+            }
         }
     }
 

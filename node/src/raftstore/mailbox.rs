@@ -46,6 +46,8 @@ pub(crate) enum PeerMsg {
     Wake,
     /// Checkpoint now: the group pins old files of the shared log.
     Checkpoint,
+    /// The transport dropped messages to `to` (a snapshot, if `snapshot`).
+    Unreachable { to: NodeId, snapshot: bool },
 }
 
 /// One hosted group.

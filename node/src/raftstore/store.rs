@@ -205,6 +205,14 @@ impl StoreRouter {
     pub fn deliver(&self, msg: GroupMessage) -> bool {
         self.shared.upgrade().is_some_and(|s| s.deliver(msg))
     }
+
+    /// Tells `group` that its messages to `to` were dropped (a snapshot, if `snapshot`), so
+    /// raft probes `to` (and resends the snapshot) instead of assuming them delivered.
+    pub fn unreachable(&self, group: GroupId, to: NodeId, snapshot: bool) -> bool {
+        self.shared
+            .upgrade()
+            .is_some_and(|s| s.router.send(group, PeerMsg::Unreachable { to, snapshot }).is_ok())
+    }
 }
 
 /// Many raft groups of one node, over one raft-engine log.

@@ -92,6 +92,15 @@ pub struct ClusterConfig {
     pub pd_split_keys: u64,
     /// A range with more bytes than this is split in two.
     pub pd_split_size_bytes: u64,
+    /// How long a request to a range leader may take, retries included, before the caller
+    /// gets an error (MQTT clients then get a reason code).
+    pub request_timeout_ms: u64,
+    /// Snapshots larger than this travel as chunks of this size.
+    pub snapshot_chunk_bytes: u32,
+    /// Largest snapshot accepted (and sent), bytes; at most 4 GiB - 1.
+    pub snapshot_bytes_max: u64,
+    /// Snapshot bytes sent per second per peer at most (0: unlimited).
+    pub snapshot_bytes_per_sec: u64,
     /// Whether the placement driver's leader creates the MQTT key families' ranges once
     /// its voters are up (sessions, routes, retained, message logs).
     pub mqtt_bootstrap: bool,
@@ -134,6 +143,10 @@ impl Default for ClusterConfig {
             pd_isolation_labels: Vec::new(),
             pd_split_keys: 512_000,
             pd_split_size_bytes: 64 << 20,
+            request_timeout_ms: 5000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_bytes_max: u64::from(u32::MAX),
+            snapshot_bytes_per_sec: 128 << 20,
             mqtt_bootstrap: true,
             log_groups_per_node: 16,
         }
@@ -193,6 +206,17 @@ impl ClusterConfig {
         }
         if self.pd_node_repair_after_ms < self.pd_node_down_after_ms {
             return Err("cluster.pd-node-repair-after-ms must be at least pd-node-down-after-ms".into());
+        }
+        if self.snapshot_chunk_bytes < 4096 || self.snapshot_chunk_bytes > self.frame_bytes_max / 2 {
+            return Err("cluster.snapshot-chunk-bytes must be within 4096..=frame-bytes-max/2".into());
+        }
+        if self.snapshot_bytes_max > u64::from(u32::MAX)
+            || self.snapshot_bytes_max < u64::from(self.frame_bytes_max)
+        {
+            return Err("cluster.snapshot-bytes-max must be within frame-bytes-max..=4294967295".into());
+        }
+        if self.request_timeout_ms < 100 {
+            return Err("cluster.request-timeout-ms must be at least 100".into());
         }
         if self.log_groups_per_node == 0 || self.log_groups_per_node > 256 {
             return Err("cluster.log-groups-per-node must be within 1..=256".into());

@@ -14,6 +14,10 @@
 //!   kind 5 Requests count request*                   (see `request`)
 //!   kind 6 Replies  count reply*
 //!   kind 9 Ping     incarnation nonce                (liveness; answered by Pong)
+//!   kind 11 Chunk   total data:bytes                 (a piece of a frame payload larger
+//!                                                      than one frame: a big snapshot;
+//!                                                      pieces follow each other on one
+//!                                                      stream until `total` bytes arrived)
 //!   kind 10 Pong    incarnation nonce                (the answering node's incarnation)
 //! message := group_id from to tag:u8 fields
 //!   tag 1 raft       protobuf:bytes (raft-rs eraftpb::Message)
@@ -46,6 +50,7 @@ const KIND_REQUESTS: u8 = 5;
 const KIND_REPLIES: u8 = 6;
 const KIND_PING: u8 = 9;
 const KIND_PONG: u8 = 10;
+const KIND_CHUNK: u8 = 11;
 const TAG_RAFT: u8 = 1;
 const TAG_HIBERNATE_REQUEST: u8 = 2;
 const TAG_HIBERNATE_ACK: u8 = 3;
@@ -80,6 +85,13 @@ pub enum Frame {
         incarnation: u64,
         /// Echoed in the `Pong`.
         nonce: u64,
+    },
+    /// A piece of a payload too large for one frame.
+    Chunk {
+        /// Bytes of the whole payload.
+        total: u64,
+        /// This piece.
+        data: Vec<u8>,
     },
     /// Answer to a `Ping`.
     Pong {
@@ -133,6 +145,45 @@ pub fn payload_len(prefix: [u8; LEN_PREFIX_BYTES], max: u32) -> Result<usize, Fr
     Ok(len as usize)
 }
 
+/// Reassembles a payload sent as `Chunk` frames, refusing one larger than `max` before
+/// allocating for it.
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    buf: Vec<u8>,
+    total: u64,
+}
+
+impl Reassembly {
+    /// Adds a piece; `Some(payload)` once the last piece arrived.
+    pub fn push(&mut self, total: u64, data: &[u8], max: u64) -> Result<Option<Vec<u8>>, FrameError> {
+        if total > max {
+            return Err(FrameError::TooLarge { len: total, max });
+        }
+        if self.buf.is_empty() {
+            self.total = total;
+            self.buf.reserve(total.min(8 << 20) as usize);
+        }
+        let len = self.buf.len() as u64 + data.len() as u64;
+        if total != self.total || len > total || data.is_empty() {
+            return Err(FrameError::Codec(CodecError::LengthTooLarge(len)));
+        }
+        self.buf.extend_from_slice(data);
+        if len == total {
+            self.total = 0;
+            return Ok(Some(std::mem::take(&mut self.buf)));
+        }
+        Ok(None)
+    }
+}
+
+/// Splits an encoded frame (length prefix included) into `Chunk` frames of at most
+/// `chunk` payload bytes each.
+pub fn chunked(frame: &[u8], chunk: usize) -> Vec<Frame> {
+    let payload = &frame[LEN_PREFIX_BYTES.min(frame.len())..];
+    let total = payload.len() as u64;
+    payload.chunks(chunk.max(1)).map(|c| Frame::Chunk { total, data: c.to_vec() }).collect()
+}
+
 impl Frame {
     /// Appends the frame, length prefix included, to `buf`. Fails (leaving `buf` as it
     /// was) if the payload exceeds `max`, which the receiver would refuse, or a raft
@@ -181,6 +232,11 @@ impl Frame {
             }
             Self::Ping { incarnation, nonce } => put_pair(buf, KIND_PING, *incarnation, *nonce),
             Self::Pong { incarnation, nonce } => put_pair(buf, KIND_PONG, *incarnation, *nonce),
+            Self::Chunk { total, data } => {
+                buf.push(KIND_CHUNK);
+                put_uvarint(buf, *total);
+                put_bytes(buf, data);
+            }
         }
         let len = buf.len() - at - LEN_PREFIX_BYTES;
         if len > max as usize {
@@ -235,6 +291,7 @@ impl Frame {
             }
             KIND_PING => Self::Ping { incarnation: r.uvarint()?, nonce: r.uvarint()? },
             KIND_PONG => Self::Pong { incarnation: r.uvarint()?, nonce: r.uvarint()? },
+            KIND_CHUNK => Self::Chunk { total: r.uvarint()?, data: r.bytes()?.to_vec() },
             k => return Err(FrameError::UnknownKind(k)),
         };
         r.finish()?;
@@ -371,6 +428,30 @@ mod tests {
         for f in frames {
             assert_eq!(round_trip(&f), f);
         }
+    }
+
+    #[test]
+    fn a_frame_sent_in_chunks_reassembles_and_oversized_totals_are_refused() {
+        let big = Frame::Raft(vec![raft_msg(3, 1, vec![7; 100_000])]);
+        let mut buf = Vec::new();
+        big.encode(&mut buf, 1 << 30).expect("encodes");
+        let pieces = chunked(&buf, 4096);
+        assert_eq!(pieces.len(), (buf.len() - LEN_PREFIX_BYTES).div_ceil(4096));
+        let mut r = Reassembly::default();
+        let mut out = None;
+        for p in pieces {
+            let p = round_trip(&p);
+            let Frame::Chunk { total, data } = p else { panic!("a chunk") };
+            assert!(out.is_none(), "nothing after the last piece");
+            out = r.push(total, &data, 1 << 20).expect("fits");
+        }
+        assert_eq!(Frame::decode(&out.expect("complete")).expect("decodes"), big);
+        let mut r = Reassembly::default();
+        assert!(matches!(r.push(2 << 20, &[1], 1 << 20), Err(FrameError::TooLarge { .. })));
+        assert!(r.push(10, &[0; 11], 1 << 20).is_err(), "more than announced");
+        let mut r = Reassembly::default();
+        r.push(10, &[0; 4], 100).expect("first piece");
+        assert!(r.push(12, &[0; 4], 100).is_err(), "the total changed mid-payload");
     }
 
     #[test]

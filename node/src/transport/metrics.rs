@@ -62,6 +62,8 @@ counters! {
     dropped_too_large,
     /// Snapshot messages sent on their own streams.
     snapshots_sent,
+    /// Chunks of snapshots too large for one frame.
+    snapshot_chunks_sent,
     /// Frames or streams refused as malformed or misaddressed.
     frames_rejected,
     /// Outgoing connections established.

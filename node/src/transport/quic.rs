@@ -30,7 +30,7 @@ use super::metrics::{TransportMetrics, TransportSnapshot};
 use super::request::{Reply, Request};
 use super::tls::TlsConfigs;
 use super::{receiver, sender};
-use crate::group::{GroupMessage, MessageBody, NodeId};
+use crate::group::{GroupId, GroupMessage, MessageBody, NodeId};
 use crate::raftstore::Transport;
 
 /// Where received messages go.
@@ -52,6 +52,11 @@ pub trait Inbound: Send + Sync {
     /// Replies from `from` to requests this node sent.
     fn deliver_replies(&self, from: NodeId, replies: Vec<Reply>) {
         let _ = (from, replies);
+    }
+    /// Messages of `group` to `to` were dropped (a snapshot, if `snapshot`): raft should
+    /// probe instead of assuming them delivered.
+    fn unreachable(&self, group: GroupId, to: NodeId, snapshot: bool) {
+        let _ = (group, to, snapshot);
     }
     /// `from` answered a ping: it runs as `incarnation`.
     fn pong(&self, from: NodeId, incarnation: u64) {
@@ -278,6 +283,13 @@ impl Shared {
         true
     }
 
+    /// Reports dropped messages of `group` to `to`.
+    pub(crate) fn unreachable(&self, group: GroupId, to: NodeId, snapshot: bool) {
+        if let Some(i) = self.inbound.read().ok().and_then(|i| i.clone()) {
+            i.unreachable(group, to, snapshot);
+        }
+    }
+
     /// Reports a lost connection to `node`.
     pub(crate) fn peer_down(&self, node: NodeId) {
         let inbound = self.inbound.read().ok().and_then(|i| i.clone());
@@ -446,6 +458,12 @@ impl QuicTransport {
         self.shared.send_control(to, Control::Ping { incarnation: self.shared.incarnation, nonce })
     }
 
+    /// Whether the outgoing connection to `node` is up (always true for this node).
+    pub fn is_connected(&self, node: NodeId) -> bool {
+        node == self.shared.node_id
+            || self.shared.read_peers().get(&node).is_some_and(|p| p.connected.load(Ordering::Relaxed))
+    }
+
     /// This process's incarnation.
     pub fn incarnation(&self) -> u64 {
         self.shared.incarnation
@@ -474,6 +492,19 @@ impl QuicTransport {
     }
 }
 
+impl QuicTransport {
+    /// Tells each group with a dropped raft message that `to` was unreachable.
+    fn report_dropped(&self, to: NodeId, msgs: &[GroupMessage]) {
+        let mut groups: Vec<GroupId> =
+            msgs.iter().filter(|m| matches!(m.body, MessageBody::Raft(_))).map(|m| m.group_id).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for g in groups {
+            self.shared.unreachable(g, to, false);
+        }
+    }
+}
+
 fn is_snapshot(msg: &GroupMessage) -> bool {
     matches!(&msg.body, MessageBody::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot)
 }
@@ -484,13 +515,16 @@ impl Transport for QuicTransport {
         let peer = self.shared.read_peers().get(&to).cloned();
         let Some(peer) = peer else {
             TransportMetrics::add(&metrics.dropped_no_route, msgs.len() as u64);
+            self.report_dropped(to, &msgs);
             return;
         };
         if msgs.iter().any(is_snapshot) {
             let (snaps, rest): (Vec<_>, Vec<_>) = msgs.into_iter().partition(is_snapshot);
             for snap in snaps {
+                let group = snap.group_id;
                 if peer.snap_tx.try_send(snap).is_err() {
                     TransportMetrics::add(&metrics.dropped_queue_full, 1);
+                    self.shared.unreachable(group, to, true);
                 }
             }
             msgs = rest;
@@ -499,8 +533,11 @@ impl Transport for QuicTransport {
             return;
         }
         let n = msgs.len() as u64;
-        if peer.raft_tx.try_send(Outgoing::Raft(msgs)).is_err() {
+        if let Err(e) = peer.raft_tx.try_send(Outgoing::Raft(msgs)) {
             TransportMetrics::add(&metrics.dropped_queue_full, n);
+            if let Outgoing::Raft(msgs) = e.into_inner() {
+                self.report_dropped(to, &msgs);
+            }
         }
     }
 }

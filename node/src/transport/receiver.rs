@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::frame::{Frame, FrameError, LEN_PREFIX_BYTES, payload_len};
+use super::frame::{Frame, FrameError, LEN_PREFIX_BYTES, Reassembly, payload_len};
 use super::metrics::TransportMetrics;
 use super::quic::{Control, Shared, stopped};
 use super::tls;
@@ -110,6 +110,35 @@ async fn read_frame(shared: &Shared, stream: &mut quinn::RecvStream) -> Result<O
     Ok(Some(Frame::decode(&payload)?))
 }
 
+/// Acts on one frame from `node`.
+fn handle_frame(shared: &Arc<Shared>, node: NodeId, frame: Frame) -> Result<(), ReadError> {
+    match frame {
+        Frame::Raft(msgs) => {
+            for m in msgs {
+                if m.from != node || m.to != shared.node_id {
+                    return Err(ReadError::Misaddressed { from: m.from, to: m.to, peer: node });
+                }
+                shared.deliver(m);
+            }
+        }
+        Frame::Peers(book) => {
+            for (id, addr) in book {
+                shared.learn(id, addr, false);
+            }
+        }
+        Frame::Pd(body) => shared.deliver_pd(node, body),
+        Frame::Requests(reqs) => shared.deliver_requests(node, reqs),
+        Frame::Replies(replies) => shared.deliver_replies(node, replies),
+        Frame::Ping { nonce, .. } => {
+            let pong = Control::Pong { incarnation: shared.incarnation, nonce };
+            shared.send_control(node, pong);
+        }
+        Frame::Pong { incarnation, .. } => shared.pong(node, incarnation),
+        Frame::Hello { .. } | Frame::Chunk { .. } => return Err(ReadError::NoHello),
+    }
+    Ok(())
+}
+
 async fn read_frames(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
@@ -127,31 +156,22 @@ async fn read_frames(
         _ => return Err(ReadError::NoHello),
     };
     peer.store(node, Ordering::Relaxed);
+    let mut assembly = Reassembly::default();
     while let Some(frame) = read_frame(shared, stream).await? {
-        match frame {
-            Frame::Raft(msgs) => {
-                for m in msgs {
-                    if m.from != node || m.to != shared.node_id {
-                        return Err(ReadError::Misaddressed { from: m.from, to: m.to, peer: node });
-                    }
-                    shared.deliver(m);
+        let frame = match frame {
+            Frame::Chunk { total, data } => {
+                match assembly.push(total, &data, shared.cfg.snapshot_bytes_max)? {
+                    // A reassembled payload is one whole frame, never another chunk.
+                    Some(payload) => match Frame::decode(&payload)? {
+                        Frame::Chunk { .. } => return Err(ReadError::NoHello),
+                        whole => whole,
+                    },
+                    None => continue,
                 }
             }
-            Frame::Peers(book) => {
-                for (id, addr) in book {
-                    shared.learn(id, addr, false);
-                }
-            }
-            Frame::Pd(body) => shared.deliver_pd(node, body),
-            Frame::Requests(reqs) => shared.deliver_requests(node, reqs),
-            Frame::Replies(replies) => shared.deliver_replies(node, replies),
-            Frame::Ping { nonce, .. } => {
-                let pong = Control::Pong { incarnation: shared.incarnation, nonce };
-                shared.send_control(node, pong);
-            }
-            Frame::Pong { incarnation, .. } => shared.pong(node, incarnation),
-            Frame::Hello { .. } => return Err(ReadError::NoHello),
-        }
+            other => other,
+        };
+        handle_frame(shared, node, frame)?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
-use super::frame::Frame;
+use super::frame::{Frame, LEN_PREFIX_BYTES, chunked};
 use super::metrics::TransportMetrics;
 use super::quic::{Control, Outgoing, Peer, Shared, stopped};
 use super::tls::{SERVER_NAME, node_name};
@@ -36,6 +36,8 @@ enum SendError {
     Closed(#[from] quinn::ClosedStream),
     #[error("handshake timed out")]
     Timeout,
+    #[error("frame: {0}")]
+    Frame(#[from] super::frame::FrameError),
 }
 
 /// Dials `addr`, asking for a certificate named `name`.
@@ -262,15 +264,18 @@ pub(crate) async fn run_snapshots(
             () = stopped(&mut shutdown) => return,
         };
         let conn = conn_rx.borrow().clone();
+        let (group, to) = (msg.group_id, msg.to);
         let Some(conn) = conn else {
             TransportMetrics::add(&shared.metrics.dropped_disconnected, 1);
+            shared.unreachable(group, to, true);
             continue;
         };
         match send_snapshot(&shared, &conn, msg).await {
             Ok(()) => TransportMetrics::add(&shared.metrics.snapshots_sent, 1),
             Err(e) => {
                 TransportMetrics::add(&shared.metrics.dropped_disconnected, 1);
-                tracing::warn!(node = peer.id, error = %e, "snapshot not sent");
+                tracing::warn!(node = peer.id, group, error = %e, "snapshot not sent");
+                shared.unreachable(group, to, true);
             }
         }
     }
@@ -286,8 +291,35 @@ async fn send_snapshot(
     let mut buf = Vec::new();
     let hello = Frame::Hello { node_id: shared.node_id, addr: shared.addr };
     encode_frame(shared, &hello, 0, &mut buf);
-    encode_frame(shared, &Frame::Raft(vec![msg]), 1, &mut buf);
     write(shared, &mut stream, &buf).await?;
+    let max = u32::try_from(shared.cfg.snapshot_bytes_max).unwrap_or(u32::MAX);
+    let mut whole = Vec::new();
+    if let Err(e) = Frame::Raft(vec![msg]).encode(&mut whole, max) {
+        TransportMetrics::add(&shared.metrics.dropped_too_large, 1);
+        return Err(SendError::Frame(e));
+    }
+    let chunk = shared.cfg.snapshot_chunk_bytes as usize;
+    if whole.len() <= chunk + LEN_PREFIX_BYTES {
+        write(shared, &mut stream, &whole).await?;
+    } else {
+        // Paced: at most `snapshot-bytes-per-sec`, so a large snapshot never starves the
+        // link the raft and control streams share.
+        let rate = shared.cfg.snapshot_bytes_per_sec;
+        let started = tokio::time::Instant::now();
+        let mut sent = 0u64;
+        for piece in chunked(&whole, chunk) {
+            buf.clear();
+            encode_frame(shared, &piece, 0, &mut buf);
+            write(shared, &mut stream, &buf).await?;
+            sent += buf.len() as u64;
+            if rate > 0 {
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                tokio::time::sleep_until(started + due).await;
+            }
+        }
+        TransportMetrics::add(&shared.metrics.snapshot_chunks_sent, whole.len().div_ceil(chunk) as u64);
+    }
+    TransportMetrics::add(&shared.metrics.messages_sent, 1);
     stream.finish()?;
     Ok(())
 }

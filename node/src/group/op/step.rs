@@ -102,6 +102,13 @@ impl<L: LogStore> GroupPeer<L> {
         self.after_raft();
     }
 
+    /// Tells raft that a snapshot sent to `node` was not delivered (it sends another once
+    /// the peer is probed again).
+    pub fn report_snapshot_failure(&mut self, node: NodeId) {
+        self.raw.report_snapshot(node, raft::SnapshotStatus::Failure);
+        self.after_raft();
+    }
+
     /// Heartbeat traffic of the current term that carries no news: a heartbeat from our
     /// leader committing nothing new, or a heartbeat response. Hibernation races with the
     /// last heartbeats sent before the leader stopped ticking (the network may reorder them
