@@ -88,6 +88,8 @@ enum OpKind {
     Write { key: Vec<u8>, value: Vec<u8> },
     Read { key: Vec<u8>, must_see: Option<Vec<u8>> },
     Admin,
+    // A command from `Sim::propose`: its answer goes unchecked to `Sim::take_answers`.
+    Command,
 }
 
 /// A request in flight.
@@ -146,6 +148,17 @@ impl Checker {
     }
 }
 
+/// The answer to a request of [`Sim::propose`].
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The id [`Sim::propose`] returned.
+    pub request_id: u64,
+    /// Virtual ms at which the proposer answered.
+    pub at_ms: u64,
+    /// What the group said.
+    pub result: Result<Outcome, RequestError>,
+}
+
 /// The simulated cluster.
 pub struct Sim {
     /// This run's seed.
@@ -169,6 +182,7 @@ pub struct Sim {
     logger: slog::Logger,
     ops: BTreeMap<u64, Op>,
     next_request: u64,
+    answers: Vec<Answer>,
 }
 
 impl Sim {
@@ -211,6 +225,7 @@ impl Sim {
             logger,
             ops: BTreeMap::new(),
             next_request: 1,
+            answers: Vec::new(),
         };
         for id in node_ids {
             sim.start_node(*id);
@@ -497,6 +512,9 @@ impl Sim {
             (OpKind::Read { .. }, Err(_)) => {}
             (OpKind::Admin, Ok(_)) => self.checker.stats.admin_ok += 1,
             (OpKind::Admin, Err(_)) => {}
+            (OpKind::Command, result) => {
+                self.answers.push(Answer { request_id: r.request_id, at_ms: self.now_ms, result });
+            }
         }
     }
 
@@ -540,31 +558,58 @@ impl Sim {
         let value = format!("v{n}-{}", self.seed).into_bytes();
         let op = Op { group, kind: OpKind::Write { key: key.clone(), value: value.clone() } };
         let request_id = self.request_id(op);
+        self.submit(group, request_id, Command::Put { key, value }).map_err(|(e, refused)| {
+            if refused {
+                self.checker.stats.writes_failed += 1;
+            }
+            e
+        })
+    }
+
+    /// Proposes any `command` in `group` like [`write`](Self::write) does (to the leader
+    /// mostly, following one `NotLeader` hint) and returns its request id. The harness does
+    /// not check its outcome: the answer, if one comes, shows up in [`take_answers`](Self::take_answers).
+    pub fn propose(&mut self, group: GroupId, command: Command) -> Result<u64, RequestError> {
+        let request_id = self.request_id(Op { group, kind: OpKind::Command });
+        self.submit(group, request_id, command).map(|()| request_id).map_err(|(e, _)| e)
+    }
+
+    /// The answers to [`propose`](Self::propose)d commands since the last call, in the
+    /// order the proposers gave them.
+    pub fn take_answers(&mut self) -> Vec<Answer> {
+        std::mem::take(&mut self.answers)
+    }
+
+    /// Proposes request `request_id` to a replica of `group`. On failure the request is
+    /// forgotten, and the flag says whether a replica refused it (rather than there being
+    /// no replica to ask or no hint left to follow).
+    fn submit(
+        &mut self,
+        group: GroupId,
+        request_id: u64,
+        command: Command,
+    ) -> Result<(), (RequestError, bool)> {
         let Some(mut target) = self.pick_target(group) else {
-            return Err(RequestError::NotLeader { leader_hint: None });
+            self.ops.remove(&request_id);
+            return Err((RequestError::NotLeader { leader_hint: None }, false));
         };
         let now = self.now();
         for _ in 0..2 {
             let peer = self.nodes.get_mut(&target).and_then(|n| n.peers.get_mut(&group));
             let Some(peer) = peer else { break };
             let epoch = peer.desc().epoch;
-            let req = WriteRequest {
-                request_id,
-                epoch,
-                command: Command::Put { key: key.clone(), value: value.clone() },
-            };
+            let req = WriteRequest { request_id, epoch, command: command.clone() };
             match peer.propose(now, req) {
                 Err(RequestError::NotLeader { leader_hint: Some(h) }) if self.nodes[&h].up => target = h,
                 Err(e) => {
                     self.ops.remove(&request_id);
-                    self.checker.stats.writes_failed += 1;
-                    return Err(e);
+                    return Err((e, true));
                 }
                 Ok(()) => return Ok(()),
             }
         }
         self.ops.remove(&request_id);
-        Err(RequestError::NotLeader { leader_hint: None })
+        Err((RequestError::NotLeader { leader_hint: None }, false))
     }
 
     /// Reads a random acknowledged key of `group`, checking it sees the acknowledged value.
