@@ -20,14 +20,9 @@ pub type GroupId = u64;
 /// Identifies a node; also the raft id of the node's replica in every group.
 pub type NodeId = u64;
 
-/// A range's epoch: `{version, conf_ver}` as in TiKV.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Epoch {
-    /// Bumped when the range's bounds change (split, merge).
-    pub version: u64,
-    /// Bumped by every applied membership change.
-    pub conf_ver: u64,
-}
+/// A range's epoch: `{version, conf_ver}` as in TiKV; the same type the placement driver's
+/// scheduler core uses (one vocabulary for both halves).
+pub use placement::Epoch;
 
 /// Which parts of the epoch a request must match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
