@@ -120,8 +120,13 @@ async fn requests_from_every_node_reach_leaders_through_splits_and_leader_moves_
     let mover = tokio::spawn(move_leaders(vec![(1, n1.admin), (2, n2.admin), (3, n3.admin)], stop_rx));
     let mut loads = Vec::new();
     for n in [&n1, &n2, &n3] {
-        let req =
-            LoadRequest { tag: format!("n{}", n.id), writers: WRITERS, writes: WRITES, value_bytes: 32 };
+        let req = LoadRequest {
+            tag: format!("n{}", n.id),
+            writers: WRITERS,
+            writes: WRITES,
+            value_bytes: 32,
+            read_only: false,
+        };
         let admin = n.admin;
         loads.push(tokio::spawn(async move {
             call::<_, LoadResult>(admin, Method::POST, "/v1/kv/load", Some(&req), Duration::from_secs(900))
@@ -151,7 +156,13 @@ async fn requests_from_every_node_reach_leaders_through_splits_and_leader_moves_
     }
     // Every acknowledged write reads back, through another node.
     for (from, tag) in [(&n2, "n1"), (&n3, "n2"), (&n1, "n3")] {
-        let req = VerifyRequest { tag: tag.into(), writers: WRITERS, writes: WRITES, value_bytes: 32 };
+        let req = VerifyRequest {
+            tag: tag.into(),
+            writers: WRITERS,
+            writes: WRITES,
+            value_bytes: 32,
+            read_only: false,
+        };
         let v: VerifyResult =
             call(from.admin, Method::POST, "/v1/kv/verify", Some(&req), Duration::from_secs(900))
                 .await
@@ -228,7 +239,8 @@ async fn bootstrap_survives_a_pd_leader_kill_and_a_full_restart_and_never_runs_t
         assert_eq!(&hosted(n).await, was, "node {} hosts other ranges after the restart", n.id);
     }
     // And the plane works after it.
-    let req = LoadRequest { tag: "after-restart".into(), writers: 2, writes: 50, value_bytes: 0 };
+    let req =
+        LoadRequest { tag: "after-restart".into(), writers: 2, writes: 50, value_bytes: 0, read_only: false };
     let r: LoadResult =
         call(nodes[1].admin, Method::POST, "/v1/kv/load", Some(&req), Duration::from_secs(300))
             .await

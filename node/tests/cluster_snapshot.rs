@@ -54,7 +54,13 @@ async fn a_range_of_200_mib_transfers_to_a_new_replica_in_chunks() {
     let nodes = [&n1, &n2, &n3];
     let leader_node = nodes.iter().find(|n| n.id == leader).expect("leader");
 
-    let req = LoadRequest { tag: "snap".into(), writers: WRITERS, writes: WRITES, value_bytes: VALUE_BYTES };
+    let req = LoadRequest {
+        tag: "snap".into(),
+        writers: WRITERS,
+        writes: WRITES,
+        value_bytes: VALUE_BYTES,
+        read_only: false,
+    };
     let r: LoadResult =
         call(leader_node.admin, Method::POST, "/v1/kv/load", Some(&req), Duration::from_secs(900))
             .await

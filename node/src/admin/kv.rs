@@ -26,6 +26,9 @@ pub struct LoadRequest {
     /// Bytes per value (at least what names the write).
     #[serde(default)]
     pub value_bytes: usize,
+    /// Only read back the keys of an earlier load with the same tag (no writes).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// What happened.
@@ -43,6 +46,10 @@ pub struct LoadResult {
     pub write_us: [u64; 3],
     /// Read round trips (lease reads), microseconds: p50, p99, max.
     pub read_us: [u64; 3],
+    /// Reads whose range leader was on another node (a request over the transport).
+    pub remote_reads: u64,
+    /// Their round trips, microseconds: p50, p99, max.
+    pub remote_read_us: [u64; 3],
     /// Wall time, milliseconds.
     pub elapsed_ms: u64,
 }
@@ -110,12 +117,17 @@ pub async fn run_load(client: &KvClient, req: &LoadRequest) -> LoadResult {
         let (client, req) = (client.clone(), req.clone());
         tasks.push(tokio::spawn(async move {
             let mut r = LoadResult::default();
-            let (mut wr, mut rd) = (Vec::new(), Vec::new());
+            let (mut wr, mut rd, mut remote) = (Vec::new(), Vec::new(), Vec::new());
             for i in 0..req.writes {
                 let key = load_key(&req.tag, w, i);
                 let value = load_value(&req.tag, w, i, req.value_bytes);
                 let t = Instant::now();
-                match client.propose(Command::Put { key: key.clone(), value: value.clone() }).await {
+                let put = if req.read_only {
+                    Ok(crate::group::Outcome::Written)
+                } else {
+                    client.propose(Command::Put { key: key.clone(), value: value.clone() }).await
+                };
+                match put {
                     Ok(_) => r.written += 1,
                     Err(e) => {
                         r.errors += 1;
@@ -125,7 +137,9 @@ pub async fn run_load(client: &KvClient, req: &LoadRequest) -> LoadResult {
                         continue;
                     }
                 }
-                wr.push(t.elapsed().as_micros() as u64);
+                if !req.read_only {
+                    wr.push(t.elapsed().as_micros() as u64);
+                }
                 let t = Instant::now();
                 match client.get(&key, ReadPolicy::Lease).await {
                     Ok(Some(v)) if v == value => {}
@@ -137,15 +151,19 @@ pub async fn run_load(client: &KvClient, req: &LoadRequest) -> LoadResult {
                         }
                     }
                 }
-                rd.push(t.elapsed().as_micros() as u64);
+                let us = t.elapsed().as_micros() as u64;
+                rd.push(us);
+                if client.leader_of(&key).is_some_and(|l| l != client.node_id()) {
+                    remote.push(us);
+                }
             }
-            (r, wr, rd)
+            (r, wr, rd, remote)
         }));
     }
     let mut out = LoadResult::default();
-    let (mut wr, mut rd) = (Vec::new(), Vec::new());
+    let (mut wr, mut rd, mut remote) = (Vec::new(), Vec::new(), Vec::new());
     for t in tasks {
-        let Ok((r, w, d)) = t.await else {
+        let Ok((r, w, d, m)) = t.await else {
             out.errors += 1;
             continue;
         };
@@ -156,7 +174,10 @@ pub async fn run_load(client: &KvClient, req: &LoadRequest) -> LoadResult {
             .extend(r.error_samples.into_iter().take(5usize.saturating_sub(out.error_samples.len())));
         wr.extend(w);
         rd.extend(d);
+        remote.extend(m);
     }
+    out.remote_reads = remote.len() as u64;
+    out.remote_read_us = percentiles(remote);
     out.write_us = percentiles(wr);
     out.read_us = percentiles(rd);
     out.elapsed_ms = started.elapsed().as_millis() as u64;

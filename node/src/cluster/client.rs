@@ -111,6 +111,16 @@ impl KvClient {
         }
     }
 
+    /// This client's node.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// The node the table believes leads the range holding `key`.
+    pub fn leader_of(&self, key: &[u8]) -> Option<NodeId> {
+        self.read_table().lookup(key).and_then(|e| e.leader)
+    }
+
     /// The range table this client routes by.
     pub fn table(&self) -> &Arc<RwLock<RangeTable>> {
         &self.inner.table
