@@ -156,13 +156,7 @@ async fn requests_from_every_node_reach_leaders_through_splits_and_leader_moves_
     }
     // Every acknowledged write reads back, through another node.
     for (from, tag) in [(&n2, "n1"), (&n3, "n2"), (&n1, "n3")] {
-        let req = VerifyRequest {
-            tag: tag.into(),
-            writers: WRITERS,
-            writes: WRITES,
-            value_bytes: 32,
-            read_only: false,
-        };
+        let req = VerifyRequest { tag: tag.into(), writers: WRITERS, writes: WRITES, value_bytes: 32 };
         let v: VerifyResult =
             call(from.admin, Method::POST, "/v1/kv/verify", Some(&req), Duration::from_secs(900))
                 .await
