@@ -91,21 +91,21 @@ def round_trips():
 
 def per_core(pids, n):
     for i in range(1, n + 1):
-        http("POST", admin(i) + "/v1/kv/load", {"tag": f"pc{i}", "writers": 16, "writes": 250})
+        http("POST", admin(i) + "/v1/kv/load", {"tag": f"pc{i}", "writers": 64, "writes": 2500})
     c0, t0 = cpu_seconds(pids), time.time()
     results = []
     import threading
 
     def run(i):
         results.append(http("POST", admin(i) + "/v1/kv/load",
-                            {"tag": f"pc{i}", "writers": 64, "writes": 250, "read_only": True}))
+                            {"tag": f"pc{i}", "writers": 64, "writes": 2500, "read_only": True}))
     threads = [threading.Thread(target=run, args=(i,)) for i in range(1, n + 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     cpu, wall = cpu_seconds(pids) - c0, time.time() - t0
-    reads = sum(64 * 250 for _ in results)
+    reads = sum(64 * 2500 for _ in results)
     print(f"{reads} reads in {wall:.1f} s: {reads / wall:.0f} reads/s, {cpu:.1f} CPU-s, "
           f"{reads / cpu:.0f} requests per CPU-second (all nodes)")
 

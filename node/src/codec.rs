@@ -66,6 +66,11 @@ impl<'a> Reader<'a> {
         Self { buf }
     }
 
+    /// Takes everything not read yet.
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Reads one byte.
     pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
         let (&b, rest) = self.buf.split_first().ok_or(CodecError::Truncated)?;

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::command::{BatchOp, Command, FENCE_HEADER_BYTES, fence_epoch, fence_generation};
+use super::op::read::Query;
 use super::response::Outcome;
+use super::sm::StateMachine;
 use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 
 /// The ordered key-value map of one range.
@@ -194,6 +196,68 @@ impl KvState {
     }
 }
 
+impl StateMachine for KvState {
+    fn apply(&mut self, cmd: &Command) -> Outcome {
+        Self::apply(self, cmd)
+    }
+
+    fn query(&self, query: &Query, range_end: &[u8]) -> Outcome {
+        match query {
+            Query::Get { key } => Outcome::Value(self.get(key).map(<[u8]>::to_vec)),
+            Query::Scan { start, end, limit } => {
+                let end = if end.is_empty() { range_end } else { end.as_slice() };
+                Outcome::Rows(self.scan(start, end, *limit))
+            }
+        }
+    }
+
+    fn split_off(&mut self, key: &[u8]) -> Self {
+        Self::split_off(self, key)
+    }
+
+    fn split_key(&self) -> Option<Vec<u8>> {
+        let middle = self.middle_key()?;
+        // A session's records (`S` family) stay in one range: cut at a session's start.
+        let key = session_prefix(middle).unwrap_or(middle);
+        Some(key.to_vec())
+    }
+
+    fn snapshot(&self, buf: &mut Vec<u8>) {
+        self.encode(buf);
+    }
+
+    fn restore(data: &[u8]) -> Result<Self, CodecError> {
+        let mut r = Reader::new(data);
+        let kv = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(kv)
+    }
+
+    fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// The session prefix of an `S` family key (`S | tlen | tenant | ver | bucket:u16 |
+/// cid_len:u16 | client id`), if `key` is one.
+fn session_prefix(key: &[u8]) -> Option<&[u8]> {
+    if key.first() != Some(&crate::cluster::keys::FAMILY_SESSIONS) {
+        return None;
+    }
+    let tlen = usize::from(*key.get(1)?);
+    let at = 2 + tlen + 1 + 2;
+    let cid_len = usize::from(u16::from_be_bytes([*key.get(at)?, *key.get(at + 1)?]));
+    key.get(..at + 2 + cid_len)
+}
+
 /// A 64-bit hash of one pair (FNV-1a over length-prefixed parts, then a splitmix finalizer).
 fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -218,6 +282,30 @@ mod tests {
 
     fn put(k: &str, v: &str) -> Command {
         Command::Put { key: k.into(), value: v.into() }
+    }
+
+    #[test]
+    fn session_keys_split_at_a_session_start() {
+        let session = |cid: &str, rest: &str| {
+            let mut k = crate::cluster::keys::prefix(b'S', b"t1").unwrap();
+            k.extend_from_slice(&[0, 7]);
+            k.extend_from_slice(&(cid.len() as u16).to_be_bytes());
+            k.extend_from_slice(cid.as_bytes());
+            k.extend_from_slice(rest.as_bytes());
+            k
+        };
+        let mut kv = KvState::default();
+        for rest in ["\0h", "\x01sub/a", "\x01sub/b", "\x02c"] {
+            kv.apply(&Command::Put { key: session("car1", rest), value: b"v".to_vec() });
+        }
+        kv.apply(&Command::Put { key: session("car2", "\0h"), value: b"v".to_vec() });
+        // The middle key is inside car1's records; the split moves all of car1 or none.
+        assert_eq!(StateMachine::split_key(&kv), Some(session("car1", "")));
+        let mut plain = KvState::default();
+        for k in ["a", "b", "c"] {
+            plain.apply(&put(k, k));
+        }
+        assert_eq!(StateMachine::split_key(&plain), Some(b"b".to_vec()));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod op;
 pub mod peer;
 pub mod range;
 pub mod response;
+pub mod sm;
 mod snapshot;
 pub mod storage;
 #[cfg(test)]
@@ -46,5 +47,6 @@ pub use op::read::{Query, ReadPolicy, ReadRequest};
 pub use peer::{GroupPeer, PeerStatus, SplitChild};
 pub use range::{Epoch, EpochCheck, GroupId, NodeId, RangeDescriptor};
 pub use response::{Outcome, Response};
+pub use sm::StateMachine;
 pub use storage::{LogStore, PeerStorage};
 pub use write_task::{INIT_INDEX, INIT_TERM, PersistedState, WriteTask};

@@ -38,6 +38,7 @@ use super::op::propose::PendingProposal;
 use super::op::read::{Lease, PendingRead};
 use super::range::{GroupId, NodeId, RangeDescriptor};
 use super::response::Response;
+use super::sm::StateMachine;
 use super::storage::{LogStore, PeerStorage};
 use super::write_task::PersistedState;
 
@@ -96,12 +97,13 @@ pub(super) struct InFlight {
     pub(super) snapshot_index: Option<u64>,
 }
 
-/// One replica of one raft group over the durable log `L`.
-pub struct GroupPeer<L: LogStore> {
+/// One replica of one raft group over the durable log `L`, applying to the state machine
+/// `S` (the key-value map unless a keyspace brings its own).
+pub struct GroupPeer<L: LogStore, S: StateMachine = KvState> {
     pub(super) cfg: PeerConfig,
     pub(super) node_id: NodeId,
     pub(super) group_id: GroupId,
-    pub(super) raw: RawNode<PeerStorage<L>>,
+    pub(super) raw: RawNode<PeerStorage<L, S>>,
     pub(super) rng: SmallRng,
     /// (term, role, leader) after the last raft call, to detect resets and role changes.
     pub(super) last_role: (u64, StateRole, u64),
@@ -124,24 +126,24 @@ pub struct GroupPeer<L: LogStore> {
     /// Writes applied since start: (commands, bytes of keys and values).
     pub(super) written: (u64, u64),
     /// Groups this replica's applied splits created, for the shell to host (never dropped).
-    pub(super) splits: Vec<SplitChild>,
+    pub(super) splits: Vec<SplitChild<S>>,
     /// Whether this replica may vote before a snapshot initializes it (false for a replica
     /// re-created on a node it was removed from; see `op::step`).
     pub(super) votes_uninitialized: bool,
 }
 
 /// A group created by an applied split, for the shell to create a replica of on this node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SplitChild {
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitChild<S = KvState> {
     /// The new group's descriptor.
     pub desc: RangeDescriptor,
     /// Its state machine (the parent's pairs at or after the split key).
-    pub kv: KvState,
+    pub kv: S,
     /// The parent's replica here led when it applied the split: the child campaigns at once.
     pub campaign: bool,
 }
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Builds (or rebuilds after a restart) the replica of `group_id` on `node_id` from its
     /// durable `log` and `state`. `seed` drives every random choice (election timeouts).
     pub fn new(
@@ -209,12 +211,12 @@ impl<L: LogStore> GroupPeer<L> {
     }
 
     /// The applied state machine.
-    pub fn kv(&self) -> &KvState {
+    pub fn kv(&self) -> &S {
         self.raw.store().kv()
     }
 
     /// The storage (applied state, log bounds).
-    pub fn storage(&self) -> &PeerStorage<L> {
+    pub fn storage(&self) -> &PeerStorage<L, S> {
         self.raw.store()
     }
 
@@ -229,7 +231,7 @@ impl<L: LogStore> GroupPeer<L> {
     }
 
     /// The raft-rs node, read-only, for inspection.
-    pub fn raw_node(&self) -> &RawNode<PeerStorage<L>> {
+    pub fn raw_node(&self) -> &RawNode<PeerStorage<L, S>> {
         &self.raw
     }
 
@@ -320,7 +322,7 @@ impl<L: LogStore> GroupPeer<L> {
     }
 
     /// Moves out the groups created by applied splits.
-    pub fn take_splits(&mut self) -> Vec<SplitChild> {
+    pub fn take_splits(&mut self) -> Vec<SplitChild<S>> {
         std::mem::take(&mut self.splits)
     }
 

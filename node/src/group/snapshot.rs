@@ -11,16 +11,16 @@
 
 use raft::eraftpb::{ConfState, Snapshot};
 
-use super::kv::KvState;
 use super::range::RangeDescriptor;
+use super::sm::StateMachine;
 use crate::codec::{CodecError, Reader};
 
 const FORMAT_V1: u8 = 1;
 
 /// Builds a snapshot of `kv` and `desc` at applied `index`/`term` with `conf_state`.
-pub(crate) fn encode_snapshot(
+pub(crate) fn encode_snapshot<S: StateMachine>(
     desc: &RangeDescriptor,
-    kv: &KvState,
+    kv: &S,
     index: u64,
     term: u64,
     conf_state: ConfState,
@@ -28,7 +28,7 @@ pub(crate) fn encode_snapshot(
     let mut data = Vec::with_capacity(64 + kv.bytes());
     data.push(FORMAT_V1);
     desc.encode(&mut data);
-    kv.encode(&mut data);
+    kv.snapshot(&mut data);
     let mut snap = Snapshot { data: data.into(), ..Snapshot::default() };
     let meta = snap.mut_metadata();
     meta.index = index;
@@ -38,21 +38,21 @@ pub(crate) fn encode_snapshot(
 }
 
 /// Reads the descriptor and state machine out of a snapshot's data.
-pub(crate) fn decode_snapshot_data(data: &[u8]) -> Result<(RangeDescriptor, KvState), CodecError> {
+pub(crate) fn decode_snapshot_data<S: StateMachine>(data: &[u8]) -> Result<(RangeDescriptor, S), CodecError> {
     let mut r = Reader::new(data);
     match r.u8()? {
         FORMAT_V1 => {}
         v => return Err(CodecError::UnsupportedVersion(v)),
     }
     let desc = RangeDescriptor::decode(&mut r)?;
-    let kv = KvState::decode(&mut r)?;
-    r.finish()?;
+    let kv = S::restore(r.rest())?;
     Ok((desc, kv))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::KvState;
     use crate::group::command::Command;
 
     #[test]
@@ -63,7 +63,7 @@ mod tests {
         let snap = encode_snapshot(&desc, &kv, 9, 2, desc.initial_conf_state());
         assert_eq!(snap.get_metadata().index, 9);
         assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
-        assert_eq!(decode_snapshot_data(&snap.data).unwrap(), (desc, kv));
-        assert!(decode_snapshot_data(&[7]).is_err());
+        assert_eq!(decode_snapshot_data::<KvState>(&snap.data).unwrap(), (desc, kv));
+        assert!(decode_snapshot_data::<KvState>(&[7]).is_err());
     }
 }

@@ -23,6 +23,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use super::error::GroupError;
 use super::kv::KvState;
 use super::range::RangeDescriptor;
+use super::sm::StateMachine;
 use super::snapshot::{decode_snapshot_data, encode_snapshot};
 use super::write_task::PersistedState;
 
@@ -72,7 +73,7 @@ impl TermRuns {
 }
 
 /// The storage and applied state of one replica.
-pub struct PeerStorage<L> {
+pub struct PeerStorage<L, S = KvState> {
     log: L,
     hard_state: HardState,
     truncated_index: u64,
@@ -81,14 +82,14 @@ pub struct PeerStorage<L> {
     terms: TermRuns,
     cache: VecDeque<Entry>,
     desc: RangeDescriptor,
-    kv: KvState,
+    kv: S,
     applied_index: u64,
     applied_term: u64,
     conf_state: ConfState,
     snapshot_cache: RefCell<Option<Snapshot>>,
 }
 
-impl<L: LogStore> PeerStorage<L> {
+impl<L: LogStore, S: StateMachine> PeerStorage<L, S> {
     /// Rebuilds the storage from the durable log and state (after a restart or on creation).
     pub(crate) fn recover(log: L, state: PersistedState) -> Result<Self, GroupError> {
         let PersistedState { mut hard_state, checkpoint } = state;
@@ -152,7 +153,7 @@ impl<L: LogStore> PeerStorage<L> {
     }
 
     /// The applied state machine.
-    pub fn kv(&self) -> &KvState {
+    pub fn kv(&self) -> &S {
         &self.kv
     }
 
@@ -171,7 +172,7 @@ impl<L: LogStore> PeerStorage<L> {
         self.cache.len()
     }
 
-    pub(crate) fn kv_mut(&mut self) -> &mut KvState {
+    pub(crate) fn kv_mut(&mut self) -> &mut S {
         &mut self.kv
     }
 
@@ -275,7 +276,7 @@ impl<L: LogStore> PeerStorage<L> {
     }
 }
 
-impl<L: LogStore> raft::Storage for PeerStorage<L> {
+impl<L: LogStore, S: StateMachine> raft::Storage for PeerStorage<L, S> {
     fn initial_state(&self) -> raft::Result<RaftState> {
         Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
     }
@@ -416,7 +417,7 @@ mod tests {
         let task = WriteTask { checkpoint: Some(cp), ..WriteTask::default() };
         s.log_mut().apply(&task);
         let log = s.log().clone();
-        let back = PeerStorage::recover(log.clone(), log.persisted_state()).unwrap();
+        let back: PeerStorage<MemLog> = PeerStorage::recover(log.clone(), log.persisted_state()).unwrap();
         assert_eq!(back.first_index().unwrap(), 8);
         assert_eq!(back.last_index().unwrap(), 8);
         assert_eq!(back.applied(), (7, 5));

@@ -14,6 +14,7 @@ use raft::eraftpb::{Entry, HardState, Snapshot};
 
 use super::kv::KvState;
 use super::range::{GroupId, RangeDescriptor};
+use super::sm::StateMachine;
 use super::snapshot::encode_snapshot;
 
 /// raft index and term of a freshly bootstrapped group's checkpoint (TiKV's
@@ -81,7 +82,7 @@ impl PersistedState {
 
     /// The state every replica of a split's new group starts from: the moved pairs
     /// checkpointed at [`INIT_INDEX`] with `desc`'s members.
-    pub fn split_child(desc: &RangeDescriptor, kv: &KvState) -> Self {
+    pub fn split_child<S: StateMachine>(desc: &RangeDescriptor, kv: &S) -> Self {
         let hard_state = HardState { term: INIT_TERM, commit: INIT_INDEX, ..HardState::default() };
         let checkpoint = encode_snapshot(desc, kv, INIT_INDEX, INIT_TERM, desc.initial_conf_state());
         Self { hard_state, checkpoint }

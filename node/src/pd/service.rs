@@ -27,7 +27,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bound
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use super::bootstrap::{BOOTSTRAP_KEY, BootstrapAction, BootstrapState, next_action};
+use super::bootstrap::BootstrapState;
 use super::driver::{Driver, DriverConfig, NodeAdminState, PdReport};
 use super::executor::Executor;
 use super::message::{NodeReport, PdMessage};
@@ -58,6 +58,9 @@ const SOON: Duration = Duration::from_millis(20);
 const CATCH_UP_BEAT: Duration = Duration::from_millis(250);
 /// How often the PD leader re-reads the node states (admin commands change them).
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
+/// The range table is pushed to every node on change at most this often (a node whose
+/// heartbeat shows an older version gets it with its ack anyway).
+const PUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// What the PD service needs to know.
 #[derive(Clone, Debug)]
@@ -244,6 +247,9 @@ enum Pending {
     BootstrapWrite(BootstrapState),
 }
 
+#[path = "service_bootstrap.rs"]
+mod bootstrap_shell;
+
 /// Ranges with their leaders, as the PD leader pushes them.
 type RangeList = Vec<(RangeDescriptor, Option<NodeId>)>;
 
@@ -268,6 +274,7 @@ struct Worker {
     beat_soon: bool,
     bootstrap: BootstrapState,
     last_create: Option<Instant>,
+    last_push: Option<Instant>,
     /// The leader's range table version and its ranges, rebuilt every round.
     ranges: (u64, Arc<RangeList>),
 }
@@ -301,6 +308,7 @@ impl Worker {
             beat_soon: false,
             bootstrap: BootstrapState::Unknown,
             last_create: None,
+            last_push: None,
             ranges: (0, Arc::new(Vec::new())),
         }
     }
@@ -528,8 +536,18 @@ impl Worker {
             *r = Some(report);
         }
         let (version, ranges) = driver.range_table();
+        let nodes: Vec<NodeId> = driver.view().nodes().map(|n| n.id.0).collect();
         if version != self.ranges.0 {
             self.ranges = (version, Arc::new(ranges));
+            // Every node hears of a split or a leader move at once, not at its next beat;
+            // at most once per PUSH_EVERY, as the table is sent whole.
+            if self.last_push.is_none_or(|t| t.elapsed() >= PUSH_EVERY) {
+                self.last_push = Some(Instant::now());
+                let msg = PdMessage::Ranges { version, ranges: self.ranges.1.as_ref().clone() };
+                for node in nodes {
+                    self.send(node, &msg);
+                }
+            }
         }
         for (to, step) in tick.steps {
             tracing::debug!(to, group = step.group, op = step.operator, action = ?step.action, "operator step");
@@ -548,68 +566,6 @@ impl Worker {
             });
         }
         self.bootstrap(epoch);
-    }
-
-    /// The keyspace bootstrap's next step (on the PD leader).
-    fn bootstrap(&mut self, epoch: Epoch) {
-        let Some(cfg) = self.cfg.bootstrap.clone() else { return };
-        if self
-            .pending
-            .values()
-            .any(|(_, p)| matches!(p, Pending::BootstrapRead | Pending::BootstrapWrite(_)))
-        {
-            return;
-        }
-        let Some((_, driver)) = &self.driver else { return };
-        let now_ms = self.now_ms();
-        let voters = self.cfg.voters.clone();
-        let down_after = self.cfg.driver.placement.node_down_after_ms;
-        let ready = !voters.is_empty()
-            && voters.iter().all(|&v| driver.view().is_node_up(placement::NodeId(v), now_ms, down_after));
-        let since = self.last_create.map_or(u64::MAX, |t| t.elapsed().as_millis() as u64);
-        let plan = || crate::cluster::keys::bootstrap_plan(&voters, cfg.replicas, cfg.log_groups).ranges;
-        let exists = |id| driver.view().range(placement::RangeId(id)).is_some();
-        match next_action(&self.bootstrap, ready, plan, exists, since) {
-            BootstrapAction::Wait => {}
-            BootstrapAction::Read => {
-                let query = Query::Get { key: BOOTSTRAP_KEY.to_vec() };
-                self.request(Pending::BootstrapRead, |id, tx, store| {
-                    store.read(
-                        PD_GROUP,
-                        ReadRequest { request_id: id, epoch, query, policy: ReadPolicy::ReadIndex },
-                        tx,
-                    )
-                });
-            }
-            BootstrapAction::Record(ranges) => {
-                tracing::info!(ranges = ranges.len(), "recording the MQTT keyspace bootstrap");
-                let next = BootstrapState::Planned(ranges);
-                let command = Command::CompareAndSet {
-                    key: BOOTSTRAP_KEY.to_vec(),
-                    expected: None,
-                    new: next.encode(),
-                };
-                self.write_bootstrap(epoch, command, next);
-            }
-            BootstrapAction::Create(asks) => {
-                self.last_create = Some(Instant::now());
-                for (to, desc) in asks {
-                    self.send(to, &PdMessage::Create(desc));
-                }
-            }
-            BootstrapAction::Finish(ranges) => {
-                let next = BootstrapState::Done(ranges);
-                let command =
-                    Command::Put { key: BOOTSTRAP_KEY.to_vec(), value: next.encode().unwrap_or_default() };
-                self.write_bootstrap(epoch, command, next);
-            }
-        }
-    }
-
-    fn write_bootstrap(&mut self, epoch: Epoch, command: Command, next: BootstrapState) {
-        self.request(Pending::BootstrapWrite(next), |id, tx, store| {
-            store.propose(PD_GROUP, WriteRequest { request_id: id, epoch, command }, tx)
-        });
     }
 
     fn read_states(&mut self, epoch: Epoch, why: Pending) {
@@ -638,13 +594,6 @@ impl Worker {
                 self.pending.insert(id, (Instant::now(), why));
             }
             Err(e) => tracing::debug!(error = %e, "PD group request not sent"),
-        }
-    }
-
-    fn on_bootstrap_record(&mut self, value: Option<&[u8]>) {
-        match BootstrapState::decode(value) {
-            Ok(state) => self.bootstrap = state,
-            Err(e) => tracing::error!(error = %e, "the bootstrap record does not decode; bootstrap stopped"),
         }
     }
 

@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn malformed_payloads_are_errors() {
         assert!(matches!(Frame::decode(&[2, 1]), Err(FrameError::UnsupportedVersion(2))));
-        assert!(matches!(Frame::decode(&[1, 9]), Err(FrameError::UnknownKind(9))));
+        assert!(matches!(Frame::decode(&[1, 99]), Err(FrameError::UnknownKind(99))));
         assert!(matches!(
             Frame::decode(&[1, KIND_HELLO, 1, 3, b'a', b'b', b'c']),
             Err(FrameError::BadAddress)

@@ -13,9 +13,10 @@ use crate::group::op::propose::ProposalKind;
 use crate::group::peer::GroupPeer;
 use crate::group::range::EpochCheck;
 use crate::group::response::{Outcome, Response};
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Applies `entries` (committed, durable, ascending) and answers their proposals.
     pub(crate) fn apply_committed(&mut self, entries: Vec<Entry>) {
         let Some(last) = entries.last().map(|e| e.index) else { return };

@@ -23,6 +23,7 @@ use crate::group::op::propose::ProposalKind;
 use crate::group::peer::GroupPeer;
 use crate::group::range::{Epoch, EpochCheck, NodeId};
 use crate::group::response::Outcome;
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 
 /// One membership change.
@@ -54,7 +55,7 @@ impl PeerChange {
     }
 }
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Proposes `changes` (one, or several as a joint change). The outcome is
     /// `Outcome::ConfChanged` with the new descriptor once applied on this leader.
     pub fn propose_conf_change(

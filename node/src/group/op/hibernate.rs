@@ -26,6 +26,7 @@ use crate::group::event::PeerEvent;
 use crate::group::message::MessageBody;
 use crate::group::peer::GroupPeer;
 use crate::group::range::NodeId;
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 
 /// Whether a replica ticks.
@@ -48,7 +49,7 @@ pub(crate) struct Hibernation {
     acks: BTreeSet<NodeId>,
 }
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Whether the replica stopped ticking. The shell skips ticks for it.
     pub fn is_hibernated(&self) -> bool {
         self.hibernation.state == HibernateState::Hibernated

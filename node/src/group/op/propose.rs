@@ -12,6 +12,7 @@ use crate::group::command::Command;
 use crate::group::error::RequestError;
 use crate::group::peer::GroupPeer;
 use crate::group::range::{Epoch, EpochCheck};
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 
 /// A write to propose.
@@ -44,7 +45,7 @@ pub(crate) struct PendingProposal {
     pub(crate) proposed_at: Instant,
 }
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Proposes a write. `Ok` means it is in the leader's log; the outcome comes later as a
     /// [`Response`](crate::group::Response) with `req.request_id`.
     pub fn propose(&mut self, now: Instant, req: WriteRequest) -> Result<(), RequestError> {
@@ -78,7 +79,7 @@ impl<L: LogStore> GroupPeer<L> {
         now: Instant,
         request_id: u64,
         kind: ProposalKind,
-        append: impl FnOnce(&mut raft::RawNode<crate::group::PeerStorage<L>>) -> raft::Result<()>,
+        append: impl FnOnce(&mut raft::RawNode<crate::group::PeerStorage<L, S>>) -> raft::Result<()>,
     ) -> Result<(), RequestError> {
         let before = self.raw.raft.raft_log.last_index();
         let result = append(&mut self.raw);

@@ -21,6 +21,7 @@ use crate::group::error::RequestError;
 use crate::group::peer::GroupPeer;
 use crate::group::range::{Epoch, EpochCheck};
 use crate::group::response::{Outcome, Response};
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 
 /// What to read.
@@ -100,7 +101,7 @@ impl Lease {
     }
 }
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Reads linearizably on the leader; the result comes as a [`Response`].
     pub fn read(&mut self, now: Instant, req: ReadRequest) -> Result<(), RequestError> {
         self.admit_request()?;
@@ -157,14 +158,7 @@ impl<L: LogStore> GroupPeer<L> {
     }
 
     fn execute(&self, req: &ReadRequest) -> Result<Outcome, RequestError> {
-        let kv = self.kv();
-        Ok(match &req.query {
-            Query::Get { key } => Outcome::Value(kv.get(key).map(<[u8]>::to_vec)),
-            Query::Scan { start, end, limit } => {
-                let end = if end.is_empty() { self.desc().end.as_slice() } else { end.as_slice() };
-                Outcome::Rows(kv.scan(start, end, *limit))
-            }
-        })
+        Ok(self.kv().query(&req.query, &self.desc().end))
     }
 
     /// Leadership is gone: reads in flight will never get a read index.

@@ -16,10 +16,11 @@ use raft::SnapshotStatus;
 use raft::eraftpb::MessageType;
 
 use crate::group::peer::{GroupPeer, InFlight};
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 use crate::group::write_task::WriteTask;
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Whether [`ready`](Self::ready) has work: false while a write task is in flight.
     pub fn has_ready(&self) -> bool {
         self.in_flight.is_none()

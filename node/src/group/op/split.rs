@@ -17,9 +17,10 @@ use crate::group::op::propose::ProposalKind;
 use crate::group::peer::{GroupPeer, SplitChild};
 use crate::group::range::{Epoch, EpochCheck, GroupId, RangeDescriptor};
 use crate::group::response::Outcome;
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Proposes splitting the range at `key` (or the middle of its data) into `new_group`.
     pub fn propose_split(
         &mut self,
@@ -35,8 +36,7 @@ impl<L: LogStore> GroupPeer<L> {
             Some(k) => k,
             None => self
                 .kv()
-                .middle_key()
-                .map(<[u8]>::to_vec)
+                .split_key()
                 .ok_or(RequestError::AdminRejected("an empty range has no middle to split at"))?,
         };
         check_split(self.desc(), &key, new_group)?;

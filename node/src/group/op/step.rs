@@ -11,10 +11,11 @@ use crate::group::event::PeerEvent;
 use crate::group::message::{GroupMessage, MessageBody};
 use crate::group::peer::GroupPeer;
 use crate::group::range::NodeId;
+use crate::group::sm::StateMachine;
 use crate::group::snapshot::decode_snapshot_data;
 use crate::group::storage::LogStore;
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Handles a message from another replica of the group. Stale or unknown-peer messages
     /// are dropped silently; an error means raft refused the message outright.
     pub fn step(&mut self, msg: GroupMessage) -> Result<(), GroupError> {
@@ -42,7 +43,7 @@ impl<L: LogStore> GroupPeer<L> {
                     // Refused before raft sees it: once raft accepts a snapshot, the state
                     // machine must install it, so a snapshot that does not decode (a
                     // corrupt or hostile peer) is dropped here, and the leader retries.
-                    decode_snapshot_data(&m.get_snapshot().data)?;
+                    decode_snapshot_data::<S>(&m.get_snapshot().data)?;
                 }
                 if self.is_hibernated() && !self.is_stale_heartbeat(&m) {
                     self.wake();

@@ -9,13 +9,14 @@
 use crate::group::error::RequestError;
 use crate::group::peer::GroupPeer;
 use crate::group::range::{Epoch, EpochCheck, NodeId};
+use crate::group::sm::StateMachine;
 use crate::group::storage::LogStore;
 
 /// A transferee may lag this many entries behind; further behind, the transfer is refused
 /// (TiKV's `leader_transfer_max_log_lag`).
 pub const TRANSFER_LOG_LAG_MAX: u64 = 128;
 
-impl<L: LogStore> GroupPeer<L> {
+impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     /// Asks raft to hand leadership to voter `to`.
     pub fn transfer_leader(&mut self, epoch: Epoch, to: NodeId) -> Result<(), RequestError> {
         if self.removed {
