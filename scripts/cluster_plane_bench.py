@@ -23,6 +23,7 @@ import time
 import urllib.request
 
 HZ = os.sysconf("SC_CLK_TCK")
+ROUNDS = 10
 
 
 def http(method, url, body=None, timeout=600):
@@ -91,21 +92,22 @@ def round_trips():
 
 def per_core(pids, n):
     for i in range(1, n + 1):
-        http("POST", admin(i) + "/v1/kv/load", {"tag": f"pc{i}", "writers": 64, "writes": 2500})
+        http("POST", admin(i) + "/v1/kv/load", {"tag": f"pc{i}", "writers": 64, "writes": 200})
     c0, t0 = cpu_seconds(pids), time.time()
     results = []
     import threading
 
     def run(i):
-        results.append(http("POST", admin(i) + "/v1/kv/load",
-                            {"tag": f"pc{i}", "writers": 64, "writes": 2500, "read_only": True}))
+        for _ in range(ROUNDS):
+            results.append(http("POST", admin(i) + "/v1/kv/load",
+                            {"tag": f"pc{i}", "writers": 64, "writes": 200, "read_only": True}))
     threads = [threading.Thread(target=run, args=(i,)) for i in range(1, n + 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     cpu, wall = cpu_seconds(pids) - c0, time.time() - t0
-    reads = sum(64 * 2500 for _ in results)
+    reads = sum(64 * 200 for _ in results)
     print(f"{reads} reads in {wall:.1f} s: {reads / wall:.0f} reads/s, {cpu:.1f} CPU-s, "
           f"{reads / cpu:.0f} requests per CPU-second (all nodes)")
 
