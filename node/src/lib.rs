@@ -4,6 +4,8 @@
 //! - [`mqtt`] CORE: packets, properties, reason codes, the zero-copy codec, topics.
 //! - [`broker`] CORE: the single-node broker state machine (sessions, subscription trie,
 //!   shared groups, retained messages, wills, expiry, `$SYS`), driven by `handle_*`/`poll_*`.
+//! - [`route`] CORE: the routing indexes (subscription trie, retained messages, the message
+//!   they hold), shared by the broker and the route/retained ranges.
 //! - [`config`] the node's TOML configuration.
 //! - [`server`] SHELL: the tokio listener, a task per connection, graceful shutdown.
 //! - [`clock`] SHELL: the only place that reads the system clock.
@@ -34,5 +36,6 @@ pub mod mqtt;
 pub mod node;
 pub mod pd;
 pub mod raftstore;
+pub mod route;
 pub mod server;
 pub mod transport;

@@ -28,10 +28,8 @@ mod tests;
 pub mod auth;
 pub mod config;
 pub mod journal;
-pub mod message;
-pub mod retained;
 pub mod session;
-pub mod trie;
+pub use crate::route::{message, retained, trie};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
