@@ -140,6 +140,7 @@ pub async fn run_load(client: &KvClient, req: &LoadRequest) -> LoadResult {
                 if !req.read_only {
                     wr.push(t.elapsed().as_micros() as u64);
                 }
+                let before = client.leader_of(&key);
                 let t = Instant::now();
                 match client.get(&key, ReadPolicy::Lease).await {
                     Ok(Some(v)) if v == value => {}
@@ -153,7 +154,10 @@ pub async fn run_load(client: &KvClient, req: &LoadRequest) -> LoadResult {
                 }
                 let us = t.elapsed().as_micros() as u64;
                 rd.push(us);
-                if client.leader_of(&key).is_some_and(|l| l != client.node_id()) {
+                // Remote when the leader was another node before and after the call (no
+                // redirect in between): one request over the transport.
+                let after = client.leader_of(&key);
+                if before == after && after.is_some_and(|l| l != client.node_id()) {
                     remote.push(us);
                 }
             }

@@ -92,6 +92,8 @@ pub struct ClusterConfig {
     pub pd_split_keys: u64,
     /// A range with more bytes than this is split in two.
     pub pd_split_size_bytes: u64,
+    /// Bytes of frames being read on one peer connection at most (across its streams).
+    pub conn_buffer_bytes_max: u64,
     /// How long a request to a range leader may take, retries included, before the caller
     /// gets an error (MQTT clients then get a reason code).
     pub request_timeout_ms: u64,
@@ -143,6 +145,7 @@ impl Default for ClusterConfig {
             pd_isolation_labels: Vec::new(),
             pd_split_keys: 512_000,
             pd_split_size_bytes: 64 << 20,
+            conn_buffer_bytes_max: 256 << 20,
             request_timeout_ms: 5000,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: u64::from(u32::MAX),
@@ -214,6 +217,9 @@ impl ClusterConfig {
             || self.snapshot_bytes_max < u64::from(self.frame_bytes_max)
         {
             return Err("cluster.snapshot-bytes-max must be within frame-bytes-max..=4294967295".into());
+        }
+        if self.conn_buffer_bytes_max < u64::from(self.frame_bytes_max) {
+            return Err("cluster.conn-buffer-bytes-max must be at least frame-bytes-max".into());
         }
         if self.request_timeout_ms < 100 {
             return Err("cluster.request-timeout-ms must be at least 100".into());

@@ -44,6 +44,8 @@ counters! {
     bytes_received,
     /// Placement-driver messages read and handed to the node's PD service.
     pd_received,
+    /// Gossiped peers not learned: the address book is full.
+    peers_refused,
     /// Requests read from peers.
     requests_received,
     /// Replies read from peers.

@@ -74,6 +74,10 @@ pub(crate) enum Control {
     Pong { incarnation: u64, nonce: u64 },
 }
 
+/// Nodes learned from other nodes' address books at most (a node that says hello itself,
+/// with a certificate of the cluster, is always learned).
+const PEERS_MAX: usize = 1024;
+
 /// Control items queued per peer before new ones are refused.
 const CONTROL_QUEUE_LEN: usize = 8192;
 
@@ -147,6 +151,9 @@ pub(crate) struct Shared {
     runtime: tokio::runtime::Handle,
     /// This process's incarnation, sent in pongs: a restarted node answers with a new one.
     pub(crate) incarnation: u64,
+    /// When a handshake failure was last logged at warn level (ms since `started`).
+    last_handshake_warn: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -172,6 +179,10 @@ impl Shared {
     /// everyone hears of it.
     pub(crate) fn learn(self: &Arc<Self>, node: NodeId, addr: SocketAddr, authoritative: bool) {
         if node == self.node_id || node == 0 {
+            return;
+        }
+        if !authoritative && !self.read_peers().contains_key(&node) && self.read_peers().len() >= PEERS_MAX {
+            TransportMetrics::add(&self.metrics.peers_refused, 1);
             return;
         }
         if let Some(peer) = self.read_peers().get(&node) {
@@ -317,6 +328,18 @@ impl Shared {
         self.live.lock().map(|l| l.values().map(|c| c.stats().udp_tx.bytes).sum()).unwrap_or(0)
     }
 
+    /// Whether a handshake failure may be logged at warn level now (at most once per
+    /// `every_ms`); the others are counted and logged at debug level.
+    pub(crate) fn warn_handshake_now(&self, every_ms: u64) -> bool {
+        let now = (self.started.elapsed().as_millis() as u64).max(1);
+        let last = self.last_handshake_warn.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= every_ms)
+            && self
+                .last_handshake_warn
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     pub(crate) fn is_shutdown(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -344,7 +367,7 @@ fn transport_config(cfg: &ClusterConfig) -> Result<Arc<quinn::TransportConfig>, 
     t.keep_alive_interval(Some(cfg.keep_alive()))
         .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(0u32.into())
-        .max_concurrent_uni_streams(256u32.into())
+        .max_concurrent_uni_streams(64u32.into())
         .stream_receive_window((16u32 << 20).into())
         .receive_window((64u32 << 20).into())
         .send_window(64 << 20);
@@ -376,6 +399,8 @@ impl QuicTransport {
             shutdown: watch::channel(false).0,
             runtime: tokio::runtime::Handle::current(),
             incarnation: crate::clock::seed() | 1,
+            last_handshake_warn: std::sync::atomic::AtomicU64::new(0),
+            started: crate::clock::now(),
         });
         tokio::spawn(receiver::accept_loop(Arc::clone(&shared)));
         Ok(Self { shared })

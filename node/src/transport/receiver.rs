@@ -26,6 +26,8 @@ enum ReadError {
     Frame(#[from] FrameError),
     #[error("stream did not open with Hello from another node")]
     NoHello,
+    #[error("a frame of {0} bytes would pass the connection's buffer budget")]
+    Budget(usize),
     #[error("node {0} presented a certificate that does not name it")]
     Identity(NodeId),
     #[error("message from node {from} to node {to} on a stream of node {peer}")]
@@ -43,9 +45,46 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>) {
             },
             () = stopped(&mut shutdown) => return,
         };
+        // A peer must prove it owns its address (QUIC Retry) before the server spends a
+        // handshake on it: a spoofed flood costs one stateless packet each.
+        if !incoming.remote_address_validated() {
+            if let Err(e) = incoming.retry() {
+                tracing::debug!(error = %e, "retry not sent");
+            }
+            continue;
+        }
         tokio::spawn(serve_connection(Arc::clone(&shared), incoming));
     }
 }
+
+/// Bytes of frames being read on one connection, across its streams: a frame's announced
+/// length is reserved before it is read, and a connection past `max` is closed, so peers
+/// cannot make this node hold `streams x frame-bytes-max`.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    used: AtomicU64,
+}
+
+impl Budget {
+    /// Reserves `n` bytes; false (nothing reserved) if that would pass `max`.
+    pub(crate) fn take(&self, n: u64, max: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(n).filter(|t| *t <= max))
+            .is_ok()
+    }
+
+    /// Returns `n` reserved bytes.
+    pub(crate) fn give(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Largest first frame (the `Hello`) of a stream.
+const HELLO_BYTES_MAX: u32 = 64 << 10;
+/// Bytes read from a stream at a time: a frame's buffer grows as its bytes arrive.
+const READ_PIECE_BYTES: usize = 64 << 10;
+/// Handshake failures are logged at warn level at most once per this many milliseconds.
+const HANDSHAKE_WARN_EVERY_MS: u64 = 10_000;
 
 async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
@@ -53,16 +92,23 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
         Ok(conn) => conn,
         Err(e) => {
             TransportMetrics::add(&shared.metrics.handshake_failures, 1);
-            tracing::warn!(%remote, error = %e, "refused cluster connection");
+            if shared.warn_handshake_now(HANDSHAKE_WARN_EVERY_MS) {
+                tracing::warn!(%remote, error = %e, "refused cluster connection (more are counted, not logged, for 10 s)");
+            } else {
+                tracing::debug!(%remote, error = %e, "refused cluster connection");
+            }
             return;
         }
     };
     shared.track(&conn);
     let peer = Arc::new(AtomicU64::new(0));
+    let budget = Arc::new(Budget::default());
     loop {
         match conn.accept_uni().await {
             Ok(stream) => {
-                tokio::spawn(read_stream(Arc::clone(&shared), conn.clone(), stream, Arc::clone(&peer)));
+                let (shared, conn, peer, budget) =
+                    (Arc::clone(&shared), conn.clone(), Arc::clone(&peer), Arc::clone(&budget));
+                tokio::spawn(async move { read_stream(shared, conn, stream, peer, budget).await });
             }
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "incoming connection ended");
@@ -82,8 +128,9 @@ async fn read_stream(
     conn: quinn::Connection,
     mut stream: quinn::RecvStream,
     peer: Arc<AtomicU64>,
+    budget: Arc<Budget>,
 ) {
-    if let Err(e) = read_frames(&shared, &conn, &mut stream, &peer).await {
+    if let Err(e) = read_frames(&shared, &conn, &mut stream, &peer, &budget).await {
         if matches!(e, ReadError::Read(_)) {
             tracing::debug!(remote = %conn.remote_address(), error = %e, "stream ended");
         } else {
@@ -95,19 +142,42 @@ async fn read_stream(
 }
 
 /// Reads one frame; `None` at a clean end of stream.
-async fn read_frame(shared: &Shared, stream: &mut quinn::RecvStream) -> Result<Option<Frame>, ReadError> {
+/// Reads one frame of at most `max` bytes, its buffer growing as bytes arrive and its
+/// announced length reserved from the connection's `budget` meanwhile; `None` at a clean
+/// end of stream.
+async fn read_frame(
+    shared: &Shared,
+    stream: &mut quinn::RecvStream,
+    max: u32,
+    budget: &Budget,
+) -> Result<Option<Frame>, ReadError> {
     let mut prefix = [0; LEN_PREFIX_BYTES];
     match stream.read_exact(&mut prefix).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = payload_len(prefix, shared.cfg.frame_bytes_max)?;
-    let mut payload = vec![0; len];
-    stream.read_exact(&mut payload).await?;
+    let len = payload_len(prefix, max)?;
+    if !budget.take(len as u64, shared.cfg.conn_buffer_bytes_max) {
+        return Err(ReadError::Budget(len));
+    }
+    let result = read_payload(stream, len).await;
+    budget.give(len as u64);
+    let payload = result?;
     TransportMetrics::add(&shared.metrics.frames_received, 1);
     TransportMetrics::add(&shared.metrics.bytes_received, (len + LEN_PREFIX_BYTES) as u64);
     Ok(Some(Frame::decode(&payload)?))
+}
+
+async fn read_payload(stream: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, ReadError> {
+    let mut payload = Vec::with_capacity(len.min(READ_PIECE_BYTES));
+    while payload.len() < len {
+        let at = payload.len();
+        let piece = (len - at).min(READ_PIECE_BYTES);
+        payload.resize(at + piece, 0);
+        stream.read_exact(&mut payload[at..]).await?;
+    }
+    Ok(payload)
 }
 
 /// Acts on one frame from `node`.
@@ -144,8 +214,9 @@ async fn read_frames(
     conn: &quinn::Connection,
     stream: &mut quinn::RecvStream,
     peer: &AtomicU64,
+    budget: &Budget,
 ) -> Result<(), ReadError> {
-    let node = match read_frame(shared, stream).await? {
+    let node = match read_frame(shared, stream, HELLO_BYTES_MAX, budget).await? {
         Some(Frame::Hello { node_id, addr }) if node_id != 0 && node_id != shared.node_id => {
             if shared.check_names && !tls::peer_is_node(conn, node_id) {
                 return Err(ReadError::Identity(node_id));
@@ -157,7 +228,7 @@ async fn read_frames(
     };
     peer.store(node, Ordering::Relaxed);
     let mut assembly = Reassembly::default();
-    while let Some(frame) = read_frame(shared, stream).await? {
+    while let Some(frame) = read_frame(shared, stream, shared.cfg.frame_bytes_max, budget).await? {
         let frame = match frame {
             Frame::Chunk { total, data } => {
                 match assembly.push(total, &data, shared.cfg.snapshot_bytes_max)? {
@@ -174,4 +245,20 @@ async fn read_frames(
         handle_frame(shared, node, frame)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budget;
+
+    #[test]
+    fn a_connection_budget_refuses_reservations_past_its_max_and_recovers() {
+        let b = Budget::default();
+        assert!(b.take(60, 100));
+        assert!(!b.take(41, 100), "60 + 41 passes 100");
+        assert!(b.take(40, 100));
+        b.give(60);
+        assert!(b.take(60, 100));
+        assert!(!b.take(u64::MAX, u64::MAX), "no overflow");
+    }
 }
