@@ -9,6 +9,8 @@
 //! - Private keys (`ca.key`, `node-N.key`) are created with mode 0600 by the `open` that
 //!   creates them (an existing file is removed first, never truncated and reused, since a
 //!   reused file keeps its old mode), so no other user can read them at any moment.
+//! - `ca.pem` without `ca.key` is refused ([`CertError::OrphanCa`]) rather than paired with
+//!   a new key it does not belong to.
 //! - A reused `ca.key` that group or others may read is refused ([`CertError::KeyExposed`]):
 //!   whoever could read it can mint node certificates, so the CA must be treated as leaked
 //!   (or, if no one else could have read it, made private with `chmod 600`).
@@ -69,6 +71,16 @@ pub enum CertError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// `ca.pem` is there but `ca.key` is not: certificates signed by a new key would not
+    /// verify against it.
+    #[error(
+        "{path} exists but its key ca.key does not: restore ca.key, or remove ca.pem and \
+         every node certificate to start a new CA"
+    )]
+    OrphanCa {
+        /// The CA certificate.
+        path: PathBuf,
     },
 }
 
@@ -144,8 +156,11 @@ pub fn generate_at(dir: &Path, nodes: &[NodeId], now: SystemTime) -> Result<Vec<
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut written = Vec::new();
     let ca_key_path = dir.join("ca.key");
+    let ca_pem_path = dir.join("ca.pem");
     let ca_key = if ca_key_path.exists() {
         read_private(&ca_key_path)?
+    } else if ca_pem_path.exists() {
+        return Err(CertError::OrphanCa { path: ca_pem_path });
     } else {
         let key = KeyPair::generate().map_err(TlsError::from)?;
         write_private(&ca_key_path, &key.serialize_pem())?;
@@ -154,7 +169,6 @@ pub fn generate_at(dir: &Path, nodes: &[NodeId], now: SystemTime) -> Result<Vec<
     };
     let params = ca_params(now).map_err(TlsError::from)?;
     let ca_cert = params.self_signed(&ca_key).map_err(TlsError::from)?;
-    let ca_pem_path = dir.join("ca.pem");
     if !ca_pem_path.exists() {
         write(ca_pem_path.clone(), &ca_cert.pem())?;
         written.push(ca_pem_path);
@@ -236,6 +250,16 @@ mod tests {
         }
         set_mode(&ca_key, 0o400);
         generate(&dir.0, &[2]).expect("a private CA key is reused");
+    }
+
+    #[test]
+    fn a_ca_certificate_without_its_key_is_refused() {
+        let dir = Dir::new("orphan");
+        generate(&dir.0, &[1]).expect("generate");
+        std::fs::remove_file(dir.0.join("ca.key")).expect("rm");
+        let err = generate(&dir.0, &[2]).expect_err("ca.pem without ca.key");
+        assert!(matches!(err, CertError::OrphanCa { .. }), "{err}");
+        assert!(!dir.0.join("ca.key").exists() && !dir.0.join("node-2.pem").exists());
     }
 
     /// Verifies `node`'s certificate in `dir` against the CA there at `at`, as a peer would.
