@@ -57,7 +57,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Writes a development cluster CA (reused if present) and node certificates.
+    /// Writes a development cluster CA (reused if present) and node certificates: keys with
+    /// mode 0600 (a reused CA key others may read is refused), node certificates valid for
+    /// one year, the CA for ten.
     Cert {
         /// Output directory.
         #[arg(long, value_name = "DIR")]

@@ -23,6 +23,7 @@ pub mod mem_log;
 pub mod message;
 pub mod op;
 pub mod peer;
+pub mod proto_scan;
 pub mod range;
 pub mod response;
 pub mod sm;

@@ -243,3 +243,37 @@ fn undecodable_snapshot_is_refused_before_raft_sees_it() {
     }
     assert_eq!(net.peer(2).status().applied, applied_before);
 }
+
+/// A committed conf-change entry whose data holds a protobuf group (which rust-protobuf 2
+/// would skip, applying the change) is refused at apply, before the parser sees it.
+#[test]
+fn conf_change_entry_with_a_group_wire_type_is_refused_at_apply() {
+    use protobuf::Message as _;
+    use raft::eraftpb::{ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, Entry, EntryType};
+
+    let d = desc();
+    let mut net = Net::new(&d);
+    net.elect(1);
+    let mut v1 = ConfChange { node_id: 4, ..ConfChange::default() };
+    v1.set_change_type(ConfChangeType::AddLearnerNode);
+    let mut single = ConfChangeSingle { node_id: 4, ..ConfChangeSingle::default() };
+    single.set_change_type(ConfChangeType::AddLearnerNode);
+    let v2 = ConfChangeV2 { changes: vec![single].into(), ..ConfChangeV2::default() };
+    let empty_group = [0xa3, 0x06, 0xa4, 0x06]; // field 100: START_GROUP, END_GROUP
+    for (entry_type, mut data) in [
+        (EntryType::EntryConfChange, v1.write_to_bytes().expect("v1")),
+        (EntryType::EntryConfChangeV2, v2.write_to_bytes().expect("v2")),
+    ] {
+        data.extend(empty_group);
+        let parses = match entry_type {
+            EntryType::EntryConfChange => ConfChange::parse_from_bytes(&data).is_ok(),
+            _ => ConfChangeV2::parse_from_bytes(&data).is_ok(),
+        };
+        assert!(parses, "the parser alone accepts it");
+        let mut entry = Entry { data: data.into(), ..Entry::default() };
+        entry.set_entry_type(entry_type);
+        let refused = net.peer(1).apply_conf_change_entry(&entry);
+        assert!(matches!(refused, Err(RequestError::AdminRejected(_))), "{entry_type:?}: {refused:?}");
+        assert!(!net.peer(1).desc().has_member(4));
+    }
+}

@@ -241,16 +241,7 @@ impl ClusterConfig {
         if voters.len() != self.pd_voters.len() || voters.contains(&0) {
             return Err("cluster.pd-voters must be distinct positive node ids".into());
         }
-        if self.tls == TlsMode::DevSelfSigned {
-            let mut addrs = vec![self.listen, self.advertise_addr()];
-            addrs.extend(&self.join);
-            if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-                return Err(format!(
-                    "cluster.tls = \"dev-self-signed\" is for loopback only, but {bad} is not loopback; \
-                     use tls = \"mutual\" with certificates from `flotilla cert`"
-                ));
-            }
-        }
+        self.check_dev_tls_on_loopback()?;
         if let Some(admin) = self.admin_listen
             && !admin.ip().is_loopback()
         {
@@ -268,6 +259,33 @@ impl ClusterConfig {
             }
         }
         Ok(())
+    }
+
+    /// Every cluster address (`listen`, `advertise`, each `join`), with the key it comes
+    /// from.
+    fn cluster_addrs(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> + '_ {
+        let own = [("listen", self.listen), ("advertise", self.advertise_addr())];
+        own.into_iter().chain(self.join.iter().map(|&a| ("join", a)))
+    }
+
+    /// Mutual TLS is required unless every cluster address is loopback: the development
+    /// mode accepts any peer certificate, so off loopback anyone who can reach the port
+    /// could join the cluster or pose as a node. An unspecified address (`0.0.0.0`, `[::]`)
+    /// listens on every interface and is refused too; so is an IPv4-mapped IPv6 address
+    /// (`[::ffff:127.0.0.1]`), which is never taken for loopback.
+    fn check_dev_tls_on_loopback(&self) -> Result<(), String> {
+        if self.tls != TlsMode::DevSelfSigned {
+            return Ok(());
+        }
+        match self.cluster_addrs().find(|(_, a)| !a.ip().is_loopback()) {
+            None => Ok(()),
+            Some((key, addr)) => Err(format!(
+                "cluster.{key} = {addr} is not a loopback address, and cluster.tls = \"dev-self-signed\" \
+                 (the default) accepts any peer, so it is allowed on loopback only; set \
+                 cluster.tls = \"mutual\" with cluster.ca-cert, cluster.node-cert and cluster.node-key \
+                 (`flotilla cert --dir DIR --nodes 1,2,3` writes a development CA and node certificates)"
+            )),
+        }
     }
 }
 
@@ -292,6 +310,80 @@ mod tests {
         assert!(cfg.validate().expect_err("public admin").contains("admin-listen"));
         let cfg = ClusterConfig { admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9946))), ..enabled() };
         assert!(cfg.validate().is_ok());
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    /// The error for dev TLS on a non-loopback `key = value`: it names that key and value,
+    /// the keys that turn mutual TLS on, and `flotilla cert`.
+    fn assert_dev_tls_refused(cfg: &ClusterConfig, key: &str, value: &str) {
+        let err = cfg.validate().expect_err("dev TLS off loopback");
+        assert!(err.contains(&format!("cluster.{key} = {value} is not a loopback address")), "{err}");
+        for needed in ["tls = \"mutual\"", "ca-cert", "node-cert", "node-key", "flotilla cert"] {
+            assert!(err.contains(needed), "{err} should name {needed}");
+        }
+    }
+
+    #[test]
+    fn dev_tls_is_refused_when_listen_is_not_loopback() {
+        for listen in ["10.0.0.1:7946", "0.0.0.0:7946", "[::]:7946", "[2001:db8::1]:7946"] {
+            let cfg = ClusterConfig { listen: addr(listen), ..enabled() };
+            assert_dev_tls_refused(&cfg, "listen", listen);
+        }
+        // The dev mode is the default: a bare public listen address is refused.
+        let cfg = ClusterConfig { node_id: 3, listen: addr("192.168.1.5:7946"), ..ClusterConfig::default() };
+        assert_dev_tls_refused(&cfg, "listen", "192.168.1.5:7946");
+    }
+
+    #[test]
+    fn dev_tls_is_refused_when_advertise_is_not_loopback() {
+        for advertise in ["10.0.0.1:7946", "0.0.0.0:7946", "[::ffff:127.0.0.1]:7946"] {
+            let cfg = ClusterConfig { advertise: Some(addr(advertise)), ..enabled() };
+            assert_dev_tls_refused(&cfg, "advertise", advertise);
+        }
+    }
+
+    #[test]
+    fn dev_tls_is_refused_when_any_join_address_is_not_loopback() {
+        let join = vec![addr("127.0.0.1:7001"), addr("[::1]:7002"), addr("10.1.2.3:7946")];
+        let cfg = ClusterConfig { join, ..enabled() };
+        assert_dev_tls_refused(&cfg, "join", "10.1.2.3:7946");
+    }
+
+    #[test]
+    fn dev_tls_is_allowed_when_every_cluster_address_is_loopback() {
+        let cfg = ClusterConfig {
+            listen: addr("127.0.0.1:0"),
+            advertise: Some(addr("127.0.0.2:7946")),
+            join: vec![addr("127.0.0.1:7001"), addr("[::1]:7002")],
+            ..enabled()
+        };
+        cfg.validate().expect("loopback only");
+        let cfg = ClusterConfig { listen: addr("[::1]:7946"), ..enabled() };
+        cfg.validate().expect("IPv6 loopback");
+    }
+
+    #[test]
+    fn mutual_tls_is_allowed_on_any_address() {
+        let cfg = ClusterConfig {
+            tls: TlsMode::Mutual,
+            listen: addr("0.0.0.0:7946"),
+            advertise: Some(addr("10.0.0.1:7946")),
+            join: vec![addr("10.0.0.2:7946")],
+            ca_cert: "ca.pem".into(),
+            node_cert: "node-1.pem".into(),
+            node_key: "node-1.key".into(),
+            ..enabled()
+        };
+        cfg.validate().expect("mutual TLS off loopback");
+    }
+
+    #[test]
+    fn dev_tls_off_loopback_is_fine_while_clustering_is_off() {
+        let cfg = ClusterConfig { listen: addr("0.0.0.0:7946"), ..ClusterConfig::default() };
+        cfg.validate().expect("node-id 0 runs no cluster");
     }
 
     #[test]

@@ -27,7 +27,9 @@
 //!
 //! Integers are LEB128 varints unless noted. Invariants: `decode(encode(f)) == f`; decoding
 //! is total: hostile input gives a [`FrameError`], never a panic, and a length prefix above
-//! the configured maximum is refused before any allocation.
+//! the configured maximum is refused before any allocation. A raft message's protobuf is
+//! scanned by [`crate::group::proto_scan`] before rust-protobuf parses it: a group wire
+//! type anywhere the parser would reach is refused (RUSTSEC-2024-0437).
 
 use std::net::SocketAddr;
 
@@ -36,6 +38,7 @@ use raft::eraftpb::Message;
 
 use super::request::{REPLY_BYTES_MIN, REQUEST_BYTES_MIN, Reply, Request};
 use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
+use crate::group::proto_scan::{ScanError, scan_raft_message};
 use crate::group::{GroupMessage, MessageBody, NodeId};
 
 /// Bytes of the length prefix.
@@ -131,6 +134,10 @@ pub enum FrameError {
     /// A raft message did not parse.
     #[error("malformed raft message: {0}")]
     Raft(String),
+    /// A raft message was refused before parsing (a protobuf group wire type, which
+    /// eraftpb never uses; see [`crate::group::proto_scan`]).
+    #[error("refused raft message: {0}")]
+    RaftWire(#[from] ScanError),
 }
 
 /// Checks a length prefix against `max` and returns the payload length.
@@ -348,6 +355,8 @@ fn decode_message(r: &mut Reader<'_>) -> Result<GroupMessage, FrameError> {
         TAG_RAFT => {
             // An all-default message encodes to no bytes; it parses back as itself.
             let bytes = r.bytes()?;
+            // Before the parser: rust-protobuf 2 must never see a group wire type.
+            scan_raft_message(bytes)?;
             MessageBody::Raft(Message::parse_from_bytes(bytes).map_err(|e| FrameError::Raft(e.to_string()))?)
         }
         TAG_HIBERNATE_REQUEST => MessageBody::HibernateRequest { term: r.uvarint()?, index: r.uvarint()? },
@@ -484,9 +493,36 @@ mod tests {
             Frame::decode(&[1, KIND_REQUESTS, 0xff, 0xff, 0xff, 0xff, 0x0f]),
             Err(FrameError::Codec(CodecError::LengthTooLarge(_)))
         ));
-        // A raft message body that is not protobuf.
+        // A raft message body that is not protobuf: refused by the wire scan (here a
+        // truncated varint) or by the parser.
         let bad = [1, KIND_RAFT, 1, 1, 1, 2, TAG_RAFT, 2, 0xff, 0xff];
-        assert!(matches!(Frame::decode(&bad), Err(FrameError::Raft(_))));
+        assert!(matches!(Frame::decode(&bad), Err(FrameError::RaftWire(ScanError::Truncated))));
+        let bad = [1, KIND_RAFT, 1, 1, 1, 2, TAG_RAFT, 2, 0x08, 0x7f];
+        assert!(matches!(Frame::decode(&bad), Err(FrameError::Raft(_))), "message type 127");
+    }
+
+    /// A raft payload with a protobuf group (a well-formed one, which rust-protobuf 2 would
+    /// skip and accept) is refused by the wire scan before the parser sees it, at the top
+    /// level and inside a proposed conf change that raft-rs would parse on the leader.
+    #[test]
+    fn raft_payload_with_a_group_wire_type_is_refused_before_parsing() {
+        use raft::eraftpb::{ConfChangeV2, EntryType};
+
+        let empty_group = [0xa3, 0x06, 0xa4, 0x06]; // field 100: START_GROUP, END_GROUP
+        let mut cc = ConfChangeV2::default().write_to_bytes().expect("cc");
+        cc.extend(empty_group);
+        let mut proposal = Message::default();
+        proposal.set_msg_type(MessageType::MsgPropose);
+        let mut entry = Entry { data: cc.into(), ..Entry::default() };
+        entry.set_entry_type(EntryType::EntryConfChangeV2);
+        proposal.entries = vec![entry].into();
+        for body in [empty_group.to_vec(), proposal.write_to_bytes().expect("proposal")] {
+            assert!(Message::parse_from_bytes(&body).is_ok(), "the parser alone accepts it");
+            let mut frame = vec![VERSION_V1, KIND_RAFT, 1, 1, 1, 2, TAG_RAFT];
+            put_bytes(&mut frame, &body);
+            let refused = Frame::decode(&frame);
+            assert!(matches!(refused, Err(FrameError::RaftWire(ScanError::Group { .. }))), "{refused:?}");
+        }
     }
 
     proptest! {

@@ -21,6 +21,7 @@ use crate::group::error::RequestError;
 use crate::group::event::PeerEvent;
 use crate::group::op::propose::ProposalKind;
 use crate::group::peer::GroupPeer;
+use crate::group::proto_scan::{Schema, scan};
 use crate::group::range::{Epoch, EpochCheck, NodeId};
 use crate::group::response::Outcome;
 use crate::group::sm::StateMachine;
@@ -99,8 +100,10 @@ impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
 
     /// Applies a committed conf-change entry (or refuses it, identically on every replica).
     pub(crate) fn apply_conf_change_entry(&mut self, entry: &Entry) -> Result<Outcome, RequestError> {
+        // The entry came from a peer: no group wire type may reach rust-protobuf 2.
         let cc = match entry.get_entry_type() {
             raft::eraftpb::EntryType::EntryConfChange => {
+                scan(Schema::ConfChange, &entry.data).map_err(|_| bad_entry())?;
                 let v1 = ConfChange::parse_from_bytes(&entry.data).map_err(|_| bad_entry())?;
                 let mut single = ConfChangeSingle::default();
                 single.set_change_type(v1.get_change_type());
@@ -109,7 +112,10 @@ impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
                 v2.set_changes(vec![single].into());
                 v2
             }
-            _ => ConfChangeV2::parse_from_bytes(&entry.data).map_err(|_| bad_entry())?,
+            _ => {
+                scan(Schema::ConfChangeV2, &entry.data).map_err(|_| bad_entry())?;
+                ConfChangeV2::parse_from_bytes(&entry.data).map_err(|_| bad_entry())?
+            }
         };
         // The empty entry raft appends to leave a joint configuration carries no epoch.
         if !entry.context.is_empty() {
