@@ -60,7 +60,18 @@ fn pd_config(cfg: &ClusterConfig) -> PdConfig {
         merge_keys_max: defaults.merge_keys_max.min(cfg.pd_split_keys / 4),
         ..defaults
     };
+    // Message-log ranges are fixed hash slices (CLUSTER.md 2.4): never split or merged.
+    let fixed = placement::SizeLimits {
+        split_size_bytes: u64::MAX,
+        split_keys: u64::MAX,
+        load_split_write_bytes_per_sec: u64::MAX,
+        load_split_write_keys_per_sec: u64::MAX,
+        merge_size_bytes_max: 0,
+        merge_keys_max: 0,
+        merge_write_bytes_per_sec_max: 0,
+    };
     let placement = placement::Config {
+        keyspace_limits: [(crate::cluster::keys::FAMILY_LOGS, fixed)].into_iter().collect(),
         size_limits,
         node_down_after_ms: cfg.pd_node_down_after_ms,
         node_repair_after_ms: cfg.pd_node_repair_after_ms,
@@ -281,4 +292,20 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_log_ranges_are_never_split_or_merged() {
+        let cfg = pd_config(&ClusterConfig::default());
+        let placement = &cfg.driver.placement;
+        placement.validate().expect("valid placement config");
+        let logs = placement.limits_for(&[crate::cluster::keys::FAMILY_LOGS, 0x80, 1]);
+        assert_eq!((logs.split_keys, logs.split_size_bytes, logs.merge_keys_max), (u64::MAX, u64::MAX, 0));
+        let sessions = placement.limits_for(b"S\x00\x01");
+        assert!(sessions.split_keys < u64::MAX, "other families split as configured");
+    }
 }
