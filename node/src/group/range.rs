@@ -55,6 +55,11 @@ pub struct RangeDescriptor {
 }
 
 impl RangeDescriptor {
+    /// Smallest [`encode`](Self::encode)d descriptor: an id, two empty keys, the two epoch
+    /// parts and three empty node lists, one byte each. Decoders of lists of descriptors
+    /// check their counts against it before allocating.
+    pub(crate) const ENCODED_BYTES_MIN: usize = 8;
+
     /// A descriptor for a new group with `voters` and no learners, at epoch `{1, 1}`.
     pub fn new(id: GroupId, start: Vec<u8>, end: Vec<u8>, voters: &[NodeId]) -> Self {
         let mut voters = voters.to_vec();
@@ -222,5 +227,12 @@ mod tests {
         r.finish().unwrap();
         assert_eq!(d.voters, vec![1, 2, 3]);
         assert_eq!(d.members(), vec![1, 2, 3, 4, 9]);
+    }
+
+    #[test]
+    fn smallest_descriptor_has_the_documented_size() {
+        let mut buf = Vec::new();
+        RangeDescriptor::default().encode(&mut buf);
+        assert_eq!(buf.len(), RangeDescriptor::ENCODED_BYTES_MIN);
     }
 }

@@ -20,12 +20,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use placement::{ClusterView, Coordinator, NodeHeartbeat, NodeInfo, NodeState, Outcome, RangeInfo};
+use placement::{ClusterView, Coordinator, NodeHeartbeat, NodeInfo, NodeState, Outcome};
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 
-use super::message::{NodeReport, RangeReport, StepAction, StepCommand};
-use crate::group::{Epoch, GroupId, NodeId};
+use super::message::{NodeReport, StepAction, StepCommand};
+use super::range_view::{range_info, routing_descriptor};
+use crate::group::{Epoch, GroupId, NodeId, RangeDescriptor};
 
 /// Finished operators kept for the admin API.
 pub const FINISHED_KEPT: usize = 1000;
@@ -193,31 +194,12 @@ impl IdMinter {
 impl Driver {
     /// The view's ranges as descriptors with their leaders, and a version: a content hash
     /// of them (never 0), equal on every leader that sees the same ranges.
-    pub fn range_table(&self) -> (u64, Vec<(crate::group::RangeDescriptor, Option<NodeId>)>) {
+    pub fn range_table(&self) -> (u64, Vec<(RangeDescriptor, Option<NodeId>)>) {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let mut out = Vec::with_capacity(self.view.range_count());
         for r in self.view.ranges() {
-            let mut voters = Vec::new();
-            let mut learners = Vec::new();
-            for rep in &r.replicas {
-                match rep.role {
-                    placement::Role::Learner => learners.push(rep.node.0),
-                    // The router only needs who may lead: incoming and outgoing voters both can.
-                    _ => voters.push(rep.node.0),
-                }
-            }
-            voters.sort_unstable();
-            learners.sort_unstable();
-            let desc = crate::group::RangeDescriptor {
-                id: r.id.0,
-                start: r.start_key.clone(),
-                end: r.end_key.clone(),
-                epoch: r.epoch,
-                voters,
-                outgoing: Vec::new(),
-                learners,
-            };
+            let desc = routing_descriptor(r);
             let leader = r.leader.map(|n| n.0);
             (desc.id, &desc.start, desc.epoch.version, desc.epoch.conf_ver, leader).hash(&mut h);
             out.push((desc, leader));
@@ -298,12 +280,12 @@ impl Driver {
         // Ranges the view knows first: a split's old range (shrunk) before its new half,
         // which would otherwise overlap the old span and push it out of the view.
         let mut ranges = r.ranges;
-        ranges.sort_by_key(|x| self.view.range(placement::RangeId(x.id)).is_none());
+        ranges.sort_by_key(|x| self.view.range(placement::RangeId(x.desc.id)).is_none());
         for range in ranges {
             // A member that has not sent its own heartbeat yet (a new PD leader hears from
             // nodes in any order) is registered as heard from now, so the range is not
             // dropped from the view; if it never reports, it goes down on the usual clock.
-            for &n in range.voters.iter().chain(&range.outgoing).chain(&range.learners) {
+            for n in range.desc.members() {
                 if self.view.node(placement::NodeId(n)).is_none() && self.state(n) != NodeAdminState::Removed
                 {
                     self.register(n, &BTreeMap::new(), self.cfg.default_capacity_bytes, now_ms);
@@ -312,7 +294,7 @@ impl Driver {
             let info = range_info(&range, r.node);
             // A stale or malformed report is dropped; the next one corrects the view.
             if let Err(e) = self.coord.handle_range_heartbeat(&mut self.view, info, now_ms) {
-                tracing::debug!(node = r.node, group = range.id, error = %e, "range report ignored");
+                tracing::debug!(node = r.node, group = range.desc.id, error = %e, "range report ignored");
             }
         }
         true
@@ -425,37 +407,6 @@ impl Driver {
     }
 }
 
-/// The scheduler core's view of a leader's range report.
-fn range_info(r: &RangeReport, leader: NodeId) -> RangeInfo {
-    use placement::{Replica, Role};
-    let joint = !r.outgoing.is_empty();
-    let mut replicas = Vec::new();
-    for &n in &r.voters {
-        let role = if !joint || r.outgoing.contains(&n) { Role::Voter } else { Role::IncomingVoter };
-        replicas.push(Replica { node: placement::NodeId(n), role });
-    }
-    for &n in r.outgoing.iter().filter(|n| !r.voters.contains(n)) {
-        replicas.push(Replica { node: placement::NodeId(n), role: Role::DemotingVoter });
-    }
-    for &n in r.learners.iter().filter(|n| !r.voters.contains(n) && !r.outgoing.contains(n)) {
-        replicas.push(Replica { node: placement::NodeId(n), role: Role::Learner });
-    }
-    RangeInfo {
-        id: placement::RangeId(r.id),
-        start_key: r.start.clone(),
-        end_key: r.end.clone(),
-        epoch: r.epoch,
-        replicas,
-        leader: Some(placement::NodeId(leader)),
-        pending: r.pending.iter().map(|&n| placement::NodeId(n)).collect(),
-        size_bytes: r.size_bytes,
-        keys: r.keys,
-        write_bytes_per_sec: r.write_bytes_per_sec,
-        write_keys_per_sec: r.write_keys_per_sec,
-        split_key_hint: None,
-    }
-}
-
 fn action(step: &placement::Step) -> StepAction {
     use placement::{SplitPolicy, Step};
     match step {
@@ -489,6 +440,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+    use crate::pd::message::RangeReport;
 
     fn driver() -> Driver {
         let cfg = DriverConfig {
@@ -500,14 +452,8 @@ mod tests {
     }
 
     fn range(id: GroupId, voters: &[NodeId]) -> RangeReport {
-        RangeReport {
-            id,
-            start: format!("r/{id:03}").into_bytes(),
-            end: format!("r/{:03}", id + 1).into_bytes(),
-            epoch: Epoch { version: 1, conf_ver: 1 },
-            voters: voters.to_vec(),
-            ..RangeReport::default()
-        }
+        let (start, end) = (format!("r/{id:03}").into_bytes(), format!("r/{:03}", id + 1).into_bytes());
+        RangeReport { desc: RangeDescriptor::new(id, start, end, voters), ..RangeReport::default() }
     }
 
     fn beat(node: NodeId, ranges: Vec<RangeReport>) -> NodeReport {
@@ -591,19 +537,13 @@ mod tests {
     }
 
     #[test]
-    fn joint_and_learner_roles_map_to_the_view() {
-        let r = RangeReport {
-            voters: vec![1, 2, 4],
-            outgoing: vec![1, 2, 3],
-            learners: vec![5],
-            ..range(7, &[])
-        };
-        let info = range_info(&r, 1);
-        let role = |n| info.replicas.iter().find(|x| x.node == placement::NodeId(n)).map(|x| x.role);
-        assert_eq!(role(1), Some(placement::Role::Voter));
-        assert_eq!(role(4), Some(placement::Role::IncomingVoter));
-        assert_eq!(role(3), Some(placement::Role::DemotingVoter));
-        assert_eq!(role(5), Some(placement::Role::Learner));
-        assert_eq!(info.leader, Some(placement::NodeId(1)));
+    fn the_range_table_carries_reported_descriptors() {
+        let mut d = driver();
+        let mut r = range(7, &[1, 2, 3]);
+        r.desc.learners = vec![4];
+        d.on_heartbeat(beat(1, vec![r.clone()]), 0);
+        let (version, table) = d.range_table();
+        assert_ne!(version, 0);
+        assert_eq!(table, vec![(r.desc, Some(1))]);
     }
 }

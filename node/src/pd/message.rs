@@ -12,8 +12,10 @@
 //!   tag 6 Ranges     version count (desc leader)*       (the PD's range table; leader 0 =
 //!                                                       unknown)
 //! heartbeats end with ranges_version (the PD table version the node holds)
-//! range  := id start:bytes end:bytes version conf_ver voters outgoing learners pending
-//!           keys size write_keys_per_sec write_bytes_per_sec   (node lists: count id*)
+//! desc   := id start:bytes end:bytes version conf_ver voters outgoing learners
+//!           (node lists: count id*; `RangeDescriptor::encode`, shared with Create/Ranges)
+//! range  := desc pending keys size write_keys_per_sec write_bytes_per_sec
+//!           (a report is the descriptor plus the leader's load)
 //! action := tag:u8 (1 add-learner node | 2 promote node | 3 remove node |
 //!           4 transfer-leader to | 5 split opt_key new_group | 6 merge target)
 //! ```
@@ -34,8 +36,10 @@ const TAG_NOT_LEADER: u8 = 3;
 const TAG_STEP: u8 = 4;
 const TAG_CREATE: u8 = 5;
 const TAG_RANGES: u8 = 6;
-/// Smallest encoded range report (an id, two empty strings, eleven varints / counts).
-const RANGE_BYTES_MIN: usize = 14;
+/// Smallest encoded range report: a descriptor, the pending count and four load varints.
+const RANGE_REPORT_BYTES_MIN: usize = RangeDescriptor::ENCODED_BYTES_MIN + 5;
+/// Smallest entry of a `Ranges` table: a descriptor and a leader varint.
+const TABLE_ENTRY_BYTES_MIN: usize = RangeDescriptor::ENCODED_BYTES_MIN + 1;
 
 /// One placement-driver message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,23 +95,11 @@ pub struct NodeReport {
     pub ranges_version: u64,
 }
 
-/// A range leader's report of its range.
+/// A range leader's report of its range: the applied descriptor plus the range's load.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeReport {
-    /// The group.
-    pub id: GroupId,
-    /// First key owned.
-    pub start: Vec<u8>,
-    /// First key not owned; empty = unbounded.
-    pub end: Vec<u8>,
-    /// The applied epoch.
-    pub epoch: Epoch,
-    /// Voters (incoming configuration).
-    pub voters: Vec<NodeId>,
-    /// Voters of the outgoing configuration while joint.
-    pub outgoing: Vec<NodeId>,
-    /// Learners.
-    pub learners: Vec<NodeId>,
+    /// The range as the leader applied it (bounds, epoch, members).
+    pub desc: RangeDescriptor,
     /// Replicas still catching up.
     pub pending: Vec<NodeId>,
     /// Keys stored.
@@ -218,7 +210,7 @@ impl PdMessage {
             TAG_CREATE => Self::Create(RangeDescriptor::decode(&mut r)?),
             TAG_RANGES => {
                 let version = r.uvarint()?;
-                let n = r.count(RANGE_BYTES_MIN / 2)?;
+                let n = r.count(TABLE_ENTRY_BYTES_MIN)?;
                 let mut ranges = Vec::with_capacity(n);
                 for _ in 0..n {
                     let desc = RangeDescriptor::decode(&mut r)?;
@@ -268,7 +260,7 @@ fn decode_report(r: &mut Reader<'_>) -> Result<NodeReport, CodecError> {
         labels.push((utf8(r.bytes()?)?, utf8(r.bytes()?)?));
     }
     let replicas = r.uvarint()?;
-    let n = r.count(RANGE_BYTES_MIN)?;
+    let n = r.count(RANGE_REPORT_BYTES_MIN)?;
     let mut ranges = Vec::with_capacity(n);
     for _ in 0..n {
         ranges.push(decode_range(r)?);
@@ -288,16 +280,10 @@ fn decode_report(r: &mut Reader<'_>) -> Result<NodeReport, CodecError> {
 }
 
 fn encode_range(buf: &mut Vec<u8>, r: &RangeReport) {
-    put_uvarint(buf, r.id);
-    put_bytes(buf, &r.start);
-    put_bytes(buf, &r.end);
-    put_uvarint(buf, r.epoch.version);
-    put_uvarint(buf, r.epoch.conf_ver);
-    for list in [&r.voters, &r.outgoing, &r.learners, &r.pending] {
-        put_uvarint(buf, list.len() as u64);
-        for &n in list {
-            put_uvarint(buf, n);
-        }
+    r.desc.encode(buf);
+    put_uvarint(buf, r.pending.len() as u64);
+    for &n in &r.pending {
+        put_uvarint(buf, n);
     }
     for v in [r.keys, r.size_bytes, r.write_keys_per_sec, r.write_bytes_per_sec] {
         put_uvarint(buf, v);
@@ -305,27 +291,14 @@ fn encode_range(buf: &mut Vec<u8>, r: &RangeReport) {
 }
 
 fn decode_range(r: &mut Reader<'_>) -> Result<RangeReport, CodecError> {
-    let id = r.uvarint()?;
-    let start = r.bytes()?.to_vec();
-    let end = r.bytes()?.to_vec();
-    let epoch = Epoch { version: r.uvarint()?, conf_ver: r.uvarint()? };
-    let mut lists: [Vec<NodeId>; 4] = Default::default();
-    for list in &mut lists {
-        let n = r.count(1)?;
-        list.reserve(n);
-        for _ in 0..n {
-            list.push(r.uvarint()?);
-        }
+    let desc = RangeDescriptor::decode(r)?;
+    let n = r.count(1)?;
+    let mut pending = Vec::with_capacity(n);
+    for _ in 0..n {
+        pending.push(r.uvarint()?);
     }
-    let [voters, outgoing, learners, pending] = lists;
     Ok(RangeReport {
-        id,
-        start,
-        end,
-        epoch,
-        voters,
-        outgoing,
-        learners,
+        desc,
         pending,
         keys: r.uvarint()?,
         size_bytes: r.uvarint()?,
@@ -398,20 +371,25 @@ mod tests {
             replicas: 1200,
             ranges: vec![
                 RangeReport {
-                    id: 7,
-                    start: b"t1/a".to_vec(),
-                    end: b"t1/m".to_vec(),
-                    epoch: Epoch { version: 3, conf_ver: 9 },
-                    voters: vec![1, 2, 4],
-                    outgoing: vec![],
-                    learners: vec![5],
+                    desc: RangeDescriptor {
+                        id: 7,
+                        start: b"t1/a".to_vec(),
+                        end: b"t1/m".to_vec(),
+                        epoch: Epoch { version: 3, conf_ver: 9 },
+                        voters: vec![1, 2, 4],
+                        outgoing: vec![],
+                        learners: vec![5],
+                    },
                     pending: vec![5],
                     keys: 10,
                     size_bytes: 1000,
                     write_keys_per_sec: 5,
                     write_bytes_per_sec: 500,
                 },
-                RangeReport { id: u64::MAX, ..RangeReport::default() },
+                RangeReport {
+                    desc: RangeDescriptor { id: u64::MAX, ..RangeDescriptor::default() },
+                    ..RangeReport::default()
+                },
             ],
             ranges_version: 77,
         }
@@ -482,10 +460,60 @@ mod tests {
         assert!(PdMessage::decode(&huge).is_err());
     }
 
+    #[test]
+    fn a_range_report_is_its_descriptor_then_its_load() {
+        let range = report().ranges.swap_remove(0);
+        let mut desc = Vec::new();
+        range.desc.encode(&mut desc);
+        let mut buf = Vec::new();
+        encode_range(&mut buf, &range);
+        assert!(buf.starts_with(&desc), "the descriptor's own encoding comes first");
+        // pending [5], then keys, size, write keys/s, write bytes/s.
+        assert_eq!(&buf[desc.len()..], &[1, 5, 10, 0xe8, 0x07, 5, 0xf4, 0x03]);
+    }
+
+    #[test]
+    fn many_smallest_range_reports_round_trip() {
+        let ranges = (0..50).map(|id| RangeReport {
+            desc: RangeDescriptor { id, ..RangeDescriptor::default() },
+            ..RangeReport::default()
+        });
+        let m = PdMessage::Heartbeat(NodeReport { ranges: ranges.collect(), ..NodeReport::default() });
+        let bytes = m.encode();
+        assert_eq!(PdMessage::decode(&bytes).expect("decodes"), m);
+    }
+
+    #[test]
+    fn counts_beyond_the_input_are_refused_before_allocating() {
+        // One range report whose descriptor claims 2^32 voters.
+        let mut hb = vec![VERSION_V1, TAG_HEARTBEAT, 1, 0, 0, 0, 0, 0, 0, 1];
+        hb.extend([7, 0, 0, 1, 1, 0x80, 0x80, 0x80, 0x80, 0x10]);
+        hb.extend([0; 16]);
+        assert!(matches!(PdMessage::decode(&hb), Err(CodecError::LengthTooLarge(_))));
+        // A valid descriptor, then a pending count far beyond the rest.
+        let mut hb = vec![VERSION_V1, TAG_HEARTBEAT, 1, 0, 0, 0, 0, 0, 0, 1];
+        RangeDescriptor::new(7, Vec::new(), Vec::new(), &[1]).encode(&mut hb);
+        hb.extend([0xff, 0xff, 0x03, 0, 0, 0, 0, 0]);
+        assert!(matches!(PdMessage::decode(&hb), Err(CodecError::LengthTooLarge(_))));
+        // A range table claiming more entries than its bytes could hold.
+        let table = [VERSION_V1, TAG_RANGES, 1, 3, 1, 0, 0, 1, 1, 0, 0, 0, 0];
+        assert!(matches!(PdMessage::decode(&table), Err(CodecError::LengthTooLarge(3))));
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = PdMessage::decode(&data);
+        }
+
+        #[test]
+        fn flipped_bytes_of_a_valid_heartbeat_never_panic(at in 0usize..200, byte in any::<u8>()) {
+            let mut bytes = PdMessage::Heartbeat(report()).encode();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            if let Ok(m) = PdMessage::decode(&bytes) {
+                prop_assert_eq!(PdMessage::decode(&m.encode()).expect("re-decodes"), m);
+            }
         }
 
         #[test]

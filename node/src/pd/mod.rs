@@ -3,6 +3,8 @@
 //!
 //! - [`message`] CORE: heartbeats, acks and operator steps, and their binary codec (carried
 //!   in the cluster transport's `Pd` frames);
+//! - `range_view` CORE: range reports into the scheduler core's view, and its ranges back
+//!   out as descriptors for the range table;
 //! - [`report`] CORE: which led ranges go into a node's next heartbeat, with write rates;
 //! - [`driver`] CORE: the PD leader's state: heartbeats in, `placement::Coordinator`
 //!   rounds, steps and node-state changes out, the admin report;
@@ -21,6 +23,7 @@ pub mod bootstrap;
 pub mod driver;
 pub mod executor;
 pub mod message;
+mod range_view;
 pub mod registry;
 pub mod report;
 pub mod service;

@@ -14,15 +14,13 @@
 use rustc_hash::FxHashMap;
 
 use super::message::RangeReport;
-use crate::group::{Epoch, GroupId, NodeId, PeerStatus, Role};
+use crate::group::{GroupId, NodeId, PeerStatus, RangeDescriptor, Role};
 
-/// What decides whether a range changed.
+/// What decides whether a range changed: its descriptor (bounds change only with the
+/// epoch) and its pending replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Shape {
-    epoch: Epoch,
-    voters: Vec<NodeId>,
-    outgoing: Vec<NodeId>,
-    learners: Vec<NodeId>,
+    desc: RangeDescriptor,
     pending: Vec<NodeId>,
 }
 
@@ -89,24 +87,12 @@ impl Reporter {
                 t.written_keys = s.written_keys;
                 t.written_bytes = s.written_bytes;
             }
-            let shape = Shape {
-                epoch: s.desc.epoch,
-                voters: s.desc.voters.clone(),
-                outgoing: s.desc.outgoing.clone(),
-                learners: s.desc.learners.clone(),
-                pending: s.pending.clone(),
-            };
+            let shape = Shape { desc: s.desc.clone(), pending: s.pending.clone() };
             let changed = t.shape.as_ref() != Some(&shape);
             let stale = self.beat.saturating_sub(t.reported_beat) >= self.refresh_beats;
             if (changed || stale) && out.len() < self.ranges_per_beat_max {
                 out.push(RangeReport {
-                    id: s.group_id,
-                    start: s.desc.start.clone(),
-                    end: s.desc.end.clone(),
-                    epoch: s.desc.epoch,
-                    voters: shape.voters.clone(),
-                    outgoing: shape.outgoing.clone(),
-                    learners: shape.learners.clone(),
+                    desc: shape.desc.clone(),
                     pending: shape.pending.clone(),
                     keys: s.keys,
                     size_bytes: s.size_bytes,
@@ -125,7 +111,6 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::RangeDescriptor;
 
     fn status(group: GroupId, role: Role, written: u64) -> PeerStatus {
         PeerStatus {
@@ -154,7 +139,7 @@ mod tests {
         let mut r = Reporter::new(3, 100);
         let mut s =
             vec![status(1, Role::Leader, 0), status(2, Role::Follower, 0), status(9, Role::Leader, 0)];
-        let ids = |v: Vec<RangeReport>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let ids = |v: Vec<RangeReport>| v.into_iter().map(|r| r.desc.id).collect::<Vec<_>>();
         assert_eq!(ids(r.next(&s, 9, 0)), vec![1], "followers and the excluded group are not reported");
         assert!(r.next(&s, 9, 1000).is_empty(), "unchanged");
         s[0].pending = vec![3];
@@ -183,7 +168,7 @@ mod tests {
         for beat in 0..3 {
             let batch = r.next(&s, 0, beat * 1000);
             assert!(batch.len() <= 2);
-            seen.extend(batch.into_iter().map(|r| r.id));
+            seen.extend(batch.into_iter().map(|r| r.desc.id));
         }
         seen.sort_unstable();
         assert_eq!(seen, vec![1, 2, 3, 4, 5]);
