@@ -1,13 +1,25 @@
 //! The node's configuration: TOML with `deny_unknown_fields`, embedded defaults, and CLI
 //! overrides applied on top. Every key is documented in `flotilla.example.toml`.
+//!
+//! Sections, each a struct next to the code it configures with its own `validate()` and
+//! typed error: `[broker]` ([`BrokerConfig`]), `[storage]` ([`StorageConfig`], here),
+//! `[cluster]` ([`ClusterConfig`]: node id, addresses, request deadline, MQTT bootstrap),
+//! `[transport]` ([`TransportConfig`]: TLS, QUIC, frames, snapshots), `[raftstore]`
+//! ([`RaftstoreConfig`]), `[pd]` ([`PlacementDriverConfig`]) and `[admin]`
+//! ([`AdminConfig`]). [`NodeConfig`] composes them; the five cluster sections are checked
+//! only when clustering is on (`cluster.node-id` positive).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::config::{AdminConfig, AdminConfigError};
 use crate::broker::config::{BrokerConfig, ConfigError};
-use crate::transport::ClusterConfig;
+use crate::cluster::config::{ClusterConfig, ClusterConfigError};
+use crate::pd::config::{PdConfigError, PlacementDriverConfig};
+use crate::raftstore::config::{RaftstoreConfig, RaftstoreConfigError};
+use crate::transport::config::{TransportConfig, TransportConfigError};
 
 /// Top-level node configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -28,8 +40,17 @@ pub struct NodeConfig {
     pub broker: BrokerConfig,
     /// Durability of sessions, queued messages, wills and retained messages.
     pub storage: StorageConfig,
-    /// Clustering: node id, QUIC transport, TLS, admin endpoint (off with `node-id = 0`).
+    /// Clustering: node id, addresses, request deadline, MQTT keyspace bootstrap (off with
+    /// `node-id = 0`).
     pub cluster: ClusterConfig,
+    /// The QUIC transport between nodes: TLS, timers, queues, frames, snapshots.
+    pub transport: TransportConfig,
+    /// The multi-raft store: pollers, round batching, fsync.
+    pub raftstore: RaftstoreConfig,
+    /// The placement driver: voters, heartbeats, scheduling, node labels, split sizes.
+    pub pd: PlacementDriverConfig,
+    /// The admin HTTP endpoint.
+    pub admin: AdminConfig,
 }
 
 /// When journal writes are made durable.
@@ -86,6 +107,10 @@ impl Default for NodeConfig {
             broker: BrokerConfig::default(),
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),
+            transport: TransportConfig::default(),
+            raftstore: RaftstoreConfig::default(),
+            pd: PlacementDriverConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -112,9 +137,30 @@ pub enum LoadError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] ConfigError),
-    /// The `[cluster]` section is inconsistent.
+    /// A cluster section (`[cluster]`, `[transport]`, `[raftstore]`, `[pd]`, `[admin]`) is
+    /// invalid (the message is the section's; not a `source`, so it is printed once).
     #[error("invalid configuration: {0}")]
-    Cluster(String),
+    Cluster(ClusterSectionError),
+}
+
+/// Why one of the cluster sections is refused: the section's own typed error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterSectionError {
+    /// `[cluster]`.
+    #[error(transparent)]
+    Cluster(#[from] ClusterConfigError),
+    /// `[transport]` (including development TLS on a non-loopback `[cluster]` address).
+    #[error(transparent)]
+    Transport(#[from] TransportConfigError),
+    /// `[raftstore]`.
+    #[error(transparent)]
+    Raftstore(#[from] RaftstoreConfigError),
+    /// `[pd]`.
+    #[error(transparent)]
+    Pd(#[from] PdConfigError),
+    /// `[admin]`.
+    #[error(transparent)]
+    Admin(#[from] AdminConfigError),
 }
 
 impl NodeConfig {
@@ -172,7 +218,21 @@ impl NodeConfig {
                 rule: "it must be at least segment-bytes",
             }));
         }
-        self.cluster.validate().map_err(LoadError::Cluster)?;
+        self.validate_cluster().map_err(LoadError::Cluster)
+    }
+
+    /// Checks the cluster sections when clustering is on (with `node-id = 0` they are not
+    /// used, and not checked).
+    pub fn validate_cluster(&self) -> Result<(), ClusterSectionError> {
+        if !self.cluster.enabled() {
+            return Ok(());
+        }
+        self.cluster.validate()?;
+        self.transport.validate()?;
+        self.transport.check_addresses(self.cluster.addresses())?;
+        self.raftstore.validate()?;
+        self.pd.validate()?;
+        self.admin.validate()?;
         Ok(())
     }
 }
@@ -189,6 +249,28 @@ mod tests {
     }
 
     #[test]
+    fn the_example_names_every_key_of_every_section() {
+        let text = include_str!("../flotilla.example.toml");
+        let mut defaults = NodeConfig::default();
+        defaults.cluster.advertise = Some(defaults.cluster.listen);
+        defaults.admin.listen = Some(defaults.cluster.listen);
+        let value = toml::Value::try_from(&defaults).expect("serializes");
+        let sections =
+            value.as_table().expect("a table").iter().filter_map(|(k, v)| Some((k, v.as_table()?)));
+        for (section, table) in sections {
+            assert!(text.contains(&format!("[{section}]")), "[{section}] missing from the example");
+            for (key, v) in table {
+                let line = if v.is_table() { format!("[{section}.{key}]") } else { format!("\n{key} =") };
+                let commented = format!("#   {key} =");
+                assert!(
+                    text.contains(&line) || text.contains(&commented),
+                    "{section}.{key} missing from the example"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = NodeConfig::from_toml("listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
@@ -197,19 +279,147 @@ mod tests {
     }
 
     #[test]
-    fn cluster_section_is_checked() {
+    fn cluster_sections_are_checked() {
         let cfg =
             NodeConfig::from_toml("[cluster]\nnode-id = 1\nlisten = \"10.0.0.1:7946\"\n").expect("parses");
         let err = cfg.validate().expect_err("dev TLS off loopback");
         assert!(err.to_string().contains("loopback"), "{err}");
-        let cfg = NodeConfig::from_toml("[cluster]\nnode-id = 1\ntls = \"mutual\"\n").expect("parses");
+        let cfg =
+            NodeConfig::from_toml("[cluster]\nnode-id = 1\n[transport]\ntls = \"mutual\"\n").expect("parses");
         let err = cfg.validate().expect_err("mutual without files");
         assert!(err.to_string().contains("ca-cert"), "{err}");
-        let err = NodeConfig::from_toml("[cluster]\nnode-idd = 1\n").expect_err("unknown key");
-        assert!(err.to_string().contains("node-idd"), "{err}");
         let cfg =
             NodeConfig::from_toml("[cluster]\nnode-id = 2\njoin = [\"127.0.0.1:7000\"]\n").expect("parses");
         cfg.validate().expect("valid");
+    }
+
+    #[test]
+    fn every_section_refuses_unknown_keys_and_old_flat_keys_are_refused() {
+        for section in ["cluster", "transport", "raftstore", "pd", "admin"] {
+            let err = NodeConfig::from_toml(&format!("[{section}]\nbogus-key = 1\n")).expect_err(section);
+            assert!(err.to_string().contains("bogus-key"), "[{section}]: {err}");
+        }
+        for old in
+            ["pd-voters = [1]", "admin-listen = \"127.0.0.1:1\"", "tls = \"mutual\"", "sync-writes = false"]
+        {
+            let err = NodeConfig::from_toml(&format!("[cluster]\n{old}\n")).expect_err(old);
+            assert!(err.to_string().contains("unknown field"), "{old}: {err}");
+        }
+        let err = NodeConfig::from_toml("[pd]\nvoters = \"1,2\"\n").expect_err("wrong type");
+        assert!(err.to_string().contains("voters"), "{err}");
+    }
+
+    #[test]
+    fn each_invalid_section_gives_its_typed_error() {
+        use ClusterSectionError as S;
+        let on = |text: &str| NodeConfig::from_toml(&format!("[cluster]\nnode-id = 1\n{text}")).expect(text);
+        type Check = fn(&ClusterSectionError) -> bool;
+        let cases: [(&str, Check); 5] = [
+            ("request-timeout-ms = 5\n", |e| matches!(e, S::Cluster(ClusterConfigError::RequestTimeout(5)))),
+            ("[transport]\nkeep-alive-ms = 0\n", |e| {
+                matches!(e, S::Transport(TransportConfigError::KeepAlive { .. }))
+            }),
+            ("[raftstore]\npoller-threads = 0\n", |e| {
+                matches!(e, S::Raftstore(RaftstoreConfigError::NoPollerThreads))
+            }),
+            ("[pd]\nvoters = [1, 1]\n", |e| matches!(e, S::Pd(PdConfigError::Voters(_)))),
+            ("[admin]\nlisten = \"0.0.0.0:9946\"\n", |e| {
+                matches!(e, S::Admin(AdminConfigError::NotLoopback(_)))
+            }),
+        ];
+        for (text, want) in cases {
+            let err = on(text).validate_cluster().expect_err(text);
+            assert!(want(&err), "{text}: {err:?}");
+            assert!(matches!(on(text).validate(), Err(LoadError::Cluster(e)) if e == err));
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    /// Clustering on, with `[cluster]` changed by `f`.
+    fn clustered(f: impl FnOnce(&mut ClusterConfig)) -> NodeConfig {
+        let mut cfg = NodeConfig::default();
+        cfg.cluster.node_id = 1;
+        f(&mut cfg.cluster);
+        cfg
+    }
+
+    /// The error for dev TLS on a non-loopback `key = value`: it names that key and value,
+    /// the keys that turn mutual TLS on, and `flotilla cert`.
+    fn assert_dev_tls_refused(cfg: &NodeConfig, key: &str, value: &str) {
+        let err = cfg.validate().expect_err("dev TLS off loopback").to_string();
+        assert!(err.contains(&format!("cluster.{key} = {value} is not a loopback address")), "{err}");
+        for needed in ["transport.tls = \"mutual\"", "ca-cert", "node-cert", "node-key", "flotilla cert"] {
+            assert!(err.contains(needed), "{err} should name {needed}");
+        }
+    }
+
+    #[test]
+    fn dev_tls_is_refused_when_listen_is_not_loopback() {
+        for listen in ["10.0.0.1:7946", "0.0.0.0:7946", "[::]:7946", "[2001:db8::1]:7946"] {
+            assert_dev_tls_refused(&clustered(|c| c.listen = addr(listen)), "listen", listen);
+        }
+        // The dev mode is the default: a bare public listen address is refused.
+        let cfg =
+            NodeConfig::from_toml("[cluster]\nnode-id = 3\nlisten = \"192.168.1.5:7946\"\n").expect("parses");
+        assert_dev_tls_refused(&cfg, "listen", "192.168.1.5:7946");
+    }
+
+    #[test]
+    fn dev_tls_is_refused_when_advertise_is_not_loopback() {
+        for advertise in ["10.0.0.1:7946", "0.0.0.0:7946", "[::ffff:127.0.0.1]:7946"] {
+            assert_dev_tls_refused(
+                &clustered(|c| c.advertise = Some(addr(advertise))),
+                "advertise",
+                advertise,
+            );
+        }
+    }
+
+    #[test]
+    fn dev_tls_is_refused_when_any_join_address_is_not_loopback() {
+        let join = vec![addr("127.0.0.1:7001"), addr("[::1]:7002"), addr("10.1.2.3:7946")];
+        assert_dev_tls_refused(&clustered(|c| c.join = join), "join", "10.1.2.3:7946");
+    }
+
+    #[test]
+    fn dev_tls_is_allowed_when_every_cluster_address_is_loopback() {
+        let cfg = clustered(|c| {
+            c.listen = addr("127.0.0.1:0");
+            c.advertise = Some(addr("127.0.0.2:7946"));
+            c.join = vec![addr("127.0.0.1:7001"), addr("[::1]:7002")];
+        });
+        cfg.validate().expect("loopback only");
+        clustered(|c| c.listen = addr("[::1]:7946")).validate().expect("IPv6 loopback");
+    }
+
+    #[test]
+    fn mutual_tls_is_allowed_on_any_address() {
+        let mut cfg = clustered(|c| {
+            c.listen = addr("0.0.0.0:7946");
+            c.advertise = Some(addr("10.0.0.1:7946"));
+            c.join = vec![addr("10.0.0.2:7946")];
+        });
+        cfg.transport = TransportConfig {
+            tls: crate::transport::TlsMode::Mutual,
+            ca_cert: "ca.pem".into(),
+            node_cert: "node-1.pem".into(),
+            node_key: "node-1.key".into(),
+            ..TransportConfig::default()
+        };
+        cfg.validate().expect("mutual TLS off loopback");
+    }
+
+    #[test]
+    fn a_single_node_does_not_check_the_cluster_sections() {
+        let mut cfg = NodeConfig::default();
+        cfg.cluster.listen = addr("0.0.0.0:7946");
+        cfg.validate().expect("node-id 0 runs no cluster: dev TLS off loopback is fine");
+        let cfg = NodeConfig::from_toml("[transport]\nkeep-alive-ms = 0\n[pd]\nheartbeat-ms = 0\n")
+            .expect("parses");
+        cfg.validate().expect("clustering is off");
     }
 
     #[test]

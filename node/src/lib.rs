@@ -14,7 +14,7 @@
 //! - [`raftstore`] SHELL: hosts many groups on poller threads over one raft-engine log,
 //!   one fsync per round; store-wide ticks; recovery; the `Transport` trait.
 //! - [`transport`]: the QUIC transport between nodes (frames CORE; quinn and TLS SHELL) and
-//!   the `[cluster]` configuration.
+//!   its `[transport]` configuration section.
 //! - [`cluster`]: the cluster plane: range table, [`cluster::KvClient`] (requests to range
 //!   leaders on any node), the MQTT key families and their bootstrap.
 //! - [`node`] SHELL: the composition root: store, transport, placement driver, admin

@@ -29,22 +29,24 @@ struct Cli {
     /// after it is lost) instead of refusing to start.
     #[arg(long)]
     repair: bool,
-    /// Run as cluster node N (positive); without it the broker runs as a single node.
+    /// Run as cluster node N (positive; `cluster.node-id`); without it the broker runs as a
+    /// single node.
     #[arg(long, value_name = "N")]
     node_id: Option<u64>,
-    /// UDP address of the cluster transport (QUIC), e.g. 127.0.0.1:7946.
+    /// UDP address of the cluster transport (QUIC), e.g. 127.0.0.1:7946 (`cluster.listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     cluster_listen: Option<SocketAddr>,
-    /// Cluster addresses of existing nodes to join, comma-separated.
+    /// Cluster addresses of existing nodes to join, comma-separated (`cluster.join`).
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     join: Vec<SocketAddr>,
-    /// Admin HTTP endpoint address (JSON API), e.g. 127.0.0.1:9946.
+    /// Admin HTTP endpoint address (JSON API), e.g. 127.0.0.1:9946 (`admin.listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     admin_listen: Option<SocketAddr>,
-    /// Nodes hosting the placement driver's raft group, comma-separated (e.g. 1,2,3).
+    /// Nodes hosting the placement driver's raft group, comma-separated (e.g. 1,2,3;
+    /// `pd.voters`).
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     pd_voters: Vec<u64>,
-    /// Split ranges with more keys than this (`cluster.pd-split-keys`).
+    /// Split ranges with more keys than this (`pd.split-keys`).
     #[arg(long, value_name = "N")]
     pd_split_keys: Option<u64>,
     /// Whether the placement driver creates the MQTT key families' ranges
@@ -190,13 +192,13 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
         config.cluster.join = cli.join.clone();
     }
     if let Some(addr) = cli.admin_listen {
-        config.cluster.admin_listen = Some(addr);
+        config.admin.listen = Some(addr);
     }
     if !cli.pd_voters.is_empty() {
-        config.cluster.pd_voters = cli.pd_voters.clone();
+        config.pd.voters = cli.pd_voters.clone();
     }
     if let Some(keys) = cli.pd_split_keys {
-        config.cluster.pd_split_keys = keys;
+        config.pd.split_keys = keys;
     }
     if let Some(on) = cli.mqtt_bootstrap {
         config.cluster.mqtt_bootstrap = on;

@@ -13,13 +13,11 @@ use std::time::Duration;
 
 use crate::admin::{AdminError, AdminServer};
 use crate::cluster::{ClientConfig, KvClient, LocalStore, RangeTable};
-use crate::config::NodeConfig;
+use crate::config::{ClusterSectionError, NodeConfig};
 use crate::group::{GroupId, GroupMessage, NodeId};
-use crate::pd::service::BootstrapConfig;
-use crate::pd::{DriverConfig, PdConfig, PdError, PdHandle, PdService};
-use crate::raftstore::{Store, StoreConfig, StoreError, StoreRouter};
+use crate::pd::{PdError, PdHandle, PdService};
+use crate::raftstore::{Store, StoreError, StoreRouter};
 use crate::server::{Server, ShutdownHandle, StartError};
-use crate::transport::config::ClusterConfig;
 use crate::transport::request::{Reply, Request};
 use crate::transport::tls::{self, TlsError};
 use crate::transport::{Inbound, QuicTransport, TransportError};
@@ -30,9 +28,12 @@ const REQUESTS_IN_FLIGHT_MAX: usize = 65_536;
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The `[cluster]` section is invalid.
+    /// A cluster section of the configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(ClusterSectionError),
+    /// A startup task or thread failed.
+    #[error("node startup: {0}")]
+    Startup(String),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -48,54 +49,6 @@ pub enum ClusterError {
     /// The placement driver service could not start.
     #[error(transparent)]
     Pd(#[from] PdError),
-}
-
-/// The PD service's settings from the `[cluster]` section.
-fn pd_config(cfg: &ClusterConfig) -> PdConfig {
-    let defaults = placement::SizeLimits::default();
-    let size_limits = placement::SizeLimits {
-        split_size_bytes: cfg.pd_split_size_bytes,
-        split_keys: cfg.pd_split_keys,
-        merge_size_bytes_max: defaults.merge_size_bytes_max.min(cfg.pd_split_size_bytes / 4),
-        merge_keys_max: defaults.merge_keys_max.min(cfg.pd_split_keys / 4),
-        ..defaults
-    };
-    // Message-log ranges are fixed hash slices (CLUSTER.md 2.4): never split or merged.
-    let fixed = placement::SizeLimits {
-        split_size_bytes: u64::MAX,
-        split_keys: u64::MAX,
-        load_split_write_bytes_per_sec: u64::MAX,
-        load_split_write_keys_per_sec: u64::MAX,
-        merge_size_bytes_max: 0,
-        merge_keys_max: 0,
-        merge_write_bytes_per_sec_max: 0,
-    };
-    let placement = placement::Config {
-        keyspace_limits: [(crate::cluster::keys::FAMILY_LOGS, fixed)].into_iter().collect(),
-        size_limits,
-        node_down_after_ms: cfg.pd_node_down_after_ms,
-        node_repair_after_ms: cfg.pd_node_repair_after_ms,
-        isolation_labels: cfg.pd_isolation_labels.clone(),
-        ..placement::Config::default()
-    };
-    PdConfig {
-        voters: cfg.pd_voters.clone(),
-        heartbeat: Duration::from_millis(cfg.pd_heartbeat_ms),
-        schedule: Duration::from_millis(cfg.pd_schedule_ms),
-        refresh_beats: cfg.pd_refresh_beats,
-        capacity_bytes: cfg.pd_capacity_bytes,
-        labels: cfg.pd_labels.clone(),
-        driver: DriverConfig {
-            placement,
-            // Every node re-sends all its ranges within a heartbeat or two of a new leader.
-            warmup_ms: cfg.pd_heartbeat_ms.saturating_mul(3),
-            default_capacity_bytes: cfg.pd_capacity_bytes,
-        },
-        bootstrap: cfg.mqtt_bootstrap.then(|| BootstrapConfig {
-            replicas: 3,
-            log_groups: cfg.log_groups_per_node.saturating_mul(cfg.pd_voters.len().max(1) as u32),
-        }),
-    }
 }
 
 /// Feeds the transport's messages into the store (PD messages to the PD service, requests
@@ -147,38 +100,40 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Starts node `cfg.node_id` with its raft log in `data_dir/raft`. Must be called inside
-    /// a tokio runtime.
-    pub async fn start(cfg: &ClusterConfig, data_dir: &std::path::Path) -> Result<Self, ClusterError> {
-        cfg.validate().map_err(ClusterError::Config)?;
-        let tls = tls::configs(cfg)?;
-        let transport = QuicTransport::bind(cfg, tls)?;
-        let mut store_cfg = StoreConfig::new(cfg.node_id, data_dir.join("raft"), cfg.node_id);
-        store_cfg.poller_threads = cfg.poller_threads;
-        store_cfg.batch_groups_max = cfg.raft_batch_groups_max;
-        store_cfg.sync_writes = cfg.sync_writes;
+    /// Starts node `cfg.cluster.node_id` (from the `[cluster]`, `[transport]`,
+    /// `[raftstore]`, `[pd]` and `[admin]` sections) with its raft log in
+    /// `cfg.data_dir/raft`. Must be called inside a tokio runtime.
+    pub async fn start(cfg: &NodeConfig) -> Result<Self, ClusterError> {
+        cfg.validate_cluster().map_err(ClusterError::Config)?;
+        let cluster = &cfg.cluster;
+        let tls = tls::configs(&cfg.transport)?;
+        let transport =
+            QuicTransport::bind(cluster.node_id, cluster.listen, cluster.advertise, &cfg.transport, tls)?;
+        let store_cfg =
+            cfg.raftstore.store_config(cluster.node_id, cfg.data_dir.join("raft"), cluster.node_id);
         let t: Arc<dyn crate::raftstore::Transport> = Arc::new(transport.clone());
         let store = tokio::task::spawn_blocking(move || Store::open(store_cfg, t))
             .await
-            .map_err(|e| ClusterError::Config(format!("store open task: {e}")))??;
+            .map_err(|e| ClusterError::Startup(format!("store open task: {e}")))??;
         let store = Arc::new(store);
-        tracing::info!(node = cfg.node_id, groups = store.group_count(), addr = %transport.addr(), "cluster node started");
+        tracing::info!(node = cluster.node_id, groups = store.group_count(), addr = %transport.addr(), "cluster node started");
         let table = Arc::new(RwLock::new(RangeTable::new()));
         let pd = {
-            let (cfg, store, transport) = (pd_config(cfg), Arc::clone(&store), transport.clone());
+            let pd_cfg = cfg.pd.service_config(cluster.mqtt_bootstrap, cluster.log_groups_per_node);
+            let (store, transport) = (Arc::clone(&store), transport.clone());
             let table = Arc::clone(&table);
-            tokio::task::spawn_blocking(move || PdService::start(cfg, store, transport, table))
+            tokio::task::spawn_blocking(move || PdService::start(pd_cfg, store, transport, table))
                 .await
-                .map_err(|e| ClusterError::Config(format!("PD start task: {e}")))??
+                .map_err(|e| ClusterError::Startup(format!("PD start task: {e}")))??
         };
         let handle = pd.handle();
         let local = Arc::new(
             LocalStore::start(Arc::clone(&store), transport.clone(), REQUESTS_IN_FLIGHT_MAX)
-                .map_err(|e| ClusterError::Config(format!("request thread: {e}")))?,
+                .map_err(|e| ClusterError::Startup(format!("request thread: {e}")))?,
         );
         let client_cfg = ClientConfig {
-            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
-            attempt_timeout: Duration::from_millis(cfg.request_timeout_ms.div_ceil(2)),
+            request_timeout: Duration::from_millis(cluster.request_timeout_ms),
+            attempt_timeout: Duration::from_millis(cluster.request_timeout_ms.div_ceil(2)),
             ..ClientConfig::default()
         };
         let client = KvClient::new(Arc::clone(&local), transport.clone(), table, client_cfg);
@@ -189,8 +144,8 @@ impl ClusterNode {
             local: Arc::clone(&local),
             client: client.clone(),
         }));
-        transport.join(&cfg.join);
-        let admin = match cfg.admin_listen {
+        transport.join(&cluster.join);
+        let admin = match cfg.admin.listen {
             Some(addr) => {
                 let admin = AdminServer::bind(
                     addr,
@@ -271,7 +226,7 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let cluster = if config.cluster.enabled() {
-        let node = ClusterNode::start(&config.cluster, &config.data_dir).await?;
+        let node = ClusterNode::start(&config).await?;
         if let Some(addr) = node.admin_addr() {
             tracing::info!(%addr, "admin endpoint");
         }
@@ -292,20 +247,4 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_log_ranges_are_never_split_or_merged() {
-        let cfg = pd_config(&ClusterConfig::default());
-        let placement = &cfg.driver.placement;
-        placement.validate().expect("valid placement config");
-        let logs = placement.limits_for(&[crate::cluster::keys::FAMILY_LOGS, 0x80, 1]);
-        assert_eq!((logs.split_keys, logs.split_size_bytes, logs.merge_keys_max), (u64::MAX, u64::MAX, 0));
-        let sessions = placement.limits_for(b"S\x00\x01");
-        assert!(sessions.split_keys < u64::MAX, "other families split as configured");
-    }
 }

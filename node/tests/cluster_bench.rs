@@ -9,8 +9,8 @@
 //!   3-node groups); its CPU time from `/proc/PID/stat` over 30 s.
 //! - `proposals_per_second_with_and_without_batching`: 1,000 groups on 3 nodes, the
 //!   in-node load generator on every leader; aggregate proposals/s and transport bytes per
-//!   proposal, with transport coalescing (`[cluster] coalesce`) on and off, and with poll
-//!   round batching (`raft-batch-groups-max`) off too.
+//!   proposal, with transport coalescing (`[transport] coalesce`) on and off, and with poll
+//!   round batching (`[raftstore] raft-batch-groups-max`) off too.
 //!
 //! `FLOTILLA_BENCH_IDLE_GROUPS` and `FLOTILLA_BENCH_GROUPS` override the group counts.
 
@@ -187,7 +187,8 @@ async fn proposals_per_second_with_and_without_batching() {
     for (coalesce, batch) in [(true, 256), (false, 256), (false, 1)] {
         let tmp = TempDir::new("bench-load");
         let cfg = tmp.0.join("cluster.toml");
-        let text = format!("[cluster]\ncoalesce = {coalesce}\nraft-batch-groups-max = {batch}\n");
+        let text =
+            format!("[transport]\ncoalesce = {coalesce}\n\n[raftstore]\nraft-batch-groups-max = {batch}\n");
         std::fs::write(&cfg, text).expect("config");
         let cfg = cfg.display().to_string();
         let nodes = three_nodes(&tmp, &["--config", &cfg]).await;

@@ -59,7 +59,7 @@ async fn nodes_with_certificates_from_flotilla_cert_form_a_cluster() {
     let config = |n: u64| {
         let path = tmp.0.join(format!("node-{n}.toml"));
         let text = format!(
-            "[cluster]\ntls = \"mutual\"\nca-cert = \"{}\"\nnode-cert = \"{}\"\nnode-key = \"{}\"\n",
+            "[transport]\ntls = \"mutual\"\nca-cert = \"{}\"\nnode-cert = \"{}\"\nnode-key = \"{}\"\n",
             certs.join("ca.pem").display(),
             certs.join(format!("node-{n}.pem")).display(),
             certs.join(format!("node-{n}.key")).display()

@@ -11,7 +11,7 @@ use node::group::{GroupMessage, MessageBody, NodeId};
 use node::raftstore::Transport;
 use node::transport::frame::Frame;
 use node::transport::tls::{self, TlsConfigs};
-use node::transport::{ClusterConfig, Inbound, QuicTransport, TransportSnapshot};
+use node::transport::{Inbound, QuicTransport, TransportConfig, TransportSnapshot};
 
 /// Generous: the machine is shared and loaded.
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,20 +39,22 @@ impl Collector {
     }
 }
 
-fn config(node_id: NodeId, port: u16) -> ClusterConfig {
-    ClusterConfig {
-        node_id,
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn config() -> TransportConfig {
+    TransportConfig {
         reconnect_min_ms: 50,
         reconnect_max_ms: 300,
         idle_timeout_ms: 3000,
         keep_alive_ms: 500,
-        ..ClusterConfig::default()
+        ..TransportConfig::default()
     }
 }
 
 fn start(node_id: NodeId, port: u16, tls: TlsConfigs) -> (QuicTransport, Arc<Collector>) {
-    let t = QuicTransport::bind(&config(node_id, port), tls).expect("bind");
+    let t = QuicTransport::bind(node_id, loopback(port), None, &config(), tls).expect("bind");
     let c = Arc::new(Collector::default());
     t.attach(c.clone());
     (t, c)
@@ -135,9 +137,8 @@ async fn endpoints_exchange_batches_in_order_and_learn_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncoalesced_mode_sends_one_frame_per_message() {
     let tls_a = tls::dev_self_signed().expect("tls");
-    let mut cfg = config(1, 0);
-    cfg.coalesce = false;
-    let a = QuicTransport::bind(&cfg, tls_a).expect("bind");
+    let cfg = TransportConfig { coalesce: false, ..config() };
+    let a = QuicTransport::bind(1, loopback(0), None, &cfg, tls_a).expect("bind");
     let (b, cb) = start(2, 0, tls::dev_self_signed().expect("tls"));
     a.add_peer(2, b.addr());
     // Hello and address book on connect, plus the book broadcast queued by add_peer.
@@ -165,7 +166,7 @@ async fn sender_reconnects_after_the_peer_restarts() {
     // The old endpoint's socket closes once its last task has noticed the shutdown.
     let started = tokio::time::Instant::now();
     let b2 = loop {
-        match QuicTransport::bind(&config(2, port), tls::dev_self_signed().expect("tls")) {
+        match QuicTransport::bind(2, loopback(port), None, &config(), tls::dev_self_signed().expect("tls")) {
             Ok(t) => break t,
             Err(e) => assert!(started.elapsed() < WAIT, "rebind: {e}"),
         }

@@ -454,7 +454,7 @@ async fn replicas_of_a_node_down_past_the_repair_time_are_recreated_elsewhere() 
     let groups: Vec<GroupId> = (1..=12).collect();
     let tmp = TempDir::new("placement-repair");
     let config = tmp.0.join("pd.toml");
-    std::fs::write(&config, "[cluster]\npd-node-down-after-ms = 3000\npd-node-repair-after-ms = 5000\n")
+    std::fs::write(&config, "[pd]\nnode-down-after-ms = 3000\nnode-repair-after-ms = 5000\n")
         .expect("config");
     let mut args =
         vec!["--pd-voters".into(), "1,2,3".into(), "--config".into(), config.display().to_string()];

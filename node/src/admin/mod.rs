@@ -1,4 +1,4 @@
-//! SHELL. The admin HTTP endpoint (off by default; `[cluster] admin-listen`).
+//! SHELL. The admin HTTP endpoint (off by default; `[admin] listen`, see [`config`]).
 //!
 //! JSON over HTTP/1.1 (hyper 1):
 //! - `GET /v1/groups`: every replica here (range, epoch, role, leader, term, applied
@@ -22,9 +22,11 @@
 mod api;
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod kv;
 mod server;
 pub mod types;
 
 pub use api::{NodeInfo, StoreCounters};
+pub use config::{AdminConfig, AdminConfigError};
 pub use server::{AdminError, AdminServer, BODY_BYTES_MAX};

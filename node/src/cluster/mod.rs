@@ -2,6 +2,7 @@
 //! reaches the leader of the range holding any key from any node, and the keyspace layout
 //! of the MQTT families.
 //!
+//! - [`config`]: the `[cluster]` section (node id, addresses, request deadline, bootstrap);
 //! - [`ranges`] CORE: key -> range, leader hint, epoch;
 //! - [`keys`] CORE: the MQTT key families (sessions `S`, routes `R`, retained `M`, message
 //!   logs `L`) and the ranges the bootstrap creates;
@@ -9,10 +10,12 @@
 //! - [`client`] SHELL: [`KvClient`], routed, retried reads and writes.
 
 pub mod client;
+pub mod config;
 pub mod keys;
 pub mod local;
 pub mod ranges;
 
 pub use client::{ClientConfig, KvClient, KvError};
+pub use config::{ClusterConfig, ClusterConfigError};
 pub use local::LocalStore;
 pub use ranges::{RangeEntry, RangeTable};

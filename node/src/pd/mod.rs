@@ -1,6 +1,7 @@
 //! The placement driver (PD): the service that moves replicas and leaders between nodes,
 //! over the scheduler core in the `placement` crate.
 //!
+//! - [`config`]: the `[pd]` section of the node configuration;
 //! - [`message`] CORE: heartbeats, acks and operator steps, and their binary codec (carried
 //!   in the cluster transport's `Pd` frames);
 //! - `range_view` CORE: range reports into the scheduler core's view, and its ranges back
@@ -15,11 +16,12 @@
 //! - [`service`] SHELL: the PD thread on every node (heartbeats, leadership of the PD
 //!   group, scheduling rounds) and the [`PdHandle`] for the transport and admin API.
 //!
-//! The PD group is an ordinary raft group with id [`PD_GROUP`] on the `pd-voters` nodes.
+//! The PD group is an ordinary raft group with id [`PD_GROUP`] on the `[pd] voters` nodes.
 //! It is off the data path: with no PD leader, reads and writes go on and only
 //! rebalancing stops.
 
 pub mod bootstrap;
+pub mod config;
 pub mod driver;
 pub mod executor;
 pub mod message;
@@ -28,6 +30,7 @@ pub mod registry;
 pub mod report;
 pub mod service;
 
+pub use config::{PdConfigError, PlacementDriverConfig};
 pub use driver::{Driver, DriverConfig, NodeAdminState, NodeView, OperatorInfo, PdReport};
 pub use service::{PdConfig, PdHandle, PdService};
 

@@ -1,13 +1,13 @@
 //! SHELL. [`PdService`]: the placement driver's thread on every cluster node.
 //!
 //! Every node: sends a heartbeat (its capacity and the ranges it leads, chosen by the
-//! [`Reporter`]) to the PD leader every `pd-heartbeat-ms`, learning who leads from `Ack` and
+//! [`Reporter`]) to the PD leader every `[pd] heartbeat-ms`, learning who leads from `Ack` and
 //! `NotLeader` answers; and carries out the operator steps the PD leader sends to the
 //! ranges it leads (the [`Executor`]).
 //!
 //! On the PD voters: the PD group (a raft group, id [`PD_GROUP`], on the same store and
 //! transport as every other group) holds the node admin states. The replica that leads it
-//! loads them, builds a [`Driver`], answers heartbeats, and every `pd-schedule-ms` runs a
+//! loads them, builds a [`Driver`], answers heartbeats, and every `[pd] schedule-ms` runs a
 //! scheduling round and sends the steps. Losing leadership drops the driver; traffic never
 //! waits for the PD, so with no PD leader only rebalancing stops.
 //!

@@ -1,6 +1,10 @@
-//! SHELL. Configuration of a [`Store`](super::Store).
+//! SHELL. Configuration of a [`Store`](super::Store): [`StoreConfig`], what a store runs
+//! with, and [`RaftstoreConfig`], the `[raftstore]` section of the node configuration
+//! that fills it (documented in `flotilla.example.toml`).
 
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
 use crate::group::{NodeId, PeerConfig};
@@ -58,5 +62,82 @@ impl StoreConfig {
             return Err(StoreError::Config("batch, mailbox and per-round limits must be positive".into()));
         }
         self.peer.validate().map_err(|e| StoreError::Config(e.to_string()))
+    }
+}
+
+/// The `[raftstore]` section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RaftstoreConfig {
+    /// Raft poller threads.
+    pub poller_threads: usize,
+    /// Most groups one poll round handles (one log write and one fsync per round); 1
+    /// turns round batching off.
+    pub raft_batch_groups_max: usize,
+    /// fsync the raft log (`false` only for benchmarks).
+    pub sync_writes: bool,
+}
+
+impl Default for RaftstoreConfig {
+    fn default() -> Self {
+        Self { poller_threads: 2, raft_batch_groups_max: 256, sync_writes: true }
+    }
+}
+
+/// Why a `[raftstore]` section is refused; each names its key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RaftstoreConfigError {
+    /// No poller thread would run the groups.
+    #[error("raftstore.poller-threads must be positive")]
+    NoPollerThreads,
+    /// A poll round could hold no group.
+    #[error("raftstore.raft-batch-groups-max must be positive")]
+    NoBatchGroups,
+}
+
+impl RaftstoreConfig {
+    /// Checks the section's own rules.
+    pub fn validate(&self) -> Result<(), RaftstoreConfigError> {
+        if self.poller_threads == 0 {
+            return Err(RaftstoreConfigError::NoPollerThreads);
+        }
+        if self.raft_batch_groups_max == 0 {
+            return Err(RaftstoreConfigError::NoBatchGroups);
+        }
+        Ok(())
+    }
+
+    /// The store configuration of node `node_id` storing in `dir`, with this section's
+    /// settings over [`StoreConfig::new`]'s defaults.
+    pub fn store_config(&self, node_id: NodeId, dir: impl Into<PathBuf>, seed: u64) -> StoreConfig {
+        let mut cfg = StoreConfig::new(node_id, dir, seed);
+        cfg.poller_threads = self.poller_threads;
+        cfg.batch_groups_max = self.raft_batch_groups_max;
+        cfg.sync_writes = self.sync_writes;
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_parses_refuses_unknown_keys_and_fills_the_store_config() {
+        let cfg: RaftstoreConfig =
+            toml::from_str("poller-threads = 4\nsync-writes = false\n").expect("parses");
+        let store = cfg.store_config(3, "/tmp/x", 3);
+        assert_eq!((store.poller_threads, store.batch_groups_max, store.sync_writes), (4, 256, false));
+        let err = toml::from_str::<RaftstoreConfig>("poller-thread = 4\n").expect_err("unknown key");
+        assert!(err.to_string().contains("poller-thread"), "{err}");
+    }
+
+    #[test]
+    fn each_rule_gives_its_typed_error() {
+        RaftstoreConfig::default().validate().expect("defaults");
+        let none = RaftstoreConfig { poller_threads: 0, ..RaftstoreConfig::default() };
+        assert_eq!(none.validate(), Err(RaftstoreConfigError::NoPollerThreads));
+        let none = RaftstoreConfig { raft_batch_groups_max: 0, ..RaftstoreConfig::default() };
+        assert_eq!(none.validate(), Err(RaftstoreConfigError::NoBatchGroups));
     }
 }

@@ -8,7 +8,8 @@
 //! - `ticker`: the store-wide tick, skipping hibernated groups;
 //! - `engine`: raft-engine as the shared log, and each group's `LogStore` over it;
 //! - `transport`: the [`Transport`] trait and the in-process [`LocalTransport`];
-//! - `metrics`: counters.
+//! - `metrics`: counters;
+//! - `config`: [`StoreConfig`] and the `[raftstore]` section of the node configuration.
 //!
 //! Threads: `poller_threads` pollers plus one ticker (none in manual mode, where the
 //! caller drives [`Store::tick`] and [`Store::poll`] — deterministic tests do).
@@ -26,7 +27,7 @@ pub mod store;
 pub(crate) mod ticker;
 pub mod transport;
 
-pub use config::StoreConfig;
+pub use config::{RaftstoreConfig, RaftstoreConfigError, StoreConfig};
 pub use error::StoreError;
 pub use metrics::{MetricsSnapshot, StoreMetrics};
 pub use store::{Store, StoreRouter};

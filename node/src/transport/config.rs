@@ -1,5 +1,7 @@
-//! The `[cluster]` section of the node configuration: identity, addresses, TLS, transport
-//! tuning and the admin endpoint. Every key is documented in `flotilla.example.toml`.
+//! The `[transport]` section of the node configuration: TLS between nodes, QUIC timers,
+//! per-peer queues, frame sizes and snapshot chunking. The node's identity and addresses
+//! are in `[cluster]` ([`crate::cluster::config`]). Every key is documented in
+//! `flotilla.example.toml`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,19 +21,10 @@ pub enum TlsMode {
     Mutual,
 }
 
-/// The `[cluster]` section.
+/// The `[transport]` section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ClusterConfig {
-    /// This node's id; 0 runs a single node with no cluster (the default).
-    pub node_id: u64,
-    /// UDP address of the QUIC transport.
-    pub listen: SocketAddr,
-    /// Address other nodes dial; unset = `listen`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub advertise: Option<SocketAddr>,
-    /// Cluster addresses of existing nodes to introduce this node to.
-    pub join: Vec<SocketAddr>,
+pub struct TransportConfig {
     /// Node authentication.
     pub tls: TlsMode,
     /// With `tls = "mutual"`: PEM file of the cluster CA certificate.
@@ -59,64 +52,19 @@ pub struct ClusterConfig {
     pub frame_bytes_max: u32,
     /// Target size of a coalesced frame, bytes.
     pub frame_bytes_target: u32,
-    /// Raft poller threads.
-    pub poller_threads: usize,
-    /// Most groups one poll round handles (one log write and one fsync per round); 1
-    /// turns round batching off.
-    pub raft_batch_groups_max: usize,
-    /// fsync the raft log (`false` only for benchmarks).
-    pub sync_writes: bool,
-    /// Admin HTTP endpoint address; unset = off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_listen: Option<SocketAddr>,
-    /// Nodes hosting the placement driver's raft group (3 recommended); empty = this node
-    /// finds the PD leader through its peers.
-    pub pd_voters: Vec<u64>,
-    /// How often a node sends its heartbeat to the PD leader.
-    pub pd_heartbeat_ms: u64,
-    /// How often the PD leader runs a scheduling round.
-    pub pd_schedule_ms: u64,
-    /// An unchanged range is re-reported every this many heartbeats.
-    pub pd_refresh_beats: u64,
-    /// A node silent this long is down.
-    pub pd_node_down_after_ms: u64,
-    /// Replicas of a node down this long are re-created elsewhere.
-    pub pd_node_repair_after_ms: u64,
-    /// Storage this node offers for replicas; balance targets are proportional to it.
-    pub pd_capacity_bytes: u64,
-    /// This node's failure-domain labels, e.g. `{ zone = "a" }`.
-    pub pd_labels: std::collections::BTreeMap<String, String>,
-    /// Label keys no two replicas of a range may share a value of (e.g. `["zone"]`).
-    pub pd_isolation_labels: Vec<String>,
-    /// A range with more keys than this is split in two.
-    pub pd_split_keys: u64,
-    /// A range with more bytes than this is split in two.
-    pub pd_split_size_bytes: u64,
-    /// Bytes of frames being read on one peer connection at most (across its streams).
-    pub conn_buffer_bytes_max: u64,
-    /// How long a request to a range leader may take, retries included, before the caller
-    /// gets an error (MQTT clients then get a reason code).
-    pub request_timeout_ms: u64,
     /// Snapshots larger than this travel as chunks of this size.
     pub snapshot_chunk_bytes: u32,
     /// Largest snapshot accepted (and sent), bytes; at most 4 GiB - 1.
     pub snapshot_bytes_max: u64,
     /// Snapshot bytes sent per second per peer at most (0: unlimited).
     pub snapshot_bytes_per_sec: u64,
-    /// Whether the placement driver's leader creates the MQTT key families' ranges once
-    /// its voters are up (sessions, routes, retained, message logs).
-    pub mqtt_bootstrap: bool,
-    /// Message-log ranges the bootstrap creates per PD voter.
-    pub log_groups_per_node: u32,
+    /// Bytes of frames being read on one peer connection at most (across its streams).
+    pub conn_buffer_bytes_max: u64,
 }
 
-impl Default for ClusterConfig {
+impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            node_id: 0,
-            listen: SocketAddr::from(([127, 0, 0, 1], 7946)),
-            advertise: None,
-            join: Vec::new(),
             tls: TlsMode::DevSelfSigned,
             ca_cert: PathBuf::new(),
             node_cert: PathBuf::new(),
@@ -130,43 +78,101 @@ impl Default for ClusterConfig {
             coalesce: true,
             frame_bytes_max: 64 << 20,
             frame_bytes_target: 256 << 10,
-            poller_threads: 2,
-            raft_batch_groups_max: 256,
-            sync_writes: true,
-            admin_listen: None,
-            pd_voters: Vec::new(),
-            pd_heartbeat_ms: 1000,
-            pd_schedule_ms: 250,
-            pd_refresh_beats: 10,
-            pd_node_down_after_ms: 10_000,
-            pd_node_repair_after_ms: 30 * 60_000,
-            pd_capacity_bytes: 1 << 40,
-            pd_labels: std::collections::BTreeMap::new(),
-            pd_isolation_labels: Vec::new(),
-            pd_split_keys: 512_000,
-            pd_split_size_bytes: 64 << 20,
-            conn_buffer_bytes_max: 256 << 20,
-            request_timeout_ms: 5000,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: u64::from(u32::MAX),
             snapshot_bytes_per_sec: 128 << 20,
-            mqtt_bootstrap: true,
-            log_groups_per_node: 16,
+            conn_buffer_bytes_max: 256 << 20,
         }
     }
 }
 
-impl ClusterConfig {
-    /// Whether this node runs in a cluster.
-    pub fn enabled(&self) -> bool {
-        self.node_id != 0
-    }
+/// Why a `[transport]` section is refused; each names its keys.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportConfigError {
+    /// The keep-alive is zero or not below the idle timeout.
+    #[error(
+        "transport.keep-alive-ms = {keep_alive_ms} must be positive and below transport.idle-timeout-ms = {idle_timeout_ms}"
+    )]
+    KeepAlive {
+        /// `keep-alive-ms`.
+        keep_alive_ms: u64,
+        /// `idle-timeout-ms`.
+        idle_timeout_ms: u64,
+    },
+    /// The reconnect delays are zero or out of order.
+    #[error("transport.reconnect-min-ms = {min_ms} must be positive and at most reconnect-max-ms = {max_ms}")]
+    Reconnect {
+        /// `reconnect-min-ms`.
+        min_ms: u64,
+        /// `reconnect-max-ms`.
+        max_ms: u64,
+    },
+    /// A per-peer queue has no room.
+    #[error("transport.{key} must be positive")]
+    EmptyQueue {
+        /// `send-queue-batches` or `snapshot-queue-len`.
+        key: &'static str,
+    },
+    /// The frame limit is too small or below the coalescing target.
+    #[error(
+        "transport.frame-bytes-max = {max} must be at least 65536 and at least frame-bytes-target = {target}"
+    )]
+    FrameBytes {
+        /// `frame-bytes-max`.
+        max: u32,
+        /// `frame-bytes-target`.
+        target: u32,
+    },
+    /// Snapshot chunks would not fit a frame (or are tiny).
+    #[error("transport.snapshot-chunk-bytes = {chunk} must be within 4096..=frame-bytes-max/2 ({})", frame_max / 2)]
+    SnapshotChunk {
+        /// `snapshot-chunk-bytes`.
+        chunk: u32,
+        /// `frame-bytes-max`.
+        frame_max: u32,
+    },
+    /// The snapshot limit is below a frame or above 4 GiB - 1.
+    #[error(
+        "transport.snapshot-bytes-max = {value} must be within frame-bytes-max ({frame_max})..=4294967295"
+    )]
+    SnapshotBytesMax {
+        /// `snapshot-bytes-max`.
+        value: u64,
+        /// `frame-bytes-max`.
+        frame_max: u32,
+    },
+    /// A connection's read budget would not hold one largest frame.
+    #[error("transport.conn-buffer-bytes-max = {value} must be at least frame-bytes-max = {frame_max}")]
+    ConnBuffer {
+        /// `conn-buffer-bytes-max`.
+        value: u64,
+        /// `frame-bytes-max`.
+        frame_max: u32,
+    },
+    /// Mutual TLS without one of its files.
+    #[error("transport.{key} is required with tls = \"mutual\"")]
+    MissingTlsFile {
+        /// `ca-cert`, `node-cert` or `node-key`.
+        key: &'static str,
+    },
+    /// Development TLS with a cluster address other hosts could reach: the mode accepts
+    /// any peer certificate, so off loopback anyone who can reach the port could join the
+    /// cluster or pose as a node.
+    #[error(
+        "cluster.{key} = {addr} is not a loopback address, and transport.tls = \"dev-self-signed\" \
+         (the default) accepts any peer, so it is allowed on loopback only; set \
+         transport.tls = \"mutual\" with transport.ca-cert, transport.node-cert and transport.node-key \
+         (`flotilla cert --dir DIR --nodes 1,2,3` writes a development CA and node certificates)"
+    )]
+    DevTlsNotLoopback {
+        /// The `[cluster]` key the address comes from (`listen`, `advertise` or `join`).
+        key: &'static str,
+        /// The first cluster address that is not loopback.
+        addr: SocketAddr,
+    },
+}
 
-    /// The address peers dial.
-    pub fn advertise_addr(&self) -> SocketAddr {
-        self.advertise.unwrap_or(self.listen)
-    }
-
+impl TransportConfig {
     /// Keep-alive interval.
     pub fn keep_alive(&self) -> Duration {
         Duration::from_millis(self.keep_alive_ms)
@@ -177,115 +183,71 @@ impl ClusterConfig {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
-    /// Checks cross-field rules; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        if !self.enabled() {
-            return Ok(());
-        }
+    /// Checks the section's own rules.
+    pub fn validate(&self) -> Result<(), TransportConfigError> {
+        use TransportConfigError as E;
         if self.keep_alive_ms == 0 || self.keep_alive_ms >= self.idle_timeout_ms {
-            return Err("cluster.keep-alive-ms must be positive and below cluster.idle-timeout-ms".into());
+            return Err(E::KeepAlive {
+                keep_alive_ms: self.keep_alive_ms,
+                idle_timeout_ms: self.idle_timeout_ms,
+            });
         }
         if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
-            return Err("cluster.reconnect-min-ms must be positive and at most reconnect-max-ms".into());
+            return Err(E::Reconnect { min_ms: self.reconnect_min_ms, max_ms: self.reconnect_max_ms });
         }
-        if self.send_queue_batches == 0 || self.snapshot_queue_len == 0 {
-            return Err("cluster.send-queue-batches and cluster.snapshot-queue-len must be positive".into());
+        if self.send_queue_batches == 0 {
+            return Err(E::EmptyQueue { key: "send-queue-batches" });
+        }
+        if self.snapshot_queue_len == 0 {
+            return Err(E::EmptyQueue { key: "snapshot-queue-len" });
         }
         if self.frame_bytes_max < 64 << 10 || self.frame_bytes_target > self.frame_bytes_max {
-            return Err(
-                "cluster.frame-bytes-max must be at least 65536 and at least frame-bytes-target".into()
-            );
-        }
-        if self.poller_threads == 0 || self.raft_batch_groups_max == 0 {
-            return Err("cluster.poller-threads and cluster.raft-batch-groups-max must be positive".into());
-        }
-        if self.pd_heartbeat_ms == 0 || self.pd_schedule_ms == 0 || self.pd_refresh_beats == 0 {
-            return Err(
-                "cluster.pd-heartbeat-ms, pd-schedule-ms and pd-refresh-beats must be positive".into()
-            );
-        }
-        if self.pd_node_down_after_ms < 2 * self.pd_heartbeat_ms {
-            return Err("cluster.pd-node-down-after-ms must be at least two heartbeats".into());
-        }
-        if self.pd_node_repair_after_ms < self.pd_node_down_after_ms {
-            return Err("cluster.pd-node-repair-after-ms must be at least pd-node-down-after-ms".into());
+            return Err(E::FrameBytes { max: self.frame_bytes_max, target: self.frame_bytes_target });
         }
         if self.snapshot_chunk_bytes < 4096 || self.snapshot_chunk_bytes > self.frame_bytes_max / 2 {
-            return Err("cluster.snapshot-chunk-bytes must be within 4096..=frame-bytes-max/2".into());
+            return Err(E::SnapshotChunk {
+                chunk: self.snapshot_chunk_bytes,
+                frame_max: self.frame_bytes_max,
+            });
         }
         if self.snapshot_bytes_max > u64::from(u32::MAX)
             || self.snapshot_bytes_max < u64::from(self.frame_bytes_max)
         {
-            return Err("cluster.snapshot-bytes-max must be within frame-bytes-max..=4294967295".into());
+            return Err(E::SnapshotBytesMax {
+                value: self.snapshot_bytes_max,
+                frame_max: self.frame_bytes_max,
+            });
         }
         if self.conn_buffer_bytes_max < u64::from(self.frame_bytes_max) {
-            return Err("cluster.conn-buffer-bytes-max must be at least frame-bytes-max".into());
-        }
-        if self.request_timeout_ms < 100 {
-            return Err("cluster.request-timeout-ms must be at least 100".into());
-        }
-        if self.log_groups_per_node == 0 || self.log_groups_per_node > 256 {
-            return Err("cluster.log-groups-per-node must be within 1..=256".into());
-        }
-        if self.pd_split_keys < 8 || self.pd_split_size_bytes < 1024 {
-            return Err(
-                "cluster.pd-split-keys must be at least 8 and pd-split-size-bytes at least 1024".into()
-            );
-        }
-        if self.pd_capacity_bytes == 0 {
-            return Err("cluster.pd-capacity-bytes must be positive".into());
-        }
-        let mut voters = self.pd_voters.clone();
-        voters.sort_unstable();
-        voters.dedup();
-        if voters.len() != self.pd_voters.len() || voters.contains(&0) {
-            return Err("cluster.pd-voters must be distinct positive node ids".into());
-        }
-        self.check_dev_tls_on_loopback()?;
-        if let Some(admin) = self.admin_listen
-            && !admin.ip().is_loopback()
-        {
-            return Err(format!(
-                "cluster.admin-listen = {admin} is not a loopback address: the admin API has no authentication"
-            ));
+            return Err(E::ConnBuffer { value: self.conn_buffer_bytes_max, frame_max: self.frame_bytes_max });
         }
         if self.tls == TlsMode::Mutual {
             for (key, path) in
                 [("ca-cert", &self.ca_cert), ("node-cert", &self.node_cert), ("node-key", &self.node_key)]
             {
                 if path.as_os_str().is_empty() {
-                    return Err(format!("cluster.{key} is required with tls = \"mutual\""));
+                    return Err(E::MissingTlsFile { key });
                 }
             }
         }
         Ok(())
     }
 
-    /// Every cluster address (`listen`, `advertise`, each `join`), with the key it comes
-    /// from.
-    fn cluster_addrs(&self) -> impl Iterator<Item = (&'static str, SocketAddr)> + '_ {
-        let own = [("listen", self.listen), ("advertise", self.advertise_addr())];
-        own.into_iter().chain(self.join.iter().map(|&a| ("join", a)))
-    }
-
-    /// Mutual TLS is required unless every cluster address is loopback: the development
-    /// mode accepts any peer certificate, so off loopback anyone who can reach the port
-    /// could join the cluster or pose as a node. An unspecified address (`0.0.0.0`, `[::]`)
-    /// listens on every interface and is refused too; so is an IPv4-mapped IPv6 address
-    /// (`[::ffff:127.0.0.1]`), which is never taken for loopback.
-    fn check_dev_tls_on_loopback(&self) -> Result<(), String> {
-        if self.tls != TlsMode::DevSelfSigned {
-            return Ok(());
+    /// Checks the TLS mode against the node's cluster addresses (`[cluster]` listen,
+    /// advertise and join, each with its key): development TLS is refused unless every one
+    /// is loopback. An unspecified address (`0.0.0.0`, `[::]`) listens on every interface
+    /// and is refused too; so is an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]`), which
+    /// is never taken for loopback.
+    pub fn check_addresses(
+        &self,
+        addrs: impl IntoIterator<Item = (&'static str, SocketAddr)>,
+    ) -> Result<(), TransportConfigError> {
+        if self.tls == TlsMode::DevSelfSigned
+            && let Some((key, addr)) = addrs.into_iter().find(|(_, a)| !a.ip().is_loopback())
+        {
+            return Err(TransportConfigError::DevTlsNotLoopback { key, addr });
         }
-        match self.cluster_addrs().find(|(_, a)| !a.ip().is_loopback()) {
-            None => Ok(()),
-            Some((key, addr)) => Err(format!(
-                "cluster.{key} = {addr} is not a loopback address, and cluster.tls = \"dev-self-signed\" \
-                 (the default) accepts any peer, so it is allowed on loopback only; set \
-                 cluster.tls = \"mutual\" with cluster.ca-cert, cluster.node-cert and cluster.node-key \
-                 (`flotilla cert --dir DIR --nodes 1,2,3` writes a development CA and node certificates)"
-            )),
-        }
+        Ok(())
     }
 }
 
@@ -293,110 +255,52 @@ impl ClusterConfig {
 mod tests {
     use super::*;
 
-    fn enabled() -> ClusterConfig {
-        ClusterConfig { node_id: 1, ..ClusterConfig::default() }
+    #[test]
+    fn defaults_are_valid_and_unknown_keys_are_refused() {
+        TransportConfig::default().validate().expect("defaults");
+        let err = toml::from_str::<TransportConfig>("keep-alive-ms = 10\nbogus = 1\n").expect_err("unknown");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let cfg: TransportConfig =
+            toml::from_str("coalesce = false\nframe-bytes-max = 131072\n").expect("parses");
+        assert_eq!((cfg.coalesce, cfg.frame_bytes_max), (false, 131_072));
     }
 
     #[test]
-    fn disabled_cluster_skips_every_check() {
-        let cfg = ClusterConfig { keep_alive_ms: 0, ..ClusterConfig::default() };
-        assert!(cfg.validate().is_ok());
-        assert!(enabled().validate().is_ok());
-    }
-
-    #[test]
-    fn admin_endpoint_must_be_loopback() {
-        let cfg = ClusterConfig { admin_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9946))), ..enabled() };
-        assert!(cfg.validate().expect_err("public admin").contains("admin-listen"));
-        let cfg = ClusterConfig { admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9946))), ..enabled() };
-        assert!(cfg.validate().is_ok());
-    }
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().expect("socket address")
-    }
-
-    /// The error for dev TLS on a non-loopback `key = value`: it names that key and value,
-    /// the keys that turn mutual TLS on, and `flotilla cert`.
-    fn assert_dev_tls_refused(cfg: &ClusterConfig, key: &str, value: &str) {
-        let err = cfg.validate().expect_err("dev TLS off loopback");
-        assert!(err.contains(&format!("cluster.{key} = {value} is not a loopback address")), "{err}");
-        for needed in ["tls = \"mutual\"", "ca-cert", "node-cert", "node-key", "flotilla cert"] {
-            assert!(err.contains(needed), "{err} should name {needed}");
-        }
-    }
-
-    #[test]
-    fn dev_tls_is_refused_when_listen_is_not_loopback() {
-        for listen in ["10.0.0.1:7946", "0.0.0.0:7946", "[::]:7946", "[2001:db8::1]:7946"] {
-            let cfg = ClusterConfig { listen: addr(listen), ..enabled() };
-            assert_dev_tls_refused(&cfg, "listen", listen);
-        }
-        // The dev mode is the default: a bare public listen address is refused.
-        let cfg = ClusterConfig { node_id: 3, listen: addr("192.168.1.5:7946"), ..ClusterConfig::default() };
-        assert_dev_tls_refused(&cfg, "listen", "192.168.1.5:7946");
-    }
-
-    #[test]
-    fn dev_tls_is_refused_when_advertise_is_not_loopback() {
-        for advertise in ["10.0.0.1:7946", "0.0.0.0:7946", "[::ffff:127.0.0.1]:7946"] {
-            let cfg = ClusterConfig { advertise: Some(addr(advertise)), ..enabled() };
-            assert_dev_tls_refused(&cfg, "advertise", advertise);
-        }
-    }
-
-    #[test]
-    fn dev_tls_is_refused_when_any_join_address_is_not_loopback() {
-        let join = vec![addr("127.0.0.1:7001"), addr("[::1]:7002"), addr("10.1.2.3:7946")];
-        let cfg = ClusterConfig { join, ..enabled() };
-        assert_dev_tls_refused(&cfg, "join", "10.1.2.3:7946");
-    }
-
-    #[test]
-    fn dev_tls_is_allowed_when_every_cluster_address_is_loopback() {
-        let cfg = ClusterConfig {
-            listen: addr("127.0.0.1:0"),
-            advertise: Some(addr("127.0.0.2:7946")),
-            join: vec![addr("127.0.0.1:7001"), addr("[::1]:7002")],
-            ..enabled()
-        };
-        cfg.validate().expect("loopback only");
-        let cfg = ClusterConfig { listen: addr("[::1]:7946"), ..enabled() };
-        cfg.validate().expect("IPv6 loopback");
-    }
-
-    #[test]
-    fn mutual_tls_is_allowed_on_any_address() {
-        let cfg = ClusterConfig {
-            tls: TlsMode::Mutual,
-            listen: addr("0.0.0.0:7946"),
-            advertise: Some(addr("10.0.0.1:7946")),
-            join: vec![addr("10.0.0.2:7946")],
-            ca_cert: "ca.pem".into(),
-            node_cert: "node-1.pem".into(),
-            node_key: "node-1.key".into(),
-            ..enabled()
-        };
-        cfg.validate().expect("mutual TLS off loopback");
-    }
-
-    #[test]
-    fn dev_tls_off_loopback_is_fine_while_clustering_is_off() {
-        let cfg = ClusterConfig { listen: addr("0.0.0.0:7946"), ..ClusterConfig::default() };
-        cfg.validate().expect("node-id 0 runs no cluster");
-    }
-
-    #[test]
-    fn timing_and_limits_are_checked() {
-        let bad = [
-            ClusterConfig { keep_alive_ms: 5000, idle_timeout_ms: 5000, ..enabled() },
-            ClusterConfig { reconnect_min_ms: 3000, reconnect_max_ms: 2000, ..enabled() },
-            ClusterConfig { send_queue_batches: 0, ..enabled() },
-            ClusterConfig { frame_bytes_max: 1024, ..enabled() },
-            ClusterConfig { raft_batch_groups_max: 0, ..enabled() },
+    fn each_rule_gives_its_typed_error() {
+        use TransportConfigError as E;
+        let base = TransportConfig::default;
+        let cases = [
+            (TransportConfig { keep_alive_ms: 5000, ..base() }, "KeepAlive"),
+            (TransportConfig { keep_alive_ms: 0, ..base() }, "KeepAlive"),
+            (TransportConfig { reconnect_min_ms: 3000, ..base() }, "Reconnect"),
+            (TransportConfig { send_queue_batches: 0, ..base() }, "EmptyQueue"),
+            (TransportConfig { snapshot_queue_len: 0, ..base() }, "EmptyQueue"),
+            (TransportConfig { frame_bytes_max: 1024, ..base() }, "FrameBytes"),
+            (TransportConfig { snapshot_chunk_bytes: 1024, ..base() }, "SnapshotChunk"),
+            (TransportConfig { snapshot_bytes_max: 1 << 32, ..base() }, "SnapshotBytesMax"),
+            (TransportConfig { conn_buffer_bytes_max: 1 << 20, ..base() }, "ConnBuffer"),
+            (TransportConfig { tls: TlsMode::Mutual, ..base() }, "MissingTlsFile"),
         ];
-        for cfg in bad {
-            assert!(cfg.validate().is_err(), "{cfg:?}");
+        for (cfg, kind) in cases {
+            let err = cfg.validate().expect_err(kind);
+            assert!(format!("{err:?}").starts_with(kind), "{kind}: {err:?}");
+            assert!(err.to_string().starts_with("transport."), "{err}");
         }
+        let err = TransportConfig { snapshot_queue_len: 0, ..base() }.validate().expect_err("queue");
+        assert_eq!(err, E::EmptyQueue { key: "snapshot-queue-len" });
+    }
+
+    #[test]
+    fn development_tls_is_for_loopback_addresses_only() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 7946));
+        let public = SocketAddr::from(([10, 0, 0, 1], 7946));
+        let dev = TransportConfig::default();
+        dev.check_addresses([("listen", loopback)]).expect("loopback");
+        assert_eq!(
+            dev.check_addresses([("listen", loopback), ("join", public)]),
+            Err(TransportConfigError::DevTlsNotLoopback { key: "join", addr: public })
+        );
+        let mutual = TransportConfig { tls: TlsMode::Mutual, ..TransportConfig::default() };
+        mutual.check_addresses([("listen", public)]).expect("mutual TLS anywhere");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - `frame` CORE: the length-prefixed frames on the wire (hello, address book, raft batches,
 //!   placement-driver messages);
-//! - `config`: the `[cluster]` section;
+//! - `config`: the `[transport]` section;
 //! - `tls` SHELL: rustls (ring) mutual TLS from a cluster CA, or a loopback dev mode;
 //! - `certgen` SHELL: `flotilla cert` (a development CA and node certificates);
 //! - `quic` SHELL: [`QuicTransport`], the raftstore `Transport` over quinn;
@@ -22,6 +22,6 @@ pub mod request;
 mod sender;
 pub mod tls;
 
-pub use config::{ClusterConfig, TlsMode};
+pub use config::{TlsMode, TransportConfig, TransportConfigError};
 pub use metrics::{TransportMetrics, TransportSnapshot};
 pub use quic::{Inbound, PeerInfo, QuicTransport, TransportError};

@@ -25,7 +25,7 @@ use std::time::Duration;
 use raft::eraftpb::MessageType;
 use tokio::sync::{mpsc, watch};
 
-use super::config::ClusterConfig;
+use super::config::TransportConfig;
 use super::metrics::{TransportMetrics, TransportSnapshot};
 use super::request::{Reply, Request};
 use super::tls::TlsConfigs;
@@ -138,7 +138,7 @@ pub struct PeerInfo {
 pub(crate) struct Shared {
     pub(crate) node_id: NodeId,
     pub(crate) addr: SocketAddr,
-    pub(crate) cfg: ClusterConfig,
+    pub(crate) cfg: TransportConfig,
     pub(crate) endpoint: quinn::Endpoint,
     /// Check that peers' certificates name the node they claim (mutual TLS).
     pub(crate) check_names: bool,
@@ -360,7 +360,7 @@ pub struct QuicTransport {
     shared: Arc<Shared>,
 }
 
-fn transport_config(cfg: &ClusterConfig) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+fn transport_config(cfg: &TransportConfig) -> Result<Arc<quinn::TransportConfig>, TransportError> {
     let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout())
         .map_err(|e| TransportError::Config(e.to_string()))?;
     let mut t = quinn::TransportConfig::default();
@@ -375,19 +375,25 @@ fn transport_config(cfg: &ClusterConfig) -> Result<Arc<quinn::TransportConfig>, 
 }
 
 impl QuicTransport {
-    /// Binds `cfg.listen` and starts accepting. Must be called inside a tokio runtime.
-    pub fn bind(cfg: &ClusterConfig, mut tls: TlsConfigs) -> Result<Self, TransportError> {
+    /// Binds `listen` for node `node_id` (peers dial `advertise`, or the bound address)
+    /// and starts accepting. Must be called inside a tokio runtime.
+    pub fn bind(
+        node_id: NodeId,
+        listen: SocketAddr,
+        advertise: Option<SocketAddr>,
+        cfg: &TransportConfig,
+        mut tls: TlsConfigs,
+    ) -> Result<Self, TransportError> {
         let transport = transport_config(cfg)?;
         tls.server.transport_config(Arc::clone(&transport));
         tls.client.transport_config(transport);
-        let mut endpoint = quinn::Endpoint::server(tls.server, cfg.listen)
-            .map_err(|source| TransportError::Bind { addr: cfg.listen, source })?;
+        let mut endpoint = quinn::Endpoint::server(tls.server, listen)
+            .map_err(|source| TransportError::Bind { addr: listen, source })?;
         endpoint.set_default_client_config(tls.client);
-        let local =
-            endpoint.local_addr().map_err(|source| TransportError::Bind { addr: cfg.listen, source })?;
-        let addr = cfg.advertise.unwrap_or(local);
+        let local = endpoint.local_addr().map_err(|source| TransportError::Bind { addr: listen, source })?;
+        let addr = advertise.unwrap_or(local);
         let shared = Arc::new(Shared {
-            node_id: cfg.node_id,
+            node_id,
             addr,
             cfg: cfg.clone(),
             endpoint,

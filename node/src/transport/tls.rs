@@ -8,7 +8,8 @@
 //!   ([`peer_is_node`]), so a node cannot pose as another.
 //! - Development ([`TlsMode::DevSelfSigned`]): each node makes a throwaway self-signed
 //!   certificate; clients check the handshake signature but accept any certificate, so
-//!   the mode is allowed on loopback addresses only (see `ClusterConfig::validate`).
+//!   the mode is allowed on loopback addresses only (see
+//!   `TransportConfig::check_addresses`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::config::{ClusterConfig, TlsMode};
+use super::config::{TlsMode, TransportConfig};
 
 /// The name every node certificate carries and every client asks for: node identity is the
 /// CA's signature plus the `Hello` frame, not the host name.
@@ -85,7 +86,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Builds both configurations for `cfg` (without transport tuning; the caller sets it).
-pub fn configs(cfg: &ClusterConfig) -> Result<TlsConfigs, TlsError> {
+pub fn configs(cfg: &TransportConfig) -> Result<TlsConfigs, TlsError> {
     match cfg.tls {
         TlsMode::Mutual => {
             let ca = load_certs("ca-cert", &cfg.ca_cert)?;

@@ -1,0 +1,52 @@
+//! The `[admin]` section of the node configuration: where the admin HTTP endpoint listens
+//! (off by default). Documented in `flotilla.example.toml`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The `[admin]` section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminConfig {
+    /// Admin HTTP endpoint address; unset = off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Why an `[admin]` section is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminConfigError {
+    /// The endpoint would be reachable from other hosts, and it has no authentication.
+    #[error("admin.listen = {0} is not a loopback address: the admin API has no authentication")]
+    NotLoopback(SocketAddr),
+}
+
+impl AdminConfig {
+    /// Checks the section's own rules.
+    pub fn validate(&self) -> Result<(), AdminConfigError> {
+        match self.listen {
+            Some(addr) if !addr.ip().is_loopback() => Err(AdminConfigError::NotLoopback(addr)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_must_be_loopback_and_unknown_keys_are_refused() {
+        AdminConfig::default().validate().expect("off");
+        let cfg: AdminConfig = toml::from_str("listen = \"127.0.0.1:9946\"\n").expect("parses");
+        cfg.validate().expect("loopback");
+        let public = SocketAddr::from(([0, 0, 0, 0], 9946));
+        assert_eq!(
+            AdminConfig { listen: Some(public) }.validate(),
+            Err(AdminConfigError::NotLoopback(public))
+        );
+        let err = toml::from_str::<AdminConfig>("admin-listen = \"127.0.0.1:9946\"\n").expect_err("old name");
+        assert!(err.to_string().contains("admin-listen"), "{err}");
+    }
+}
