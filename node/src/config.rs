@@ -54,7 +54,8 @@ pub struct StorageConfig {
     pub sync_interval_ms: u64,
     /// Journal segment size in bytes.
     pub segment_bytes: u32,
-    /// Write a checkpoint (and delete older segments) after this many journal bytes.
+    /// Write a checkpoint (and delete the segments before it once it is durable) after this
+    /// many journal bytes, or twice the last checkpoint's size if that is larger.
     pub checkpoint_bytes: u64,
     /// Cut a damaged journal at its first bad record instead of refusing to start
     /// (`--repair`; not a file setting).

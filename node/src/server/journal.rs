@@ -5,9 +5,10 @@
 //! The writer takes every record the core emitted since its last round, writes them as one
 //! batch (one `pwrite`, one `fdatasync` under `sync = "every-batch"`), then tells the core the
 //! sequence number they reached, which releases the acknowledgements that waited for them.
-//! After `checkpoint-bytes` of journal it asks the core for a checkpoint (a `Reset` plus a
-//! snapshot), rolls to a new segment first, and once the checkpoint is durable deletes the
-//! segments before it.
+//! After `checkpoint-bytes` of journal (or twice the last checkpoint, if larger) it asks the
+//! core for a checkpoint (a `Reset` plus a snapshot), rolls to a new segment first, and once
+//! the checkpoint is durable deletes the segments before it (the log's retention deletes
+//! every sealed segment below the offset it is given).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use storage::{LogConfig, OsFs, RecoveryMode, SegmentLog, SyncPolicy};
+use storage::{LogConfig, OsFs, RecoveryMode, Retention, SegmentLog, SyncPolicy};
 
 use super::Shared;
 use crate::broker::journal::{Record, WallClock};
@@ -64,7 +65,20 @@ pub struct OpenJournal {
     log: SegmentLog,
     dir: PathBuf,
     config: StorageConfig,
+    /// Journal bytes written since the last checkpoint's `Reset`, its snapshot included.
     bytes_since_checkpoint: u64,
+    /// Bytes of the last checkpoint (its `Reset`, snapshot and whatever shared its batch).
+    snapshot_bytes: u64,
+}
+
+impl OpenJournal {
+    /// True when the journal has grown enough since the last checkpoint to write another:
+    /// `checkpoint-bytes`, or twice the last snapshot when that is larger, so a state bigger
+    /// than `checkpoint-bytes` is rewritten only after as many new bytes as it holds (never
+    /// in a loop of checkpoints that each trigger the next).
+    fn checkpoint_due(&self) -> bool {
+        self.bytes_since_checkpoint > self.config.checkpoint_bytes.max(2 * self.snapshot_bytes)
+    }
 }
 
 /// Opens `data_dir/journal`, replays it into `broker` and turns journaling on.
@@ -83,6 +97,9 @@ pub fn open(
         },
         recovery: if config.repair { RecoveryMode::Repair } else { RecoveryMode::Strict },
         segment_age_ms_max: None,
+        // Sealed segments below a durable checkpoint's `Reset` are deleted by `retain` (the
+        // offset passed is the `Reset`'s); nothing else deletes journal segments.
+        retention: Retention { bytes_max: None, age_ms_max: Some(0) },
         // Index files sized to the segment (an entry per 4 KiB), not storage's 10 MiB default.
         index_bytes_max: (config.segment_bytes / 4096 * 8 + 64).max(4096),
         // A record holds at most one message or a retained message plus framing.
@@ -121,7 +138,8 @@ pub fn open(
     broker.enable_journal(0);
     let report = broker.restore(now, records);
     let bytes_since_checkpoint = log.bytes();
-    Ok((OpenJournal { log, dir, config: config.clone(), bytes_since_checkpoint }, report))
+    let journal = OpenJournal { log, dir, config: config.clone(), bytes_since_checkpoint, snapshot_bytes: 0 };
+    Ok((journal, report))
 }
 
 /// Wakes the writer when the core has records for it.
@@ -170,7 +188,17 @@ impl Kick {
 pub(super) fn spawn_writer(shared: Arc<Shared>, journal: OpenJournal, kick: Arc<Kick>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("journal".into())
-        .spawn(move || Writer { shared, journal, kick, inflight: VecDeque::new(), reset_at: None }.run())
+        .spawn(move || {
+            Writer {
+                shared,
+                journal,
+                kick,
+                inflight: VecDeque::new(),
+                reset_at: None,
+                checkpoint_requested: false,
+            }
+            .run()
+        })
         .expect("spawning the journal thread")
 }
 
@@ -188,6 +216,8 @@ struct Writer {
     inflight: VecDeque<(u64, u64)>,
     /// Offset of the last checkpoint's `Reset`, until older segments are deleted.
     reset_at: Option<u64>,
+    /// A checkpoint was asked of the core and its `Reset` is not written yet.
+    checkpoint_requested: bool,
 }
 
 impl Writer {
@@ -235,8 +265,10 @@ impl Writer {
             if split < encoded.len() {
                 self.journal.log.roll()?;
                 self.reset_at = Some(self.journal.log.next_offset());
+                self.checkpoint_requested = false;
                 self.journal.bytes_since_checkpoint = 0;
                 self.append(now_ms, &encoded[split..])?;
+                self.journal.snapshot_bytes = self.journal.bytes_since_checkpoint;
             }
             let end = self.journal.log.next_offset();
             self.inflight.push_back((end, seq));
@@ -255,9 +287,9 @@ impl Writer {
             let mut core = self.shared.lock();
             core.broker.handle_durable(seq);
             core.notify_woken(None);
-            if self.journal.bytes_since_checkpoint > self.journal.config.checkpoint_bytes {
+            if self.journal.checkpoint_due() && !self.checkpoint_requested {
+                self.checkpoint_requested = true;
                 core.broker.checkpoint();
-                self.journal.bytes_since_checkpoint = 0;
                 self.kick.kick();
             }
         }
