@@ -33,6 +33,14 @@ pub struct BrokerConfig {
     pub max_topic_len: usize,
     /// Maximum subscriptions per client; 0 means unlimited.
     pub max_subscriptions_per_client: usize,
+    /// Maximum MQTT 5 user properties in one packet (a will's counted with its CONNECT); more
+    /// get DISCONNECT (or CONNACK) 0x95 and a closed connection.
+    pub max_user_properties: usize,
+    /// Maximum bytes of user property names and values in one packet, summed.
+    pub max_user_property_bytes: usize,
+    /// Most topic aliases the broker assigns towards one v5 client (the client's Topic Alias
+    /// Maximum, capped by this): each alias holds a topic for the connection's life.
+    pub topic_alias_out_max: u16,
     /// Cap on the Session Expiry Interval a client may ask for, in seconds. 3.1.1 persistent
     /// sessions (clean session 0) get this value; 4294967295 means never expire.
     pub max_session_expiry_secs: u32,
@@ -68,6 +76,9 @@ impl Default for BrokerConfig {
             max_topic_levels: 32,
             max_topic_len: 65_535,
             max_subscriptions_per_client: 10_000,
+            max_user_properties: 64,
+            max_user_property_bytes: 16 << 10,
+            topic_alias_out_max: 64,
             max_session_expiry_secs: u32::MAX,
             max_keep_alive_secs: 0,
             topic_alias_max: 64,

@@ -23,6 +23,14 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.protocol = protocol;
         }
+        let (count_max, bytes_max) = (self.config.max_user_properties, self.config.max_user_property_bytes);
+        if let Some(text) = super::limits::user_properties_excess(
+            super::limits::connect_blocks(&connect),
+            count_max,
+            bytes_max,
+        ) {
+            return self.refuse(now, conn, reason::PACKET_TOO_LARGE, text);
+        }
         if self.shutting_down {
             return self.refuse(now, conn, reason::SERVER_UNAVAILABLE, "server shutting down");
         }
@@ -249,7 +257,7 @@ impl Broker {
         c.keep_alive_secs = keep_alive;
         c.client_receive_max = p.receive_maximum.unwrap_or(u16::MAX);
         c.client_max_packet_size = p.maximum_packet_size.unwrap_or(u32::MAX);
-        c.client_alias_max = p.topic_alias_maximum.unwrap_or(0);
+        c.client_alias_max = p.topic_alias_maximum.unwrap_or(0).min(self.config.topic_alias_out_max);
         c.problem_info = p.request_problem_information.unwrap_or(1) == 1;
         c.will = will.map(Box::new);
         c.username = connect.username.as_deref().map(Arc::from);

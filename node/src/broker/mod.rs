@@ -17,6 +17,7 @@ mod connect;
 mod durable;
 #[cfg(test)]
 mod durable_tests;
+mod limits;
 mod publish;
 mod shared;
 mod subscribe;
@@ -219,6 +220,12 @@ impl Broker {
         Some(ConnParams { protocol, keep_alive_secs: c.keep_alive_secs })
     }
 
+    /// Why `packet` exceeds the configured user property limits, if it does.
+    fn user_properties_excess(&self, packet: &Packet) -> Option<&'static str> {
+        let (count_max, bytes_max) = (self.config.max_user_properties, self.config.max_user_property_bytes);
+        limits::user_properties_excess(limits::property_blocks(packet), count_max, bytes_max)
+    }
+
     /// Maximum packet size the broker accepts, for the shell's decoder.
     pub fn max_packet_size(&self) -> usize {
         self.config.max_packet_size as usize
@@ -230,6 +237,15 @@ impl Broker {
             return;
         };
         c.last_seen = now;
+        // CONNECT is checked in `handle_connect`, where a refusal is a CONNACK.
+        if !matches!(packet, Packet::Connect(_))
+            && let Some(text) = self.user_properties_excess(&packet)
+        {
+            return self.protocol_error(now, conn, reason::PACKET_TOO_LARGE, text);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         match (&c.phase, packet) {
             (Phase::Closing, _) => {}
             (Phase::AwaitConnect, Packet::Connect(connect)) => self.handle_connect(now, conn, *connect),

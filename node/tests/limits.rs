@@ -1,0 +1,94 @@
+//! Configured limits on what one client can make the broker hold, over real sockets: user
+//! properties per packet and topic aliases towards a client.
+
+mod common;
+
+use bytestring::ByteString;
+use common::TestBroker;
+use common::raw::{Raw, connect_packet};
+use node::mqtt::packet::{Packet, Protocol, Publish, QoS, SubOptions, Will};
+use node::mqtt::properties::Properties;
+use node::mqtt::reason;
+
+fn user_props(n: usize, value_len: usize) -> Vec<(ByteString, ByteString)> {
+    (0..n).map(|i| (ByteString::from(format!("k{i}")), ByteString::from("v".repeat(value_len)))).collect()
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: u16, properties: Properties) -> Packet {
+    Packet::Publish(Publish {
+        topic: topic.into(),
+        qos,
+        packet_id,
+        payload: bytes::Bytes::from_static(b"x"),
+        properties,
+        ..Publish::default()
+    })
+}
+
+fn opts(qos: QoS) -> SubOptions {
+    SubOptions { qos, ..SubOptions::default() }
+}
+
+#[tokio::test]
+async fn publish_with_more_user_properties_than_max_user_properties_gets_disconnect_0x95() {
+    let broker = TestBroker::start_with(|c| c.broker.max_user_properties = 8).await;
+    let mut raw = Raw::connect(broker.addr, Protocol::V5, "up-count").await;
+    // At the limit: accepted.
+    let at_limit = Properties { user_properties: user_props(8, 1), ..Properties::default() };
+    raw.send(publish("up/t", QoS::AtLeastOnce, 1, at_limit)).await;
+    let ack = raw.expect("PUBACK").await;
+    assert!(matches!(&ack, Packet::PubAck(r) if r.packet_id == 1 && r.reason_code < 0x80), "{ack:?}");
+    let over = Properties { user_properties: user_props(9, 1), ..Properties::default() };
+    raw.send(publish("up/t", QoS::AtLeastOnce, 2, over)).await;
+    raw.expect_disconnect(reason::PACKET_TOO_LARGE).await;
+}
+
+#[tokio::test]
+async fn user_properties_over_max_user_property_bytes_get_disconnect_0x95() {
+    let broker = TestBroker::start_with(|c| c.broker.max_user_property_bytes = 1000).await;
+    let mut raw = Raw::connect(broker.addr, Protocol::V5, "up-bytes").await;
+    // Two properties of 2 + 600 bytes each: 1204 bytes, over 1000.
+    let over = Properties { user_properties: user_props(2, 600), ..Properties::default() };
+    raw.send(publish("up/t", QoS::AtMostOnce, 0, over)).await;
+    raw.expect_disconnect(reason::PACKET_TOO_LARGE).await;
+}
+
+#[tokio::test]
+async fn connect_whose_will_carries_too_many_user_properties_is_refused_with_connack_0x95() {
+    let broker = TestBroker::start_with(|c| c.broker.max_user_properties = 4).await;
+    let mut connect = connect_packet(Protocol::V5, "up-will");
+    connect.properties.user_properties = user_props(2, 1);
+    connect.will = Some(Will {
+        topic: "up/will".into(),
+        payload: bytes::Bytes::from_static(b"w"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties { user_properties: user_props(3, 1), ..Properties::default() },
+    });
+    let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    assert_eq!(ack.reason_code, reason::PACKET_TOO_LARGE, "{ack:?}");
+    raw.expect_closed().await;
+}
+
+#[tokio::test]
+async fn topic_aliases_towards_a_client_are_capped_by_topic_alias_out_max() {
+    let broker = TestBroker::start_with(|c| c.broker.topic_alias_out_max = 4).await;
+    let mut connect = connect_packet(Protocol::V5, "alias-cap");
+    connect.properties.topic_alias_maximum = Some(1000);
+    let (mut sub, _) = Raw::connect_with(broker.addr, connect).await;
+    sub.subscribe(1, &[("ac/#", opts(QoS::AtMostOnce))]).await;
+    let mut publ = Raw::connect(broker.addr, Protocol::V5, "alias-cap-pub").await;
+    for i in 0..20 {
+        publ.send(publish(&format!("ac/{i}"), QoS::AtMostOnce, 0, Properties::default())).await;
+    }
+    let mut aliased = 0;
+    for i in 0..20 {
+        let p = sub.expect_publish().await;
+        if let Some(alias) = p.properties.topic_alias {
+            assert!(alias <= 4, "alias {alias} beyond topic-alias-out-max = 4");
+            aliased += 1;
+        }
+        assert_eq!(&*p.topic, format!("ac/{i}"), "a topic without an alias is sent in full");
+    }
+    assert_eq!(aliased, 4, "the first 4 topics get aliases, the rest none");
+}
