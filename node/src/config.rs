@@ -217,5 +217,7 @@ mod tests {
     fn out_of_range_values_are_rejected() {
         let cfg = NodeConfig::from_toml("[broker]\nmax-qos = 3\n").expect("parses");
         assert!(cfg.validate().is_err());
+        let cfg = NodeConfig::from_toml("[broker]\nmax-filters-per-subscribe = 0\n").expect("parses");
+        assert!(cfg.validate().is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! Configured limits on what one client can make the broker hold, over real sockets: user
-//! properties per packet and topic aliases towards a client.
+//! properties per packet, topic aliases towards a client, filters per SUBSCRIBE.
 
 mod common;
 
@@ -91,4 +91,24 @@ async fn topic_aliases_towards_a_client_are_capped_by_topic_alias_out_max() {
         assert_eq!(&*p.topic, format!("ac/{i}"), "a topic without an alias is sent in full");
     }
     assert_eq!(aliased, 4, "the first 4 topics get aliases, the rest none");
+}
+
+#[tokio::test]
+async fn subscribe_with_more_filters_than_max_filters_per_subscribe_gets_disconnect_0x97() {
+    let broker = TestBroker::start_with(|c| c.broker.max_filters_per_subscribe = 10).await;
+    let mut raw = Raw::connect(broker.addr, Protocol::V5, "many-filters").await;
+    let filters: Vec<String> = (0..10).map(|i| format!("mf/{i}")).collect();
+    let ten: Vec<(&str, SubOptions)> = filters.iter().map(|f| (f.as_str(), opts(QoS::AtMostOnce))).collect();
+    let ack = raw.subscribe(1, &ten).await;
+    assert_eq!(ack.reason_codes, vec![0; 10]);
+    let mut eleven = ten.clone();
+    eleven.push(("mf/10", opts(QoS::AtMostOnce)));
+    let filters = eleven.iter().map(|(f, o)| ((*f).into(), *o)).collect();
+    raw.send(Packet::Subscribe(node::mqtt::packet::Subscribe {
+        packet_id: 2,
+        properties: Properties::default(),
+        filters,
+    }))
+    .await;
+    raw.expect_disconnect(reason::QUOTA_EXCEEDED).await;
 }

@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     pub max_topic_len: usize,
     /// Maximum subscriptions per client; 0 means unlimited.
     pub max_subscriptions_per_client: usize,
+    /// Maximum topic filters in one SUBSCRIBE packet; more get DISCONNECT 0x97 (v5) or a
+    /// closed connection (3.1.1).
+    pub max_filters_per_subscribe: usize,
     /// Maximum MQTT 5 user properties in one packet (a will's counted with its CONNECT); more
     /// get DISCONNECT (or CONNACK) 0x95 and a closed connection.
     pub max_user_properties: usize,
@@ -76,6 +79,7 @@ impl Default for BrokerConfig {
             max_topic_levels: 32,
             max_topic_len: 65_535,
             max_subscriptions_per_client: 10_000,
+            max_filters_per_subscribe: 100,
             max_user_properties: 64,
             max_user_property_bytes: 16 << 10,
             topic_alias_out_max: 64,
@@ -126,6 +130,9 @@ impl BrokerConfig {
         }
         if self.max_topic_levels == 0 {
             return Err(bad("max-topic-levels", 0, "it must be at least 1"));
+        }
+        if self.max_filters_per_subscribe == 0 {
+            return Err(bad("max-filters-per-subscribe", 0, "it must be at least 1"));
         }
         if !(1..=65_535).contains(&self.max_topic_len) {
             return Err(bad("max-topic-len", self.max_topic_len, "it must be 1..=65535"));

@@ -33,6 +33,14 @@ impl Broker {
                 "no local on a shared subscription",
             );
         }
+        if sub.filters.len() > self.config.max_filters_per_subscribe {
+            return self.protocol_error(
+                now,
+                conn,
+                reason::QUOTA_EXCEEDED,
+                "too many topic filters in one SUBSCRIBE (max-filters-per-subscribe)",
+            );
+        }
         let mut codes = Vec::with_capacity(sub.filters.len());
         for (filter, opts) in sub.filters {
             let code = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
