@@ -1,7 +1,10 @@
 //! Configured limits on what one client can make the broker hold, over real sockets: user
-//! properties per packet, topic aliases towards a client, filters per SUBSCRIBE.
+//! properties per packet, topic aliases towards a client, filters per SUBSCRIBE, the
+//! Response Information length, and the session expiry of 3.1.1 persistent sessions.
 
 mod common;
+
+use std::time::Duration;
 
 use bytestring::ByteString;
 use common::TestBroker;
@@ -111,4 +114,24 @@ async fn subscribe_with_more_filters_than_max_filters_per_subscribe_gets_disconn
     }))
     .await;
     raw.expect_disconnect(reason::QUOTA_EXCEEDED).await;
+}
+
+#[tokio::test]
+async fn a_311_persistent_session_expires_after_default_session_expiry_secs() {
+    let broker = TestBroker::start_with(|c| c.broker.default_session_expiry_secs = 1).await;
+    let mut connect = connect_packet(Protocol::V3_1_1, "exp-311");
+    connect.clean_start = false;
+    let (mut raw, ack) = Raw::connect_with(broker.addr, connect.clone()).await;
+    assert!(!ack.session_present);
+    raw.subscribe(1, &[("exp/t", opts(QoS::AtLeastOnce))]).await;
+    raw.send(Packet::Disconnect(Default::default())).await;
+    raw.expect_closed().await;
+    // Within the expiry the session is there.
+    let (mut raw, ack) = Raw::connect_with(broker.addr, connect.clone()).await;
+    assert!(ack.session_present, "session gone before its expiry");
+    raw.send(Packet::Disconnect(Default::default())).await;
+    raw.expect_closed().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    assert!(!ack.session_present, "a 3.1.1 persistent session outlived default-session-expiry-secs");
 }

@@ -44,8 +44,11 @@ pub struct BrokerConfig {
     /// Most topic aliases the broker assigns towards one v5 client (the client's Topic Alias
     /// Maximum, capped by this): each alias holds a topic for the connection's life.
     pub topic_alias_out_max: u16,
-    /// Cap on the Session Expiry Interval a client may ask for, in seconds. 3.1.1 persistent
-    /// sessions (clean session 0) get this value; 4294967295 means never expire.
+    /// Session Expiry Interval of MQTT 3.1.1 persistent sessions (clean session 0), seconds,
+    /// capped by `max-session-expiry-secs`.
+    pub default_session_expiry_secs: u32,
+    /// Cap on the Session Expiry Interval a client may ask for, in seconds (3.1.1 persistent
+    /// sessions get `default-session-expiry-secs`); 4294967295 means never expire.
     pub max_session_expiry_secs: u32,
     /// Maximum keep alive in seconds; a v5 client asking for more (or 0) is told this value
     /// with Server Keep Alive. 0 means no cap.
@@ -83,6 +86,7 @@ impl Default for BrokerConfig {
             max_user_properties: 64,
             max_user_property_bytes: 16 << 10,
             topic_alias_out_max: 64,
+            default_session_expiry_secs: 2 * 60 * 60,
             max_session_expiry_secs: u32::MAX,
             max_keep_alive_secs: 0,
             topic_alias_max: 64,

@@ -200,7 +200,7 @@ impl Broker {
         } else if connect.clean_start {
             0
         } else {
-            self.config.max_session_expiry_secs
+            self.config.default_session_expiry_secs.min(self.config.max_session_expiry_secs)
         };
         if let Some(w) = &connect.will {
             if crate::mqtt::topic::validate_topic_name(&w.topic, self.config.topic_limits()).is_err() {
