@@ -217,6 +217,10 @@ mod tests {
     fn out_of_range_values_are_rejected() {
         let cfg = NodeConfig::from_toml("[broker]\nmax-qos = 3\n").expect("parses");
         assert!(cfg.validate().is_err());
+        // Matching recurses per level: a huge max-topic-levels is refused, not a stack risk.
+        let cfg = NodeConfig::from_toml("[broker]\nmax-topic-levels = 100000\n").expect("parses");
+        let err = cfg.validate().expect_err("max-topic-levels over 128");
+        assert!(err.to_string().contains("max-topic-levels"), "{err}");
         let cfg = NodeConfig::from_toml("[broker]\nmax-filters-per-subscribe = 0\n").expect("parses");
         assert!(cfg.validate().is_err());
     }

@@ -117,6 +117,26 @@ async fn subscribe_with_more_filters_than_max_filters_per_subscribe_gets_disconn
 }
 
 #[tokio::test]
+async fn response_information_is_left_out_when_prefix_and_client_id_exceed_65535_bytes() {
+    let broker = TestBroker::start().await;
+    // "response/" (9 bytes) + 65,530 bytes does not fit a UTF-8 string's u16 length.
+    let client_id = "c".repeat(65_530);
+    let mut connect = connect_packet(Protocol::V5, &client_id);
+    connect.properties.request_response_information = Some(1);
+    let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    assert_eq!(ack.reason_code, reason::SUCCESS, "{ack:?}");
+    assert_eq!(ack.properties.response_information, None);
+    // The connection works: the CONNACK was well formed and the broker still answers.
+    raw.send(Packet::PingReq).await;
+    assert_eq!(raw.expect("PINGRESP").await, Packet::PingResp);
+    // A short client id still gets it.
+    let mut connect = connect_packet(Protocol::V5, "short");
+    connect.properties.request_response_information = Some(1);
+    let (_raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    assert_eq!(ack.properties.response_information.as_deref(), Some("response/short"));
+}
+
+#[tokio::test]
 async fn a_311_persistent_session_expires_after_default_session_expiry_secs() {
     let broker = TestBroker::start_with(|c| c.broker.default_session_expiry_secs = 1).await;
     let mut connect = connect_packet(Protocol::V3_1_1, "exp-311");

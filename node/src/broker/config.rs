@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::mqtt::topic::TopicLimits;
 
+/// Highest `max-topic-levels`: matching and the trie recurse once per level.
+pub const TOPIC_LEVELS_MAX: usize = 128;
+
 /// A user allowed to connect with a password.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -132,8 +135,8 @@ impl BrokerConfig {
         if !(64..=268_435_460).contains(&self.max_packet_size) {
             return Err(bad("max-packet-size", self.max_packet_size, "it must be 64..=268435460"));
         }
-        if self.max_topic_levels == 0 {
-            return Err(bad("max-topic-levels", 0, "it must be at least 1"));
+        if !(1..=TOPIC_LEVELS_MAX).contains(&self.max_topic_levels) {
+            return Err(bad("max-topic-levels", self.max_topic_levels, "it must be 1..=128"));
         }
         if self.max_filters_per_subscribe == 0 {
             return Err(bad("max-filters-per-subscribe", 0, "it must be at least 1"));

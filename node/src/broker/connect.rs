@@ -299,7 +299,11 @@ impl Broker {
                 props.assigned_client_identifier = Some(client_id.clone());
             }
             props.server_keep_alive = server_keep_alive;
-            if wants_response_info {
+            // A UTF-8 string property holds at most 65,535 bytes (its length is a u16): a
+            // client id near that limit plus the prefix would wrap the length and corrupt the
+            // CONNACK, so the optional Response Information is left out then.
+            let info_len = self.config.response_information_prefix.len() + client_id.len();
+            if wants_response_info && info_len <= usize::from(u16::MAX) {
                 props.response_information =
                     Some(format!("{}{}", self.config.response_information_prefix, client_id).into());
             }
