@@ -47,6 +47,12 @@ pub struct BrokerConfig {
     /// Most topic aliases the broker assigns towards one v5 client (the client's Topic Alias
     /// Maximum, capped by this): each alias holds a topic for the connection's life.
     pub topic_alias_out_max: u16,
+    /// Bytes of queued messages one pull moves from a session's queue to its socket (at least
+    /// one message): what a reader that stops reading can hold outside the shared queues.
+    pub max_transmit_bytes: usize,
+    /// Seconds a client may leave bytes unread in its socket's backlog before it is closed;
+    /// it is not read meanwhile.
+    pub write_stall_timeout_secs: u32,
     /// Session Expiry Interval of MQTT 3.1.1 persistent sessions (clean session 0), seconds,
     /// capped by `max-session-expiry-secs`.
     pub default_session_expiry_secs: u32,
@@ -90,6 +96,8 @@ impl Default for BrokerConfig {
             max_user_property_bytes: 16 << 10,
             topic_alias_out_max: 64,
             default_session_expiry_secs: 2 * 60 * 60,
+            max_transmit_bytes: 1 << 20,
+            write_stall_timeout_secs: 30,
             max_session_expiry_secs: u32::MAX,
             max_keep_alive_secs: 0,
             topic_alias_max: 64,
@@ -137,6 +145,12 @@ impl BrokerConfig {
         }
         if !(1..=TOPIC_LEVELS_MAX).contains(&self.max_topic_levels) {
             return Err(bad("max-topic-levels", self.max_topic_levels, "it must be 1..=128"));
+        }
+        if self.max_transmit_bytes == 0 {
+            return Err(bad("max-transmit-bytes", 0, "it must be at least 1"));
+        }
+        if self.write_stall_timeout_secs == 0 {
+            return Err(bad("write-stall-timeout-secs", 0, "it must be at least 1"));
         }
         if self.max_filters_per_subscribe == 0 {
             return Err(bad("max-filters-per-subscribe", 0, "it must be at least 1"));

@@ -270,9 +270,11 @@ impl Broker {
         let journaled = s.journaled && self.journal.is_some();
         let mut records = Vec::new();
         let mut gated = None;
-        // `out` may already hold other connections' packets: the budget is for this call.
+        // `out` may already hold other connections' packets: the budget is for this call,
+        // in packets and in bytes (a pull of 256 x 1 MiB would hold 256 MiB per reader).
         let limit = out.len() + budget;
-        while out.len() < limit {
+        let mut bytes_left = self.config.max_transmit_bytes;
+        while out.len() < limit && bytes_left > 0 {
             let Some(front) = s.pending.front() else {
                 break;
             };
@@ -313,7 +315,8 @@ impl Broker {
                 None
             };
             let packet = Packet::Publish(publish);
-            if encoded_len(&packet, c.protocol) > c.client_max_packet_size as usize {
+            let len = encoded_len(&packet, c.protocol);
+            if len > c.client_max_packet_size as usize {
                 // MQTT-3.1.2-25: discard, and behave as if it had been sent. An alias this
                 // packet would have established was never sent, so forget it.
                 if let (Some(topic), Some(x)) = (new_alias, c.extras.as_mut()) {
@@ -336,6 +339,7 @@ impl Broker {
                 s.inflight.push_back(Inflight { packet_id, delivery: d, state: OutState::Published });
             }
             self.stats.messages_sent += 1;
+            bytes_left = bytes_left.saturating_sub(len);
             if let Some(id) = assign {
                 records.push(Record::Assign { client_id: s.client_id.clone(), id, packet_id });
                 gated = Some(packet);
@@ -343,6 +347,8 @@ impl Broker {
             }
             out.push(packet);
         }
+        // Stopped by the byte budget with more to send: ask to be pulled again.
+        let more = bytes_left == 0 && !s.pending.is_empty();
         // Drained queues give their memory back, so idle sessions stay small.
         if s.pending.is_empty() && s.pending.capacity() > 0 {
             s.pending = std::collections::VecDeque::new();
@@ -352,6 +358,9 @@ impl Broker {
         }
         if let Some(packet) = gated {
             self.send(conn, packet);
+        }
+        if more {
+            self.wake(conn);
         }
     }
 

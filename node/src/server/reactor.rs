@@ -141,6 +141,9 @@ pub(super) struct Reactor {
     inbox_flush: Vec<FlushItem>,
     inbox_adopt: Vec<TcpStream>,
     lingering: Vec<(u32, ConnId, Instant)>,
+    /// Clients whose bytes wait for their sockets, watched for `write-stall-timeout-secs`.
+    stalled: Vec<(u32, ConnId)>,
+    stall_timeout: Duration,
     packets: Vec<Packet>,
     inputs: Vec<Input>,
     outputs: Vec<Output>,
@@ -154,6 +157,7 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let handle = Arc::new(Handle { waker, inbox: Mutex::new(Inbox::default()) });
+        let stall_timeout = Duration::from_secs(u64::from(shared.config.broker.write_stall_timeout_secs));
         let reactor = Self {
             index,
             shared,
@@ -172,6 +176,8 @@ impl Reactor {
             inbox_flush: Vec::new(),
             inbox_adopt: Vec::new(),
             lingering: Vec::new(),
+            stalled: Vec::new(),
+            stall_timeout,
             packets: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -234,6 +240,7 @@ impl Reactor {
             self.write_round();
             self.flush_round();
             self.linger_round();
+            self.stall_round();
         }
     }
 
@@ -251,6 +258,12 @@ impl Reactor {
             at(t);
         }
         if let Some(&(_, _, t)) = self.lingering.iter().min_by_key(|l| l.2) {
+            at(t);
+        }
+        let stall = |&(k, conn): &(u32, ConnId)| {
+            self.clients.get(k as usize)?.as_ref().filter(|c| c.conn == conn)?.stall_deadline()
+        };
+        if let Some(t) = self.stalled.iter().filter_map(stall).min() {
             at(t);
         }
         timeout
@@ -398,7 +411,10 @@ impl Reactor {
                 continue;
             };
             c.read_again = false;
-            if c.closing {
+            // A client whose bytes wait for its socket is not read: what it sends would only
+            // queue more replies it does not take (a PINGREQ flood without reading). It is
+            // read again once the backlog has left (`write_round`).
+            if c.closing || c.has_backlog() {
                 continue;
             }
             let start = self.packets.len();
@@ -458,18 +474,26 @@ impl Reactor {
     /// Writes the bytes clients kept back, now that their sockets have room.
     fn write_round(&mut self) {
         let list = std::mem::take(&mut self.write_list);
+        let stall_at = Instant::now() + self.stall_timeout;
         for &k in &list {
-            let Some(c) = self.client_mut(k) else {
+            let Some(c) = self.clients.get_mut(k as usize).and_then(Option::as_mut) else {
                 continue;
             };
             if !c.has_backlog() {
                 continue;
             }
             let conn = c.conn;
-            match c.write_backlog() {
+            let outcome = c.write_backlog();
+            if outcome == WriteOutcome::Blocked && c.start_stall_clock(stall_at) {
+                self.stalled.push((k, conn));
+            }
+            match outcome {
                 WriteOutcome::Done if c.closing => self.close(k),
-                // The core may hold more for it.
-                WriteOutcome::Done => self.flush.push((k, conn)),
+                // The core may hold more for it, and it may have sent more while unread.
+                WriteOutcome::Done => {
+                    self.flush.push((k, conn));
+                    self.want_read(k);
+                }
                 WriteOutcome::Blocked => {}
                 WriteOutcome::Failed => self.close(k),
             }
@@ -562,7 +586,11 @@ impl Reactor {
                     c.closing = true;
                     self.lingering.push((out.token, out.conn, Instant::now() + LINGER));
                 }
-                WriteOutcome::Blocked => {}
+                WriteOutcome::Blocked => {
+                    if c.start_stall_clock(Instant::now() + self.stall_timeout) {
+                        self.stalled.push((out.token, out.conn));
+                    }
+                }
             }
         }
         drop(drained);
@@ -591,6 +619,34 @@ impl Reactor {
             alive && now < at
         });
         for k in due {
+            self.close(k);
+        }
+    }
+
+    /// Closes clients whose backlog has not left their socket by its deadline: a reader that
+    /// stopped reading holds at most one pull of bytes, and only for `write-stall-timeout-secs`.
+    fn stall_round(&mut self) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.stalled.retain(|&(k, conn)| {
+            let client = self.clients.get(k as usize).and_then(Option::as_ref).filter(|c| c.conn == conn);
+            match client.and_then(Client::stall_deadline) {
+                Some(at) if now >= at => {
+                    due.push((k, conn));
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        });
+        for (k, conn) in due {
+            tracing::info!(
+                conn,
+                "closing a client that took none of its backlog in write-stall-timeout-secs"
+            );
             self.close(k);
         }
     }
