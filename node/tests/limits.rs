@@ -155,3 +155,33 @@ async fn a_311_persistent_session_expires_after_default_session_expiry_secs() {
     let (_raw, ack) = Raw::connect_with(broker.addr, connect).await;
     assert!(!ack.session_present, "a 3.1.1 persistent session outlived default-session-expiry-secs");
 }
+
+#[tokio::test]
+async fn sockets_waiting_for_connect_count_toward_max_connections() {
+    let broker = TestBroker::start_with(|c| c.broker.max_connections = 4).await;
+    // Four sockets that never send CONNECT hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(broker.addr).await.expect("connect"));
+    }
+    // A fifth socket is closed before it gets a CONNACK.
+    let mut fifth = Raw::open(broker.addr, Protocol::V5).await;
+    fifth.send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "fifth")))).await;
+    fifth.expect_closed().await;
+    // Once they are gone, clients connect again.
+    drop(idle);
+    let mut ok = None;
+    for _ in 0..50 {
+        // The broker may not have seen the idle sockets close yet: retry until it has.
+        let mut raw = Raw::open(broker.addr, Protocol::V5).await;
+        raw.send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "after")))).await;
+        if let Some(Packet::ConnAck(ack)) = raw.recv().await
+            && ack.reason_code == reason::SUCCESS
+        {
+            ok = Some(raw);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok.is_some(), "no client could connect after the idle sockets closed");
+}

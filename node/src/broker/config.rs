@@ -21,8 +21,14 @@ pub struct User {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BrokerConfig {
-    /// Maximum simultaneous client connections; more get CONNACK 0x97 (v5) / 3 (v3).
+    /// Maximum simultaneous client sockets, those still waiting for CONNECT included: a socket
+    /// accepted beyond it is closed at once, a CONNECT beyond it gets CONNACK 0x97 (v5) / 3
+    /// (v3). 0 derives it from the process's descriptor limit (`RLIMIT_NOFILE`) minus
+    /// `reserved-descriptors`.
     pub max_connections: usize,
+    /// Descriptors kept for the journal, raft log, cluster transport and admin endpoint when
+    /// `max-connections` is derived from `RLIMIT_NOFILE`.
+    pub reserved_descriptors: usize,
     /// Maximum unacknowledged QoS 1/2 messages per direction per client: the Receive Maximum
     /// the broker announces, and the cap on the window it uses towards a client.
     pub max_inflight: u16,
@@ -84,7 +90,8 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            max_connections: 1_000_000,
+            max_connections: 0,
+            reserved_descriptors: 256,
             max_inflight: 32,
             max_queued_messages: 1000,
             max_packet_size: 1024 * 1024,
@@ -160,9 +167,6 @@ impl BrokerConfig {
         }
         if self.max_qos > 2 {
             return Err(bad("max-qos", self.max_qos, "it must be 0, 1 or 2"));
-        }
-        if self.max_connections == 0 {
-            return Err(bad("max-connections", 0, "it must be at least 1"));
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ impl Broker {
             return self.refuse(now, conn, reason::SERVER_UNAVAILABLE, "server shutting down");
         }
         let connected = self.stats.clients_connected as usize;
-        if connected >= self.config.max_connections {
+        if connected >= self.connection_limit() {
             return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many connections");
         }
         let mut assigned_id = false;

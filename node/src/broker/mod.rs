@@ -207,6 +207,11 @@ impl Broker {
         self.conns.insert(id, Box::new(Conn::new(now)));
         let timeout = Duration::from_secs(u64::from(self.config.connect_timeout_secs));
         self.schedule(now + timeout, Timer::ConnectDeadline { conn: id });
+        // Sockets waiting for CONNECT hold descriptors too: past the limit, closed at once.
+        if self.conns.len() > self.connection_limit() {
+            tracing::debug!(conn = id, "connection limit reached; closing a new socket");
+            self.close_now(now, id, None);
+        }
         id
     }
 
@@ -218,6 +223,15 @@ impl Broker {
             _ => Some(c.protocol),
         };
         Some(ConnParams { protocol, keep_alive_secs: c.keep_alive_secs })
+    }
+
+    /// `max-connections`; 0 (derived by the server from the descriptor limit, so unset in
+    /// a core built directly) is no limit.
+    pub(super) fn connection_limit(&self) -> usize {
+        match self.config.max_connections {
+            0 => usize::MAX,
+            n => n,
+        }
     }
 
     /// Why `packet` exceeds the configured user property limits, if it does.

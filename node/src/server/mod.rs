@@ -150,6 +150,25 @@ impl ShutdownHandle {
     }
 }
 
+/// `max-connections`, or when it is 0 the soft `RLIMIT_NOFILE` (from `/proc/self/limits`)
+/// minus `reserved-descriptors`; 1,000,000 where the limit cannot be read.
+fn max_connections(broker: &crate::broker::config::BrokerConfig) -> usize {
+    if broker.max_connections > 0 {
+        return broker.max_connections;
+    }
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|l| soft_nofile(&l));
+    let max =
+        soft.map_or(1_000_000, |n| n.saturating_sub(broker.reserved_descriptors as u64).max(1) as usize);
+    tracing::info!(max_connections = max, rlimit_nofile = ?soft, "max-connections derived from the descriptor limit");
+    max
+}
+
+/// The soft "Max open files" limit in the text of `/proc/self/limits`.
+fn soft_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 impl Server {
     /// Binds the listener with the built-in authenticator.
     pub async fn bind(config: NodeConfig) -> Result<Self, StartError> {
@@ -165,7 +184,9 @@ impl Server {
     ) -> Result<Self, StartError> {
         let addr = config.listen;
         let now = clock::now();
-        let mut broker = Broker::new(config.broker.clone(), auth, now, clock::seed());
+        let mut broker_config = config.broker.clone();
+        broker_config.max_connections = max_connections(&config.broker);
+        let mut broker = Broker::new(broker_config, auth, now, clock::seed());
         let journal = if config.storage.persistence {
             let (open, report) = journal::open(&config.data_dir, &config.storage, &mut broker, now)?;
             tracing::info!(?report, dir = %config.data_dir.display(), "journal replayed");
@@ -284,5 +305,19 @@ async fn timer_task(shared: Arc<Shared>) {
         let mut core = shared.lock();
         core.broker.handle_timeout(clock::now());
         core.notify_woken(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn soft_descriptor_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(super::soft_nofile(limits), Some(1024));
+        assert_eq!(super::soft_nofile("Max open files unlimited unlimited files"), None);
+        let broker = crate::broker::config::BrokerConfig { max_connections: 7, ..Default::default() };
+        assert_eq!(super::max_connections(&broker), 7);
     }
 }

@@ -390,6 +390,8 @@ impl Reactor {
                 c.conn = conn;
             }
         }
+        // A socket over the connection limit is closing already.
+        core.notify_woken(Some((self.index, &mut self.flush)));
     }
 
     /// Reads every readable client and hands all the packets to the core at once.
