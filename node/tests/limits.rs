@@ -185,3 +185,36 @@ async fn sockets_waiting_for_connect_count_toward_max_connections() {
     }
     assert!(ok.is_some(), "no client could connect after the idle sockets closed");
 }
+
+#[tokio::test]
+async fn mqtt5_3_3_4_7_qos1_beyond_receive_maximum_while_unacknowledged_gets_disconnect_0x93() {
+    let broker = TestBroker::start_with(|c| c.broker.max_inflight = 2).await;
+    let mut raw = Raw::connect(broker.addr, Protocol::V5, "rm-qos1").await;
+    // Three retained QoS 1 messages in one write: each is journaled, so the broker reads all
+    // three before any PUBACK can leave (PUBACK waits for the disk), and the third is one
+    // more unacknowledged QoS 1 message than the Receive Maximum of 2 allows.
+    let mut bytes = bytes::BytesMut::new();
+    for id in 1..=3u16 {
+        let mut p = Publish {
+            topic: format!("rm/{id}").into(),
+            qos: QoS::AtLeastOnce,
+            packet_id: id,
+            retain: true,
+            ..Publish::default()
+        };
+        p.payload = bytes::Bytes::from_static(b"x");
+        node::mqtt::codec::encode(&Packet::Publish(p), Protocol::V5, &mut bytes);
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut raw.stream, &bytes).await.expect("write");
+    loop {
+        match raw.expect("DISCONNECT 0x93").await {
+            Packet::PubAck(a) => assert!(a.packet_id < 3, "the third QoS 1 message was accepted: {a:?}"),
+            Packet::Disconnect(d) => {
+                assert_eq!(d.reason_code, reason::RECEIVE_MAXIMUM_EXCEEDED, "{d:?}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    raw.expect_closed().await;
+}

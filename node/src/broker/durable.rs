@@ -40,6 +40,9 @@ pub(super) struct JournalState {
     pub(super) parked: VecDeque<(u64, ConnId, Packet)>,
     /// Parked packets per connection.
     pub(super) parked_per_conn: FxHashMap<ConnId, usize>,
+    /// Parked PUBACKs per connection: QoS 1 messages the client sent and is not yet
+    /// acknowledged for, counted against the Receive Maximum.
+    pub(super) parked_pubacks: FxHashMap<ConnId, usize>,
     /// Next message id.
     pub(super) next_msg_id: MsgId,
     /// The message being routed, so one message routed to many sessions is stored once.
@@ -93,11 +96,9 @@ impl Broker {
                 break;
             }
             let (_, conn, packet) = j.parked.pop_front().expect("front exists");
-            if let Some(n) = j.parked_per_conn.get_mut(&conn) {
-                *n -= 1;
-                if *n == 0 {
-                    j.parked_per_conn.remove(&conn);
-                }
+            uncount(&mut j.parked_per_conn, conn);
+            if matches!(packet, Packet::PubAck(_)) {
+                uncount(&mut j.parked_pubacks, conn);
             }
             released.push((conn, packet));
         }
@@ -130,6 +131,7 @@ impl Broker {
         j.failed = Some(code);
         j.records.clear();
         j.parked_per_conn.clear();
+        j.parked_pubacks.clear();
         let parked = std::mem::take(&mut j.parked);
         let text = if disk_full { "journal write failed: disk full" } else { "journal write failed" };
         let mut close = Vec::new();
@@ -189,9 +191,17 @@ impl Broker {
         {
             return Some(packet);
         }
+        if matches!(packet, Packet::PubAck(_)) {
+            *j.parked_pubacks.entry(conn).or_default() += 1;
+        }
         j.parked.push_back((j.seq, conn, packet));
         *j.parked_per_conn.entry(conn).or_default() += 1;
         None
+    }
+
+    /// QoS 1 messages from `conn` whose PUBACK waits for durability.
+    pub(super) fn parked_pubacks(&self, conn: ConnId) -> usize {
+        self.journal.as_ref().and_then(|j| j.parked_pubacks.get(&conn)).copied().unwrap_or(0)
     }
 
     /// True while `conn` has packets waiting for durability.
@@ -646,4 +656,14 @@ struct Restorer {
     wills: FxHashMap<ByteString, Box<Will>>,
     /// When sessions went offline, by client.
     offline: FxHashMap<ByteString, Instant>,
+}
+
+/// Counts one parked packet of `conn` off `counts`.
+fn uncount(counts: &mut FxHashMap<ConnId, usize>, conn: ConnId) {
+    if let Some(n) = counts.get_mut(&conn) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&conn);
+        }
+    }
 }

@@ -495,7 +495,12 @@ impl Broker {
             return;
         }
         let properties = Properties { reason_string: Some(text.into()), ..Properties::default() };
-        self.send(conn, Packet::Disconnect(Disconnect { reason_code: code, properties }));
+        // Not parked behind acknowledgements waiting for the journal: the connection closes
+        // at once, and a parked DISCONNECT would never leave.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.outbox.push(Packet::Disconnect(Disconnect { reason_code: code, properties }));
+        }
+        self.wake(conn);
     }
 
     /// A protocol violation: DISCONNECT with `code` (v5 after CONNACK), CONNACK with `code`

@@ -54,18 +54,19 @@ impl Broker {
             return self.protocol_error(now, conn, reason::RETAIN_NOT_SUPPORTED, "retain not supported");
         }
         let pid = p.packet_id;
-        if p.qos == QoS::ExactlyOnce {
+        if p.qos != QoS::AtMostOnce {
             let Some(s) = self.sessions.get(&key) else {
                 return;
             };
-            if s.qos2_in.contains(&pid) {
+            if p.qos == QoS::ExactlyOnce && s.qos2_in.contains(&pid) {
                 // A retransmission of a message already received (MQTT-4.3.3-10).
                 return self.send(conn, Packet::PubRec(PubResp::new(pid)));
             }
             // Only v5 clients were told a Receive Maximum (MQTT-3.3.4-7); a 3.x client's
-            // bound is the packet identifier space itself.
+            // bound is the packet identifier space itself. Unacknowledged means QoS 2 flows
+            // before PUBCOMP and QoS 1 messages whose PUBACK waits for the journal.
             let limit = if v5 { usize::from(self.config.max_inflight) } else { usize::from(u16::MAX) };
-            if s.qos2_in.len() >= limit {
+            if s.qos2_in.len() + self.parked_pubacks(conn) >= limit {
                 return self.protocol_error(
                     now,
                     conn,
