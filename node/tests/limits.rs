@@ -218,3 +218,36 @@ async fn mqtt5_3_3_4_7_qos1_beyond_receive_maximum_while_unacknowledged_gets_dis
     }
     raw.expect_closed().await;
 }
+
+#[tokio::test]
+async fn retained_messages_beyond_max_queued_messages_all_reach_a_new_qos1_subscription() {
+    let broker = TestBroker::start_with(|c| c.broker.max_queued_messages = 50).await;
+    let mut publ = Raw::connect(broker.addr, Protocol::V5, "ret-many-pub").await;
+    for id in 1..=200u16 {
+        let mut p = Publish {
+            topic: format!("rm/{id}").into(),
+            qos: QoS::AtLeastOnce,
+            packet_id: id,
+            retain: true,
+            ..Publish::default()
+        };
+        p.payload = bytes::Bytes::from_static(b"r");
+        publ.send(Packet::Publish(p)).await;
+        assert!(matches!(publ.expect("PUBACK").await, Packet::PubAck(_)));
+    }
+    // 200 retained QoS 1 matches, a queue of 50: the subscriber gets them all, in turn,
+    // instead of being disconnected for a full queue.
+    let mut sub = Raw::connect(broker.addr, Protocol::V5, "ret-many-sub").await;
+    sub.subscribe(1, &[("rm/#", opts(QoS::AtLeastOnce))]).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 200 {
+        match sub.expect("retained PUBLISH").await {
+            Packet::Publish(p) => {
+                assert!(p.retain);
+                seen.insert(p.topic.to_string());
+                sub.send(Packet::PubAck(node::mqtt::packet::PubResp::new(p.packet_id))).await;
+            }
+            other => panic!("after {} retained messages: {other:?}", seen.len()),
+        }
+    }
+}

@@ -363,6 +363,9 @@ impl Broker {
         if more {
             self.wake(conn);
         }
+        if let Some(key) = self.conns.get(&conn).and_then(|c| c.session) {
+            self.refill_retained(now, key);
+        }
     }
 
     pub(super) fn handle_puback(&mut self, now: Instant, conn: ConnId, pid: u16) {

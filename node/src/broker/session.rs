@@ -86,6 +86,10 @@ pub struct Session {
     pub pending: VecDeque<Delivery>,
     /// QoS 0 deliveries in `pending`.
     pub qos0_pending: usize,
+    /// Retained messages matched by a new subscription that did not fit the queue yet: they
+    /// enter `pending` as it drains, so a filter matching more retained messages than
+    /// `max-queued-messages` is served in turn instead of overflowing the queue.
+    pub retained_backlog: Option<Box<VecDeque<Delivery>>>,
     /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL.
     pub qos2_in: FxHashSet<u16>,
     /// Next outbound packet id to try.
@@ -110,6 +114,7 @@ impl Session {
             inflight: VecDeque::new(),
             pending: VecDeque::new(),
             qos0_pending: 0,
+            retained_backlog: None,
             qos2_in: FxHashSet::default(),
             next_packet_id: 1,
             will_pending: None,
