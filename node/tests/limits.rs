@@ -251,3 +251,37 @@ async fn retained_messages_beyond_max_queued_messages_all_reach_a_new_qos1_subsc
         }
     }
 }
+
+/// The timer field (`tr`) of the TCP socket with local port `local` and remote port `remote`
+/// in /proc/net/tcp: 2 is the keepalive timer, 0 none.
+fn tcp_timer(local: u16, remote: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port = |a: &str| a.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+        (port(f[1])? == local && port(f[2])? == remote).then(|| u8::from_str_radix(&f[5][..2], 16).ok())?
+    })
+}
+
+#[tokio::test]
+async fn client_sockets_get_tcp_keepalive_so_a_silent_dead_peer_is_found() {
+    let broker = TestBroker::start().await;
+    // A 3.1.1 client asking for no keep alive at all.
+    let mut connect = connect_packet(Protocol::V3_1_1, "no-keep-alive");
+    connect.keep_alive_secs = 0;
+    let (raw, _) = Raw::connect_with(broker.addr, connect).await;
+    let client_port = raw.stream.local_addr().expect("addr").port();
+    let timer = tcp_timer(broker.port(), client_port);
+    assert_eq!(timer, Some(2), "the broker's socket for the client has no keepalive timer");
+}
+
+#[tokio::test]
+async fn mqtt5_3_2_2_21_a_client_asking_no_keep_alive_gets_default_keep_alive_secs() {
+    let broker = TestBroker::start_with(|c| c.broker.default_keep_alive_secs = 1).await;
+    let mut connect = connect_packet(Protocol::V5, "ka-zero");
+    connect.keep_alive_secs = 0;
+    let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    assert_eq!(ack.properties.server_keep_alive, Some(1), "{ack:?}");
+    // Silent past 1.5 x the keep alive: closed with 0x8D.
+    raw.expect_disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
+}

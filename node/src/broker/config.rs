@@ -59,6 +59,13 @@ pub struct BrokerConfig {
     /// Seconds a client may leave bytes unread in its socket's backlog before it is closed;
     /// it is not read meanwhile.
     pub write_stall_timeout_secs: u32,
+    /// Keep alive imposed (as Server Keep Alive) on an MQTT 5 client that asks for none, in
+    /// seconds, so a silent dead client is closed; 0 leaves such clients unsupervised.
+    pub default_keep_alive_secs: u16,
+    /// Seconds of silence before TCP keepalive probes a client socket (every 10 s, 6 probes),
+    /// so a peer that vanished without a FIN is found even when it asked for no MQTT keep
+    /// alive; 0 turns TCP keepalive off.
+    pub tcp_keepalive_secs: u32,
     /// Session Expiry Interval of MQTT 3.1.1 persistent sessions (clean session 0), seconds,
     /// capped by `max-session-expiry-secs`.
     pub default_session_expiry_secs: u32,
@@ -104,6 +111,8 @@ impl Default for BrokerConfig {
             topic_alias_out_max: 64,
             default_session_expiry_secs: 2 * 60 * 60,
             max_transmit_bytes: 1 << 20,
+            tcp_keepalive_secs: 60,
+            default_keep_alive_secs: 300,
             write_stall_timeout_secs: 30,
             max_session_expiry_secs: u32::MAX,
             max_keep_alive_secs: 0,

@@ -235,9 +235,13 @@ impl Broker {
         };
         let mut keep_alive = connect.keep_alive_secs;
         let max_ka = self.config.max_keep_alive_secs;
+        let default_ka = self.config.default_keep_alive_secs;
         let server_keep_alive = if v5 && max_ka > 0 && (keep_alive == 0 || keep_alive > max_ka) {
-            keep_alive = max_ka;
-            Some(max_ka)
+            keep_alive = if keep_alive == 0 && default_ka > 0 { default_ka.min(max_ka) } else { max_ka };
+            Some(keep_alive)
+        } else if v5 && keep_alive == 0 && default_ka > 0 {
+            keep_alive = default_ka;
+            Some(default_ka)
         } else {
             None
         };

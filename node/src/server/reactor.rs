@@ -333,6 +333,14 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let keepalive = self.shared.config.broker.tcp_keepalive_secs;
+                    if keepalive > 0 {
+                        let k = socket2::TcpKeepalive::new()
+                            .with_time(Duration::from_secs(u64::from(keepalive)))
+                            .with_interval(Duration::from_secs(10))
+                            .with_retries(6);
+                        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&k);
+                    }
                     let to = self.next_peer;
                     self.next_peer = (self.next_peer + 1) % self.peers.len().max(1);
                     if to == self.index || self.peers.is_empty() {
