@@ -285,3 +285,38 @@ async fn mqtt5_3_2_2_21_a_client_asking_no_keep_alive_gets_default_keep_alive_se
     // Silent past 1.5 x the keep alive: closed with 0x8D.
     raw.expect_disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
 }
+
+#[tokio::test]
+async fn a_connect_that_would_create_more_than_max_sessions_gets_connack_0x97() {
+    let broker = TestBroker::start_with(|c| c.broker.max_sessions = 2).await;
+    for id in ["ms-1", "ms-2"] {
+        let mut connect = connect_packet(Protocol::V5, id);
+        connect.clean_start = false;
+        connect.properties.session_expiry_interval = Some(600);
+        let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+        assert_eq!(ack.reason_code, reason::SUCCESS);
+        raw.send(Packet::Disconnect(Default::default())).await;
+        raw.expect_closed().await;
+    }
+    // Two offline sessions held: a third client id is refused, a known one resumes.
+    let (_, ack) = Raw::connect_with(broker.addr, connect_packet(Protocol::V5, "ms-3")).await;
+    assert_eq!(ack.reason_code, reason::QUOTA_EXCEEDED, "{ack:?}");
+    let mut again = connect_packet(Protocol::V5, "ms-1");
+    again.clean_start = false;
+    let (_, ack) = Raw::connect_with(broker.addr, again).await;
+    assert_eq!(ack.reason_code, reason::SUCCESS, "{ack:?}");
+    assert!(ack.session_present);
+}
+
+#[tokio::test]
+async fn filters_past_max_subscription_bytes_per_client_get_suback_0x97() {
+    let broker = TestBroker::start_with(|c| c.broker.max_subscription_bytes_per_client = 100).await;
+    let mut raw = Raw::connect(broker.addr, Protocol::V5, "sub-bytes").await;
+    let long = format!("sb/{}", "x".repeat(60));
+    let ack = raw.subscribe(1, &[(long.as_str(), opts(QoS::AtMostOnce))]).await;
+    assert_eq!(ack.reason_codes, vec![0]);
+    let other = format!("sb/{}", "y".repeat(60));
+    let ack =
+        raw.subscribe(2, &[(other.as_str(), opts(QoS::AtMostOnce)), ("sb/z", opts(QoS::AtMostOnce))]).await;
+    assert_eq!(ack.reason_codes, vec![reason::QUOTA_EXCEEDED, 0], "63 + 63 bytes is over 100; 63 + 4 is not");
+}

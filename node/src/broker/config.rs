@@ -42,6 +42,12 @@ pub struct BrokerConfig {
     pub max_topic_len: usize,
     /// Maximum subscriptions per client; 0 means unlimited.
     pub max_subscriptions_per_client: usize,
+    /// Maximum bytes of topic filters one client's subscriptions hold, summed; a filter past
+    /// it gets SUBACK 0x97 (v5) / 0x80 (3.1.1).
+    pub max_subscription_bytes_per_client: usize,
+    /// Maximum sessions the broker holds, connected or not; a CONNECT that would create one
+    /// more gets CONNACK 0x97 (v5) / 3 (3.1.1).
+    pub max_sessions: usize,
     /// Maximum topic filters in one SUBSCRIBE packet; more get DISCONNECT 0x97 (v5) or a
     /// closed connection (3.1.1).
     pub max_filters_per_subscribe: usize,
@@ -106,6 +112,8 @@ impl Default for BrokerConfig {
             max_topic_len: 65_535,
             max_subscriptions_per_client: 10_000,
             max_filters_per_subscribe: 100,
+            max_subscription_bytes_per_client: 1 << 20,
+            max_sessions: 1_000_000,
             max_user_properties: 64,
             max_user_property_bytes: 16 << 10,
             topic_alias_out_max: 64,

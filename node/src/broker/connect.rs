@@ -180,7 +180,10 @@ impl Broker {
     fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
         tracing::debug!(conn, code, text, "refusing CONNECT");
         let properties = self.reason_props(conn, text);
-        self.send(conn, Packet::ConnAck(ConnAck { session_present: false, reason_code: code, properties }));
+        self.send_closing(
+            conn,
+            Packet::ConnAck(ConnAck { session_present: false, reason_code: code, properties }),
+        );
         self.close_now(now, conn, None);
     }
 
@@ -216,6 +219,9 @@ impl Broker {
         }
         // Stored for the session's life: copy out of the read buffer (see `own`).
         let client_id = own(&connect.client_id);
+        if !self.by_client.contains_key(&client_id) && self.sessions.len() >= self.config.max_sessions {
+            return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many sessions (max-sessions)");
+        }
         // Takeover: the old connection gets DISCONNECT 0x8E and is closed (MQTT-3.1.4-3).
         if let Some(&key) = self.by_client.get(&client_id)
             && let Some(old) = self.sessions.get(&key).and_then(|s| s.conn)
@@ -269,6 +275,7 @@ impl Broker {
             c.extras().auth_method = Some(ByteString::from(method));
         }
         let wants_response_info = p.request_response_information == Some(1);
+        self.cancel_session_timers(key);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -445,7 +452,7 @@ impl Broker {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.will_pending = Some(Box::new((*w, username)));
                 }
-                self.schedule(at, Timer::Will { session: key, generation });
+                self.schedule_for_session(key, at, Timer::Will { session: key, generation });
             }
         }
         if expiry != 0 {
@@ -454,7 +461,8 @@ impl Broker {
         match expiry {
             0 => self.end_session(now, key),
             u32::MAX => {}
-            secs => self.schedule(
+            secs => self.schedule_for_session(
+                key,
                 now + Duration::from_secs(u64::from(secs)),
                 Timer::Expire { session: key, generation },
             ),
@@ -486,6 +494,7 @@ impl Broker {
     /// Ends a session: publishes a pending will (MQTT-3.1.3-9: at the latest when the
     /// session ends), removes its subscriptions and forgets it.
     pub(super) fn end_session(&mut self, now: Instant, key: SessionKey) {
+        self.cancel_session_timers(key);
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };

@@ -458,6 +458,24 @@ impl Broker {
         self.timers.insert((at, self.timer_seq), timer);
     }
 
+    /// Schedules a will or expiry timer of offline session `key`, remembered in the session
+    /// so that [`Self::cancel_session_timers`] can remove it.
+    fn schedule_for_session(&mut self, key: SessionKey, at: Instant, timer: Timer) {
+        self.schedule(at, timer);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.timers.push((at, self.timer_seq));
+        }
+    }
+
+    /// Removes the will and expiry timers of session `key` (it came back, or it ended).
+    fn cancel_session_timers(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            for t in std::mem::take(&mut s.timers) {
+                self.timers.remove(&t);
+            }
+        }
+    }
+
     /// Queues a control packet for `conn` and wakes it. While journal records emitted
     /// before it are not durable, the packet waits (it may acknowledge them).
     fn send(&mut self, conn: ConnId, packet: Packet) {
@@ -495,10 +513,15 @@ impl Broker {
             return;
         }
         let properties = Properties { reason_string: Some(text.into()), ..Properties::default() };
-        // Not parked behind acknowledgements waiting for the journal: the connection closes
-        // at once, and a parked DISCONNECT would never leave.
+        self.send_closing(conn, Packet::Disconnect(Disconnect { reason_code: code, properties }));
+    }
+
+    /// Queues the last packet of a connection that closes at once (a refusing CONNACK, a
+    /// DISCONNECT): not parked behind records waiting for the journal, where it would never
+    /// leave. It promises nothing about durability.
+    fn send_closing(&mut self, conn: ConnId, packet: Packet) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.outbox.push(Packet::Disconnect(Disconnect { reason_code: code, properties }));
+            c.outbox.push(packet);
         }
         self.wake(conn);
     }

@@ -94,6 +94,9 @@ pub struct Session {
     pub qos2_in: FxHashSet<u16>,
     /// Next outbound packet id to try.
     pub next_packet_id: u16,
+    /// Keys of the will and expiry timers scheduled while it is offline, cancelled when it
+    /// comes back or ends (a connect/disconnect cycle would otherwise leave one per cycle).
+    pub timers: Vec<(Instant, u64)>,
     /// A will waiting for its delay to pass (set while disconnected).
     pub will_pending: Option<Box<(Will, Option<String>)>>,
     /// Messages dropped for this session because its queue was full or they expired.
@@ -117,6 +120,7 @@ impl Session {
             retained_backlog: None,
             qos2_in: FxHashSet::default(),
             next_packet_id: 1,
+            timers: Vec::new(),
             will_pending: None,
             dropped: 0,
             journaled: false,

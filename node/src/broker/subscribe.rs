@@ -87,6 +87,10 @@ impl Broker {
         if !existed && max > 0 && s.subs.len() >= max {
             return reason::QUOTA_EXCEEDED;
         }
+        let bytes_max = self.config.max_subscription_bytes_per_client;
+        if !existed && s.subs.keys().map(|f| f.len()).sum::<usize>() + filter.len() > bytes_max {
+            return reason::QUOTA_EXCEEDED;
+        }
         opts.qos = opts.qos.min(crate::mqtt::packet::QoS::from_u8(self.config.max_qos).unwrap_or_default());
         let entry = SubEntry { opts, sub_id };
         s.subs.insert(filter.clone(), entry);
