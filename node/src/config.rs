@@ -57,6 +57,10 @@ pub struct StorageConfig {
     /// Write a checkpoint (and delete the segments before it once it is durable) after this
     /// many journal bytes, or twice the last checkpoint's size if that is larger.
     pub checkpoint_bytes: u64,
+    /// While more than this many bytes of journal records wait for the disk, no client is
+    /// read (publishers wait in TCP), so a slow or failing disk cannot queue records without
+    /// bound.
+    pub max_journal_lag_bytes: u64,
     /// Cut a damaged journal at its first bad record instead of refusing to start
     /// (`--repair`; not a file setting).
     #[serde(skip)]
@@ -71,6 +75,7 @@ impl Default for StorageConfig {
             sync_interval_ms: 10,
             segment_bytes: 64 << 20,
             checkpoint_bytes: 256 << 20,
+            max_journal_lag_bytes: 64 << 20,
             repair: false,
         }
     }

@@ -1,7 +1,8 @@
 //! Recoverable storage errors do not switch durability off: while the broker process is out
 //! of file descriptors (EMFILE, set with `prlimit` on the real binary) the journal cannot
 //! create its next segment; acknowledgements wait, and once descriptors are free again the
-//! writes are retried, acknowledged and survive a SIGKILL.
+//! writes are retried, acknowledged and survive a SIGKILL. Meanwhile publishers are not read
+//! past `max-journal-lag-bytes`, so the records waiting for the disk stay bounded.
 
 mod common;
 
@@ -28,10 +29,15 @@ impl Drop for Broker {
     }
 }
 
+const CONFIG: &str = "[storage]\nsegment-bytes = 1048576\ncheckpoint-bytes = 16777216\n";
+
 fn start_broker(port: u16, dir: &Path) -> Broker {
+    start_broker_with(port, dir, CONFIG)
+}
+
+fn start_broker_with(port: u16, dir: &Path, text: &str) -> Broker {
     let config = dir.with_extension("toml");
-    std::fs::write(&config, "[storage]\nsegment-bytes = 1048576\ncheckpoint-bytes = 16777216\n")
-        .expect("config");
+    std::fs::write(&config, text).expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir)
@@ -182,6 +188,64 @@ async fn a_segment_creation_failing_with_emfile_is_retried_and_durability_stays_
             other => panic!("subscriber lost: {other:?}"),
         }
     }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_are_not_read_while_the_journal_lags_more_than_max_journal_lag_bytes() {
+    use tokio::io::AsyncWriteExt;
+    let dir = common::temp_data_dir();
+    let port = free_port();
+    let config = format!("{CONFIG}max-journal-lag-bytes = 4194304\n");
+    let broker = start_broker_with(port, &dir, &config);
+    let pid = broker.0.id();
+    let mut publ = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let connect = node::mqtt::packet::Connect {
+        protocol: Some(node::mqtt::packet::Protocol::V3_1_1),
+        clean_start: true,
+        client_id: "lag-flood".into(),
+        ..Default::default()
+    };
+    let mut wire = bytes::BytesMut::new();
+    node::mqtt::codec::encode(
+        &node::mqtt::packet::Packet::Connect(Box::new(connect)),
+        node::mqtt::packet::Protocol::V3_1_1,
+        &mut wire,
+    );
+    publ.write_all(&wire).await.expect("CONNECT");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The disk "stops": no segment can be created, so records pile up behind it.
+    let soft = soft_nofile(pid);
+    set_nofile(pid, &lowest_free_fd(pid).to_string());
+    // 48 MiB of retained QoS 1 messages (each journaled), written as fast as the broker reads.
+    let mut sent = 0usize;
+    for i in 0..48u16 {
+        let p = node::mqtt::packet::Publish {
+            topic: format!("lag/{i}").into(),
+            qos: node::mqtt::packet::QoS::AtLeastOnce,
+            retain: true,
+            packet_id: i + 1,
+            payload: bytes::Bytes::from(vec![1u8; (1 << 20) - 1024]),
+            ..Default::default()
+        };
+        let mut b = bytes::BytesMut::new();
+        node::mqtt::codec::encode(
+            &node::mqtt::packet::Packet::Publish(p),
+            node::mqtt::packet::Protocol::V3_1_1,
+            &mut b,
+        );
+        match tokio::time::timeout(Duration::from_secs(2), publ.write_all(&b)).await {
+            Ok(Ok(())) => sent += b.len(),
+            Ok(Err(e)) => panic!("the broker closed the publisher: {e}"),
+            Err(_) => break, // blocked: the broker stopped reading
+        }
+    }
+    eprintln!("journal stalled: the broker took {} MiB of 48 MiB of QoS 1 publishes", sent >> 20);
+    assert!(sent < 32 << 20, "the broker read {sent} bytes of publishes it could not journal");
+    set_nofile(pid, &soft);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("toml"));

@@ -52,6 +52,24 @@ pub(super) struct JournalState {
     pub(super) offline: FxHashMap<SessionKey, Instant>,
     /// Set once the journal cannot be written: the reason code QoS 1/2 publishers get.
     pub(super) failed: Option<u8>,
+    /// Approximate bytes of every record emitted so far (see [`record_bytes`]).
+    pub(super) emitted_bytes: u64,
+    /// `(seq, emitted_bytes)` at each `poll_journal`, until that seq is durable.
+    pub(super) taken: VecDeque<(u64, u64)>,
+    /// `emitted_bytes` at the last durable seq.
+    pub(super) durable_bytes: u64,
+}
+
+/// Approximate encoded size of a record: its message's topic and payload, plus framing.
+fn record_bytes(r: &Record) -> u64 {
+    let message = match r {
+        Record::Retain { message, .. } | Record::Message { message, .. } => {
+            message.payload.len() + message.topic.len()
+        }
+        Record::Will { will: Some(w), .. } => w.payload.len() + w.topic.len(),
+        _ => 0,
+    };
+    message as u64 + 64
 }
 
 /// The message a route is delivering (its address and that of its compacted copy, both
@@ -80,6 +98,7 @@ impl Broker {
             return j.seq - j.records.len() as u64;
         }
         out.append(&mut j.records);
+        j.taken.push_back((j.seq, j.emitted_bytes));
         j.seq
     }
 
@@ -90,6 +109,12 @@ impl Broker {
         };
         debug_assert!(seq <= j.seq);
         j.durable = j.durable.max(seq);
+        while let Some(&(taken_seq, bytes)) = j.taken.front()
+            && taken_seq <= j.durable
+        {
+            j.durable_bytes = bytes;
+            j.taken.pop_front();
+        }
         let mut released = Vec::new();
         while let Some((s, _, _)) = j.parked.front() {
             if *s > j.durable {
@@ -169,12 +194,19 @@ impl Broker {
         self.journal.as_ref().map_or(0, |j| j.seq - j.durable)
     }
 
+    /// Approximate bytes of journal records emitted and not yet durable (0 once the journal
+    /// failed: nothing more is journaled).
+    pub fn journal_lag_bytes(&self) -> u64 {
+        self.journal.as_ref().filter(|j| j.failed.is_none()).map_or(0, |j| j.emitted_bytes - j.durable_bytes)
+    }
+
     pub(super) fn journal_on(&self) -> bool {
         self.journal.is_some()
     }
 
     pub(super) fn emit(&mut self, record: Record) {
         if let Some(j) = self.journal.as_mut().filter(|j| j.failed.is_none()) {
+            j.emitted_bytes += record_bytes(&record);
             j.records.push(record);
             j.seq += 1;
         }
@@ -545,6 +577,7 @@ impl Broker {
         if let Some(j) = self.journal.as_mut() {
             j.offline.retain(|k, _| sessions.get(k).is_some_and(|s| s.conn.is_none()));
             j.seq += records.len() as u64;
+            j.emitted_bytes += records.iter().map(record_bytes).sum::<u64>();
             j.records.extend(records);
         }
     }

@@ -12,6 +12,7 @@ pub mod journal;
 mod reactor;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub(crate) struct Core {
     outgoing: Vec<Vec<FlushItem>>,
     /// Wakes the journal writer; `None` without persistence.
     kick: Option<Arc<journal::Kick>>,
+    /// The core's journal lag in bytes as of its last `notify_woken`, read by the reactors
+    /// without the lock (see `Shared::journal_lagging`).
+    lag_bytes: Arc<AtomicU64>,
 }
 
 impl Core {
@@ -56,6 +60,7 @@ impl Core {
         {
             k.kick();
         }
+        self.lag_bytes.store(self.broker.journal_lag_bytes(), Ordering::Relaxed);
         while let Some(id) = self.broker.poll_woken() {
             let Some(r) = self.routes.get_mut(&id) else {
                 continue;
@@ -102,9 +107,18 @@ pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     /// Changes to `true` once shutdown starts.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The same counter as `Core::lag_bytes`.
+    lag_bytes: Arc<AtomicU64>,
 }
 
 impl Shared {
+    /// True while more than `storage.max-journal-lag-bytes` of journal records wait for the
+    /// disk: the reactors read no client until the journal catches up, so publishers cannot
+    /// queue unbounded records behind a slow or retrying disk.
+    pub(crate) fn journal_lagging(&self) -> bool {
+        self.lag_bytes.load(Ordering::Relaxed) > self.config.storage.max_journal_lag_bytes
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock is a bug; keep serving the other clients.
         self.core.lock().unwrap_or_else(|e| e.into_inner())
@@ -200,14 +214,16 @@ impl Server {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let kick = journal.as_ref().map(|(_, k)| k.clone());
         let n = config.reactor_threads();
+        let lag_bytes = Arc::new(AtomicU64::new(0));
         let core = Mutex::new(Core {
             broker,
             routes: FxHashMap::default(),
             reactors: Vec::new(),
             outgoing: vec![Vec::new(); n],
             kick,
+            lag_bytes: lag_bytes.clone(),
         });
-        let shared = Arc::new(Shared { core, config, shutdown });
+        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes });
         let mut reactors = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {

@@ -47,6 +47,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(5);
 /// Pause after an accept error (EMFILE and friends) instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often reads paused for a lagging journal look at the lag again.
+const LAG_RECHECK: Duration = Duration::from_millis(5);
 
 /// A connection woken for writing: its slab slot and id (the id tells a reused slot apart).
 pub(super) type FlushItem = (u32, ConnId);
@@ -133,6 +135,8 @@ pub(super) struct Reactor {
     next_peer: usize,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
+    /// Set while reads wait for the journal to catch up: when to look again.
+    reads_paused_until: Option<Instant>,
     clients: Vec<Option<Client>>,
     free: Vec<u32>,
     read_list: Vec<u32>,
@@ -168,6 +172,7 @@ impl Reactor {
             next_peer: 0,
             accept_again: false,
             accept_paused_until: None,
+            reads_paused_until: None,
             clients: Vec::new(),
             free: Vec::new(),
             read_list: Vec::new(),
@@ -245,7 +250,8 @@ impl Reactor {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.read_list.is_empty() || !self.flush.is_empty() || self.accept_again {
+        let reads_due = !self.read_list.is_empty() && self.reads_paused_until.is_none();
+        if reads_due || !self.flush.is_empty() || self.accept_again {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -255,6 +261,9 @@ impl Reactor {
             timeout = Some(timeout.map_or(d, |x| x.min(d)));
         };
         if let Some(t) = self.accept_paused_until {
+            at(t);
+        }
+        if let Some(t) = self.reads_paused_until {
             at(t);
         }
         if let Some(&(_, _, t)) = self.lingering.iter().min_by_key(|l| l.2) {
@@ -407,6 +416,12 @@ impl Reactor {
         if self.read_list.is_empty() {
             return;
         }
+        // The journal is too far behind: read nobody (the list waits) until it catches up.
+        if self.shared.journal_lagging() {
+            self.reads_paused_until = Some(Instant::now() + LAG_RECHECK);
+            return;
+        }
+        self.reads_paused_until = None;
         let list = std::mem::take(&mut self.read_list);
         let max = self.shared.config.broker.max_packet_size as usize;
         self.packets.clear();
