@@ -301,3 +301,20 @@ fn reconnecting_a_session_with_finite_expiry_leaves_no_stale_timers() {
     let expiry_timers = h.broker.timers.values().filter(|t| matches!(t, super::Timer::Expire { .. })).count();
     assert_eq!(expiry_timers, 1, "{} timers after 100 cycles (from {base})", h.broker.timers.len());
 }
+
+#[test]
+fn an_idle_journal_poll_keeps_no_lag_bookkeeping() {
+    let mut h = Harness::new(|_| {});
+    h.broker.enable_journal(0);
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        h.broker.poll_journal(&mut out);
+    }
+    assert!(out.is_empty());
+    assert_eq!(
+        h.broker.journal.as_ref().map(|j| j.taken.len()),
+        Some(0),
+        "idle polls grew the lag bookkeeping"
+    );
+    assert_eq!(h.broker.journal_lag_bytes(), 0);
+}
