@@ -75,8 +75,13 @@ pub struct StorageConfig {
     pub sync_interval_ms: u64,
     /// Journal segment size in bytes.
     pub segment_bytes: u32,
-    /// Write a checkpoint (and delete older segments) after this many journal bytes.
+    /// Write a checkpoint (and delete the segments before it once it is durable) after this
+    /// many journal bytes, or twice the last checkpoint's size if that is larger.
     pub checkpoint_bytes: u64,
+    /// While more than this many bytes of journal records wait for the disk, no client is
+    /// read (publishers wait in TCP), so a slow or failing disk cannot queue records without
+    /// bound.
+    pub max_journal_lag_bytes: u64,
     /// Cut a damaged journal at its first bad record instead of refusing to start
     /// (`--repair`; not a file setting).
     #[serde(skip)]
@@ -91,6 +96,7 @@ impl Default for StorageConfig {
             sync_interval_ms: 10,
             segment_bytes: 64 << 20,
             checkpoint_bytes: 256 << 20,
+            max_journal_lag_bytes: 64 << 20,
             repair: false,
         }
     }
@@ -425,6 +431,12 @@ mod tests {
     #[test]
     fn out_of_range_values_are_rejected() {
         let cfg = NodeConfig::from_toml("[broker]\nmax-qos = 3\n").expect("parses");
+        assert!(cfg.validate().is_err());
+        // Matching recurses per level: a huge max-topic-levels is refused, not a stack risk.
+        let cfg = NodeConfig::from_toml("[broker]\nmax-topic-levels = 100000\n").expect("parses");
+        let err = cfg.validate().expect_err("max-topic-levels over 128");
+        assert!(err.to_string().contains("max-topic-levels"), "{err}");
+        let cfg = NodeConfig::from_toml("[broker]\nmax-filters-per-subscribe = 0\n").expect("parses");
         assert!(cfg.validate().is_err());
     }
 }

@@ -23,6 +23,7 @@
 //! - [`pd`]: the placement driver service (heartbeats, the PD raft group, operator steps)
 //!   over the `placement` crate's scheduler core.
 //! - [`admin`] SHELL: the admin HTTP endpoint and its client (with a range cache).
+//! - [`process`] SHELL: process-wide policy of the binary (a panic on any thread aborts).
 #![deny(missing_docs)]
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod group;
 pub mod mqtt;
 pub mod node;
 pub mod pd;
+pub mod process;
 pub mod raftstore;
 pub mod route;
 pub mod server;

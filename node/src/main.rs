@@ -208,6 +208,7 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
 }
 
 fn main() -> anyhow::Result<()> {
+    node::process::abort_on_panic();
     let cli = Cli::parse();
     if let Some(Command::Cert { dir, nodes }) = &cli.command {
         if nodes.contains(&0) {

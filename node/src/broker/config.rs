@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::mqtt::topic::TopicLimits;
 
+/// Highest `max-topic-levels`: matching and the trie recurse once per level.
+pub const TOPIC_LEVELS_MAX: usize = 128;
+
 /// A user allowed to connect with a password.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -18,8 +21,14 @@ pub struct User {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BrokerConfig {
-    /// Maximum simultaneous client connections; more get CONNACK 0x97 (v5) / 3 (v3).
+    /// Maximum simultaneous client sockets, those still waiting for CONNECT included: a socket
+    /// accepted beyond it is closed at once, a CONNECT beyond it gets CONNACK 0x97 (v5) / 3
+    /// (v3). 0 derives it from the process's descriptor limit (`RLIMIT_NOFILE`) minus
+    /// `reserved-descriptors`.
     pub max_connections: usize,
+    /// Descriptors kept for the journal, raft log, cluster transport and admin endpoint when
+    /// `max-connections` is derived from `RLIMIT_NOFILE`.
+    pub reserved_descriptors: usize,
     /// Maximum unacknowledged QoS 1/2 messages per direction per client: the Receive Maximum
     /// the broker announces, and the cap on the window it uses towards a client.
     pub max_inflight: u16,
@@ -33,8 +42,41 @@ pub struct BrokerConfig {
     pub max_topic_len: usize,
     /// Maximum subscriptions per client; 0 means unlimited.
     pub max_subscriptions_per_client: usize,
-    /// Cap on the Session Expiry Interval a client may ask for, in seconds. 3.1.1 persistent
-    /// sessions (clean session 0) get this value; 4294967295 means never expire.
+    /// Maximum bytes of topic filters one client's subscriptions hold, summed; a filter past
+    /// it gets SUBACK 0x97 (v5) / 0x80 (3.1.1).
+    pub max_subscription_bytes_per_client: usize,
+    /// Maximum sessions the broker holds, connected or not; a CONNECT that would create one
+    /// more gets CONNACK 0x97 (v5) / 3 (3.1.1).
+    pub max_sessions: usize,
+    /// Maximum topic filters in one SUBSCRIBE packet; more get DISCONNECT 0x97 (v5) or a
+    /// closed connection (3.1.1).
+    pub max_filters_per_subscribe: usize,
+    /// Maximum MQTT 5 user properties in one packet (a will's counted with its CONNECT); more
+    /// get DISCONNECT (or CONNACK) 0x95 and a closed connection.
+    pub max_user_properties: usize,
+    /// Maximum bytes of user property names and values in one packet, summed.
+    pub max_user_property_bytes: usize,
+    /// Most topic aliases the broker assigns towards one v5 client (the client's Topic Alias
+    /// Maximum, capped by this): each alias holds a topic for the connection's life.
+    pub topic_alias_out_max: u16,
+    /// Bytes of queued messages one pull moves from a session's queue to its socket (at least
+    /// one message): what a reader that stops reading can hold outside the shared queues.
+    pub max_transmit_bytes: usize,
+    /// Seconds a client may leave bytes unread in its socket's backlog before it is closed;
+    /// it is not read meanwhile.
+    pub write_stall_timeout_secs: u32,
+    /// Keep alive imposed (as Server Keep Alive) on an MQTT 5 client that asks for none, in
+    /// seconds, so a silent dead client is closed; 0 leaves such clients unsupervised.
+    pub default_keep_alive_secs: u16,
+    /// Seconds of silence before TCP keepalive probes a client socket (every 10 s, 6 probes),
+    /// so a peer that vanished without a FIN is found even when it asked for no MQTT keep
+    /// alive; 0 turns TCP keepalive off.
+    pub tcp_keepalive_secs: u32,
+    /// Session Expiry Interval of MQTT 3.1.1 persistent sessions (clean session 0), seconds,
+    /// capped by `max-session-expiry-secs`.
+    pub default_session_expiry_secs: u32,
+    /// Cap on the Session Expiry Interval a client may ask for, in seconds (3.1.1 persistent
+    /// sessions get `default-session-expiry-secs`); 4294967295 means never expire.
     pub max_session_expiry_secs: u32,
     /// Maximum keep alive in seconds; a v5 client asking for more (or 0) is told this value
     /// with Server Keep Alive. 0 means no cap.
@@ -61,13 +103,25 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            max_connections: 1_000_000,
+            max_connections: 0,
+            reserved_descriptors: 256,
             max_inflight: 32,
             max_queued_messages: 1000,
             max_packet_size: 1024 * 1024,
             max_topic_levels: 32,
             max_topic_len: 65_535,
             max_subscriptions_per_client: 10_000,
+            max_filters_per_subscribe: 100,
+            max_subscription_bytes_per_client: 1 << 20,
+            max_sessions: 1_000_000,
+            max_user_properties: 64,
+            max_user_property_bytes: 16 << 10,
+            topic_alias_out_max: 64,
+            default_session_expiry_secs: 2 * 60 * 60,
+            max_transmit_bytes: 1 << 20,
+            tcp_keepalive_secs: 60,
+            default_keep_alive_secs: 300,
+            write_stall_timeout_secs: 30,
             max_session_expiry_secs: u32::MAX,
             max_keep_alive_secs: 0,
             topic_alias_max: 64,
@@ -113,17 +167,23 @@ impl BrokerConfig {
         if !(64..=268_435_460).contains(&self.max_packet_size) {
             return Err(bad("max-packet-size", self.max_packet_size, "it must be 64..=268435460"));
         }
-        if self.max_topic_levels == 0 {
-            return Err(bad("max-topic-levels", 0, "it must be at least 1"));
+        if !(1..=TOPIC_LEVELS_MAX).contains(&self.max_topic_levels) {
+            return Err(bad("max-topic-levels", self.max_topic_levels, "it must be 1..=128"));
+        }
+        if self.max_transmit_bytes == 0 {
+            return Err(bad("max-transmit-bytes", 0, "it must be at least 1"));
+        }
+        if self.write_stall_timeout_secs == 0 {
+            return Err(bad("write-stall-timeout-secs", 0, "it must be at least 1"));
+        }
+        if self.max_filters_per_subscribe == 0 {
+            return Err(bad("max-filters-per-subscribe", 0, "it must be at least 1"));
         }
         if !(1..=65_535).contains(&self.max_topic_len) {
             return Err(bad("max-topic-len", self.max_topic_len, "it must be 1..=65535"));
         }
         if self.max_qos > 2 {
             return Err(bad("max-qos", self.max_qos, "it must be 0, 1 or 2"));
-        }
-        if self.max_connections == 0 {
-            return Err(bad("max-connections", 0, "it must be at least 1"));
         }
         Ok(())
     }

@@ -23,11 +23,19 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.protocol = protocol;
         }
+        let (count_max, bytes_max) = (self.config.max_user_properties, self.config.max_user_property_bytes);
+        if let Some(text) = super::limits::user_properties_excess(
+            super::limits::connect_blocks(&connect),
+            count_max,
+            bytes_max,
+        ) {
+            return self.refuse(now, conn, reason::PACKET_TOO_LARGE, text);
+        }
         if self.shutting_down {
             return self.refuse(now, conn, reason::SERVER_UNAVAILABLE, "server shutting down");
         }
         let connected = self.stats.clients_connected as usize;
-        if connected >= self.config.max_connections {
+        if connected >= self.connection_limit() {
             return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many connections");
         }
         let mut assigned_id = false;
@@ -172,7 +180,10 @@ impl Broker {
     fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
         tracing::debug!(conn, code, text, "refusing CONNECT");
         let properties = self.reason_props(conn, text);
-        self.send(conn, Packet::ConnAck(ConnAck { session_present: false, reason_code: code, properties }));
+        self.send_closing(
+            conn,
+            Packet::ConnAck(ConnAck { session_present: false, reason_code: code, properties }),
+        );
         self.close_now(now, conn, None);
     }
 
@@ -192,7 +203,7 @@ impl Broker {
         } else if connect.clean_start {
             0
         } else {
-            self.config.max_session_expiry_secs
+            self.config.default_session_expiry_secs.min(self.config.max_session_expiry_secs)
         };
         if let Some(w) = &connect.will {
             if crate::mqtt::topic::validate_topic_name(&w.topic, self.config.topic_limits()).is_err() {
@@ -208,6 +219,9 @@ impl Broker {
         }
         // Stored for the session's life: copy out of the read buffer (see `own`).
         let client_id = own(&connect.client_id);
+        if !self.by_client.contains_key(&client_id) && self.sessions.len() >= self.config.max_sessions {
+            return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many sessions (max-sessions)");
+        }
         // Takeover: the old connection gets DISCONNECT 0x8E and is closed (MQTT-3.1.4-3).
         if let Some(&key) = self.by_client.get(&client_id)
             && let Some(old) = self.sessions.get(&key).and_then(|s| s.conn)
@@ -227,9 +241,13 @@ impl Broker {
         };
         let mut keep_alive = connect.keep_alive_secs;
         let max_ka = self.config.max_keep_alive_secs;
+        let default_ka = self.config.default_keep_alive_secs;
         let server_keep_alive = if v5 && max_ka > 0 && (keep_alive == 0 || keep_alive > max_ka) {
-            keep_alive = max_ka;
-            Some(max_ka)
+            keep_alive = if keep_alive == 0 && default_ka > 0 { default_ka.min(max_ka) } else { max_ka };
+            Some(keep_alive)
+        } else if v5 && keep_alive == 0 && default_ka > 0 {
+            keep_alive = default_ka;
+            Some(default_ka)
         } else {
             None
         };
@@ -249,7 +267,7 @@ impl Broker {
         c.keep_alive_secs = keep_alive;
         c.client_receive_max = p.receive_maximum.unwrap_or(u16::MAX);
         c.client_max_packet_size = p.maximum_packet_size.unwrap_or(u32::MAX);
-        c.client_alias_max = p.topic_alias_maximum.unwrap_or(0);
+        c.client_alias_max = p.topic_alias_maximum.unwrap_or(0).min(self.config.topic_alias_out_max);
         c.problem_info = p.request_problem_information.unwrap_or(1) == 1;
         c.will = will.map(Box::new);
         c.username = connect.username.as_deref().map(Arc::from);
@@ -257,6 +275,7 @@ impl Broker {
             c.extras().auth_method = Some(ByteString::from(method));
         }
         let wants_response_info = p.request_response_information == Some(1);
+        self.cancel_session_timers(key);
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -291,7 +310,11 @@ impl Broker {
                 props.assigned_client_identifier = Some(client_id.clone());
             }
             props.server_keep_alive = server_keep_alive;
-            if wants_response_info {
+            // A UTF-8 string property holds at most 65,535 bytes (its length is a u16): a
+            // client id near that limit plus the prefix would wrap the length and corrupt the
+            // CONNACK, so the optional Response Information is left out then.
+            let info_len = self.config.response_information_prefix.len() + client_id.len();
+            if wants_response_info && info_len <= usize::from(u16::MAX) {
                 props.response_information =
                     Some(format!("{}{}", self.config.response_information_prefix, client_id).into());
             }
@@ -429,7 +452,7 @@ impl Broker {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.will_pending = Some(Box::new((*w, username)));
                 }
-                self.schedule(at, Timer::Will { session: key, generation });
+                self.schedule_for_session(key, at, Timer::Will { session: key, generation });
             }
         }
         if expiry != 0 {
@@ -438,7 +461,8 @@ impl Broker {
         match expiry {
             0 => self.end_session(now, key),
             u32::MAX => {}
-            secs => self.schedule(
+            secs => self.schedule_for_session(
+                key,
                 now + Duration::from_secs(u64::from(secs)),
                 Timer::Expire { session: key, generation },
             ),
@@ -470,6 +494,7 @@ impl Broker {
     /// Ends a session: publishes a pending will (MQTT-3.1.3-9: at the latest when the
     /// session ends), removes its subscriptions and forgets it.
     pub(super) fn end_session(&mut self, now: Instant, key: SessionKey) {
+        self.cancel_session_timers(key);
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };

@@ -38,6 +38,9 @@ pub(super) struct JournalState {
     pub(super) parked: VecDeque<(u64, ConnId, Packet)>,
     /// Parked packets per connection.
     pub(super) parked_per_conn: FxHashMap<ConnId, usize>,
+    /// Parked PUBACKs per connection: QoS 1 messages the client sent and is not yet
+    /// acknowledged for, counted against the Receive Maximum.
+    pub(super) parked_pubacks: FxHashMap<ConnId, usize>,
     /// Next message id.
     pub(super) next_msg_id: MsgId,
     /// The message being routed, so one message routed to many sessions is stored once.
@@ -47,6 +50,24 @@ pub(super) struct JournalState {
     pub(super) offline: FxHashMap<SessionKey, Instant>,
     /// Set once the journal cannot be written: the reason code QoS 1/2 publishers get.
     pub(super) failed: Option<u8>,
+    /// Approximate bytes of every record emitted so far (see [`record_bytes`]).
+    pub(super) emitted_bytes: u64,
+    /// `(seq, emitted_bytes)` at each `poll_journal`, until that seq is durable.
+    pub(super) taken: VecDeque<(u64, u64)>,
+    /// `emitted_bytes` at the last durable seq.
+    pub(super) durable_bytes: u64,
+}
+
+/// Approximate encoded size of a record: its message's topic and payload, plus framing.
+fn record_bytes(r: &Record) -> u64 {
+    let message = match r {
+        Record::Retain { message, .. } | Record::Message { message, .. } => {
+            message.payload.len() + message.topic.len()
+        }
+        Record::Will { will: Some(w), .. } => w.payload.len() + w.topic.len(),
+        _ => 0,
+    };
+    message as u64 + 64
 }
 
 /// The message a route is delivering (its address and that of its compacted copy, both
@@ -74,7 +95,11 @@ impl Broker {
         if super::test_bugs::hold_journal(j.records.len()) {
             return j.seq - j.records.len() as u64;
         }
+        if j.records.is_empty() {
+            return j.seq;
+        }
         out.append(&mut j.records);
+        j.taken.push_back((j.seq, j.emitted_bytes));
         j.seq
     }
 
@@ -88,12 +113,19 @@ impl Broker {
         self.journal.as_ref().map_or(0, |j| j.seq - j.durable)
     }
 
+    /// Approximate bytes of journal records emitted and not yet durable (0 once the journal
+    /// failed: nothing more is journaled).
+    pub fn journal_lag_bytes(&self) -> u64 {
+        self.journal.as_ref().filter(|j| j.failed.is_none()).map_or(0, |j| j.emitted_bytes - j.durable_bytes)
+    }
+
     pub(super) fn journal_on(&self) -> bool {
         self.journal.is_some()
     }
 
     pub(super) fn emit(&mut self, record: Record) {
         if let Some(j) = self.journal.as_mut().filter(|j| j.failed.is_none()) {
+            j.emitted_bytes += record_bytes(&record);
             j.records.push(record);
             j.seq += 1;
         }
@@ -213,6 +245,7 @@ impl Broker {
         if let Some(j) = self.journal.as_mut() {
             j.offline.retain(|k, _| sessions.get(k).is_some_and(|s| s.conn.is_none()));
             j.seq += records.len() as u64;
+            j.emitted_bytes += records.iter().map(record_bytes).sum::<u64>();
             j.records.extend(records);
         }
     }

@@ -17,6 +17,7 @@ mod connect;
 mod durable;
 #[cfg(test)]
 mod durable_tests;
+mod limits;
 mod pending;
 mod publish;
 mod restore;
@@ -206,6 +207,11 @@ impl Broker {
         self.conns.insert(id, Box::new(Conn::new(now)));
         let timeout = Duration::from_secs(u64::from(self.config.connect_timeout_secs));
         self.schedule(now + timeout, Timer::ConnectDeadline { conn: id });
+        // Sockets waiting for CONNECT hold descriptors too: past the limit, closed at once.
+        if self.conns.len() > self.connection_limit() {
+            tracing::debug!(conn = id, "connection limit reached; closing a new socket");
+            self.close_now(now, id, None);
+        }
         id
     }
 
@@ -219,6 +225,21 @@ impl Broker {
         Some(ConnParams { protocol, keep_alive_secs: c.keep_alive_secs })
     }
 
+    /// `max-connections`; 0 (derived by the server from the descriptor limit, so unset in
+    /// a core built directly) is no limit.
+    pub(super) fn connection_limit(&self) -> usize {
+        match self.config.max_connections {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+
+    /// Why `packet` exceeds the configured user property limits, if it does.
+    fn user_properties_excess(&self, packet: &Packet) -> Option<&'static str> {
+        let (count_max, bytes_max) = (self.config.max_user_properties, self.config.max_user_property_bytes);
+        limits::user_properties_excess(limits::property_blocks(packet), count_max, bytes_max)
+    }
+
     /// Maximum packet size the broker accepts, for the shell's decoder.
     pub fn max_packet_size(&self) -> usize {
         self.config.max_packet_size as usize
@@ -230,6 +251,15 @@ impl Broker {
             return;
         };
         c.last_seen = now;
+        // CONNECT is checked in `handle_connect`, where a refusal is a CONNACK.
+        if !matches!(packet, Packet::Connect(_))
+            && let Some(text) = self.user_properties_excess(&packet)
+        {
+            return self.protocol_error(now, conn, reason::PACKET_TOO_LARGE, text);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         match (&c.phase, packet) {
             (Phase::Closing, _) => {}
             (Phase::AwaitConnect, Packet::Connect(connect)) => self.handle_connect(now, conn, *connect),
@@ -428,6 +458,24 @@ impl Broker {
         self.timers.insert((at, self.timer_seq), timer);
     }
 
+    /// Schedules a will or expiry timer of offline session `key`, remembered in the session
+    /// so that [`Self::cancel_session_timers`] can remove it.
+    fn schedule_for_session(&mut self, key: SessionKey, at: Instant, timer: Timer) {
+        self.schedule(at, timer);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.timers.push((at, self.timer_seq));
+        }
+    }
+
+    /// Removes the will and expiry timers of session `key` (it came back, or it ended).
+    fn cancel_session_timers(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            for t in std::mem::take(&mut s.timers) {
+                self.timers.remove(&t);
+            }
+        }
+    }
+
     /// Queues a control packet for `conn` and wakes it. While journal records emitted
     /// before it are not durable, the packet waits (it may acknowledge them).
     fn send(&mut self, conn: ConnId, packet: Packet) {
@@ -465,7 +513,17 @@ impl Broker {
             return;
         }
         let properties = Properties { reason_string: Some(text.into()), ..Properties::default() };
-        self.send(conn, Packet::Disconnect(Disconnect { reason_code: code, properties }));
+        self.send_closing(conn, Packet::Disconnect(Disconnect { reason_code: code, properties }));
+    }
+
+    /// Queues the last packet of a connection that closes at once (a refusing CONNACK, a
+    /// DISCONNECT): not parked behind records waiting for the journal, where it would never
+    /// leave. It promises nothing about durability.
+    fn send_closing(&mut self, conn: ConnId, packet: Packet) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.outbox.push(packet);
+        }
+        self.wake(conn);
     }
 
     /// A protocol violation: DISCONNECT with `code` (v5 after CONNACK), CONNACK with `code`

@@ -9,6 +9,8 @@
 
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
+
 use super::Broker;
 use super::session::ConnId;
 use crate::mqtt::packet::{Packet, PubResp};
@@ -22,17 +24,21 @@ impl Broker {
         };
         debug_assert!(seq <= j.seq);
         j.durable = j.durable.max(seq);
+        while let Some(&(taken_seq, bytes)) = j.taken.front()
+            && taken_seq <= j.durable
+        {
+            j.durable_bytes = bytes;
+            j.taken.pop_front();
+        }
         let mut released = Vec::new();
         while let Some((s, _, _)) = j.parked.front() {
             if *s > j.durable {
                 break;
             }
             let (_, conn, packet) = j.parked.pop_front().expect("front exists");
-            if let Some(n) = j.parked_per_conn.get_mut(&conn) {
-                *n -= 1;
-                if *n == 0 {
-                    j.parked_per_conn.remove(&conn);
-                }
+            uncount(&mut j.parked_per_conn, conn);
+            if matches!(packet, Packet::PubAck(_)) {
+                uncount(&mut j.parked_pubacks, conn);
             }
             released.push((conn, packet));
         }
@@ -65,6 +71,7 @@ impl Broker {
         j.failed = Some(code);
         j.records.clear();
         j.parked_per_conn.clear();
+        j.parked_pubacks.clear();
         let parked = std::mem::take(&mut j.parked);
         let text = if disk_full { "journal write failed: disk full" } else { "journal write failed" };
         let mut close = Vec::new();
@@ -103,13 +110,31 @@ impl Broker {
         {
             return Some(packet);
         }
+        if matches!(packet, Packet::PubAck(_)) {
+            *j.parked_pubacks.entry(conn).or_default() += 1;
+        }
         j.parked.push_back((j.seq, conn, packet));
         *j.parked_per_conn.entry(conn).or_default() += 1;
         None
     }
 
+    /// QoS 1 messages from `conn` whose PUBACK waits for durability.
+    pub(super) fn parked_pubacks(&self, conn: ConnId) -> usize {
+        self.journal.as_ref().and_then(|j| j.parked_pubacks.get(&conn)).copied().unwrap_or(0)
+    }
+
     /// True while `conn` has packets waiting for durability.
     pub(super) fn has_parked(&self, conn: ConnId) -> bool {
         self.journal.as_ref().is_some_and(|j| j.parked_per_conn.contains_key(&conn))
+    }
+}
+
+/// Counts one parked packet of `conn` off `counts`.
+fn uncount(counts: &mut FxHashMap<ConnId, usize>, conn: ConnId) {
+    if let Some(n) = counts.get_mut(&conn) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&conn);
+        }
     }
 }

@@ -54,18 +54,19 @@ impl Broker {
             return self.protocol_error(now, conn, reason::RETAIN_NOT_SUPPORTED, "retain not supported");
         }
         let pid = p.packet_id;
-        if p.qos == QoS::ExactlyOnce {
+        if p.qos != QoS::AtMostOnce {
             let Some(s) = self.sessions.get(&key) else {
                 return;
             };
-            if s.qos2_in.contains(&pid) {
+            if p.qos == QoS::ExactlyOnce && s.qos2_in.contains(&pid) {
                 // A retransmission of a message already received (MQTT-4.3.3-10).
                 return self.send(conn, Packet::PubRec(PubResp::new(pid)));
             }
             // Only v5 clients were told a Receive Maximum (MQTT-3.3.4-7); a 3.x client's
-            // bound is the packet identifier space itself.
+            // bound is the packet identifier space itself. Unacknowledged means QoS 2 flows
+            // before PUBCOMP and QoS 1 messages whose PUBACK waits for the journal.
             let limit = if v5 { usize::from(self.config.max_inflight) } else { usize::from(u16::MAX) };
-            if s.qos2_in.len() >= limit {
+            if s.qos2_in.len() + self.parked_pubacks(conn) >= limit {
                 return self.protocol_error(
                     now,
                     conn,
@@ -270,9 +271,11 @@ impl Broker {
         let journaled = s.journaled && self.journal.is_some();
         let mut records = Vec::new();
         let mut gated = None;
-        // `out` may already hold other connections' packets: the budget is for this call.
+        // `out` may already hold other connections' packets: the budget is for this call,
+        // in packets and in bytes (a pull of 256 x 1 MiB would hold 256 MiB per reader).
         let limit = out.len() + budget;
-        while out.len() < limit {
+        let mut bytes_left = self.config.max_transmit_bytes;
+        while out.len() < limit && bytes_left > 0 {
             let Some(front) = s.pending.front() else {
                 break;
             };
@@ -313,7 +316,8 @@ impl Broker {
                 None
             };
             let packet = Packet::Publish(publish);
-            if encoded_len(&packet, c.protocol) > c.client_max_packet_size as usize {
+            let len = encoded_len(&packet, c.protocol);
+            if len > c.client_max_packet_size as usize {
                 // MQTT-3.1.2-25: discard, and behave as if it had been sent. An alias this
                 // packet would have established was never sent, so forget it.
                 if let (Some(topic), Some(x)) = (new_alias, c.extras.as_mut()) {
@@ -336,6 +340,7 @@ impl Broker {
                 s.inflight.push_back(Inflight { packet_id, delivery: d, state: OutState::Published });
             }
             self.stats.messages_sent += 1;
+            bytes_left = bytes_left.saturating_sub(len);
             if let Some(id) = assign {
                 records.push(Record::Assign { client_id: s.client_id.clone(), id, packet_id });
                 gated = Some(packet);
@@ -343,6 +348,8 @@ impl Broker {
             }
             out.push(packet);
         }
+        // Stopped by the byte budget with more to send: ask to be pulled again.
+        let more = bytes_left == 0 && !s.pending.is_empty();
         // Drained queues give their memory back, so idle sessions stay small.
         if s.pending.is_empty() && s.pending.capacity() > 0 {
             s.pending = std::collections::VecDeque::new();
@@ -352,6 +359,12 @@ impl Broker {
         }
         if let Some(packet) = gated {
             self.send(conn, packet);
+        }
+        if more {
+            self.wake(conn);
+        }
+        if let Some(key) = self.conns.get(&conn).and_then(|c| c.session) {
+            self.refill_retained(now, key);
         }
     }
 

@@ -61,7 +61,7 @@ impl Broker {
             }
             if expiry != u32::MAX {
                 let at = (since + Duration::from_secs(u64::from(expiry))).max(now);
-                self.schedule(at, Timer::Expire { session: key, generation });
+                self.schedule_for_session(key, at, Timer::Expire { session: key, generation });
             }
         }
         for (client_id, will) in r.wills {
@@ -74,7 +74,7 @@ impl Broker {
                     let at = (since + Duration::from_secs(u64::from(delay.min(s.expiry_secs)))).max(now);
                     let generation = s.generation;
                     s.will_pending = Some(Box::new((*will, None)));
-                    self.schedule(at, Timer::Will { session: k, generation });
+                    self.schedule_for_session(k, at, Timer::Will { session: k, generation });
                 }
                 _ => self.publish_restored_will(now, &client_id, *will, key),
             }

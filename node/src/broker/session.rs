@@ -86,10 +86,17 @@ pub struct Session {
     pub pending: VecDeque<Delivery>,
     /// QoS 0 deliveries in `pending`.
     pub qos0_pending: usize,
+    /// Retained messages matched by a new subscription that did not fit the queue yet: they
+    /// enter `pending` as it drains, so a filter matching more retained messages than
+    /// `max-queued-messages` is served in turn instead of overflowing the queue.
+    pub retained_backlog: Option<Box<VecDeque<Delivery>>>,
     /// Inbound QoS 2 packet ids that got PUBREC and await PUBREL.
     pub qos2_in: FxHashSet<u16>,
     /// Next outbound packet id to try.
     pub next_packet_id: u16,
+    /// Keys of the will and expiry timers scheduled while it is offline, cancelled when it
+    /// comes back or ends (a connect/disconnect cycle would otherwise leave one per cycle).
+    pub timers: Vec<(Instant, u64)>,
     /// A will waiting for its delay to pass (set while disconnected).
     pub will_pending: Option<Box<(Will, Option<String>)>>,
     /// Messages dropped for this session because its queue was full or they expired.
@@ -110,8 +117,10 @@ impl Session {
             inflight: VecDeque::new(),
             pending: VecDeque::new(),
             qos0_pending: 0,
+            retained_backlog: None,
             qos2_in: FxHashSet::default(),
             next_packet_id: 1,
+            timers: Vec::new(),
             will_pending: None,
             dropped: 0,
             journaled: false,

@@ -33,6 +33,14 @@ impl Broker {
                 "no local on a shared subscription",
             );
         }
+        if sub.filters.len() > self.config.max_filters_per_subscribe {
+            return self.protocol_error(
+                now,
+                conn,
+                reason::QUOTA_EXCEEDED,
+                "too many topic filters in one SUBSCRIBE (max-filters-per-subscribe)",
+            );
+        }
         let mut codes = Vec::with_capacity(sub.filters.len());
         for (filter, opts) in sub.filters {
             let code = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
@@ -79,6 +87,10 @@ impl Broker {
         if !existed && max > 0 && s.subs.len() >= max {
             return reason::QUOTA_EXCEEDED;
         }
+        let bytes_max = self.config.max_subscription_bytes_per_client;
+        if !existed && s.subs.keys().map(|f| f.len()).sum::<usize>() + filter.len() > bytes_max {
+            return reason::QUOTA_EXCEEDED;
+        }
         opts.qos = opts.qos.min(crate::mqtt::packet::QoS::from_u8(self.config.max_qos).unwrap_or_default());
         let entry = SubEntry { opts, sub_id };
         s.subs.insert(filter.clone(), entry);
@@ -108,23 +120,52 @@ impl Broker {
     }
 
     /// Sends the retained messages matching a new subscription, with RETAIN set
-    /// (MQTT-3.3.1-8, MQTT-3.8.4-4).
+    /// (MQTT-3.3.1-8, MQTT-3.8.4-4), through the session's retained backlog: they enter the
+    /// queue as it has room (see [`Self::refill_retained`]).
     fn deliver_retained(&mut self, now: Instant, key: SessionKey, filter: &str, entry: SubEntry) {
         let mut found = Vec::new();
         self.retained.matching(filter, &mut found);
+        if found.is_empty() {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let backlog = s.retained_backlog.get_or_insert_with(Box::default);
         for msg in found {
-            if msg.is_expired(now) {
-                continue;
-            }
-            let d = Delivery {
+            backlog.push_back(Delivery {
                 qos: msg.qos.min(entry.opts.qos),
                 retain: true,
                 sub_ids: entry.sub_id.into_iter().collect(),
                 shared: None,
                 msg_id: None,
                 msg,
+            });
+        }
+        self.refill_retained(now, key);
+    }
+
+    /// Moves retained messages from the session's backlog into its queue while the queue has
+    /// room; called when a subscription adds to the backlog and after each pull.
+    pub(super) fn refill_retained(&mut self, now: Instant, key: SessionKey) {
+        let max = self.config.max_queued_messages;
+        loop {
+            let Some(s) = self.sessions.get_mut(&key) else {
+                return;
             };
-            self.enqueue(now, key, d);
+            let Some(backlog) = s.retained_backlog.as_mut() else {
+                return;
+            };
+            if s.pending.len() >= max {
+                return;
+            }
+            let Some(d) = backlog.pop_front() else {
+                s.retained_backlog = None;
+                return;
+            };
+            if !d.msg.is_expired(now) {
+                self.enqueue(now, key, d);
+            }
         }
     }
 

@@ -287,3 +287,34 @@ fn poll_transmit_budget_counts_only_this_calls_packets() {
     h.broker.poll_transmit(h.now, b, 3, &mut out);
     assert_eq!(publishes(&out).len(), 6, "the second connection's budget was eaten by the first's");
 }
+
+#[test]
+fn reconnecting_a_session_with_finite_expiry_leaves_no_stale_timers() {
+    let mut h = Harness::new(|c| c.default_session_expiry_secs = 3600);
+    let base = h.broker.timers.len();
+    for _ in 0..100 {
+        let (conn, _) = h.connect("cycler", Protocol::V3_1_1, |c| c.clean_start = false);
+        h.broker.close(h.now, conn);
+    }
+    // One expiry timer for the offline session (plus each connection's CONNECT deadline,
+    // which fires within connect-timeout-secs), not one per cycle.
+    let expiry_timers = h.broker.timers.values().filter(|t| matches!(t, super::Timer::Expire { .. })).count();
+    assert_eq!(expiry_timers, 1, "{} timers after 100 cycles (from {base})", h.broker.timers.len());
+}
+
+#[test]
+fn an_idle_journal_poll_keeps_no_lag_bookkeeping() {
+    let mut h = Harness::new(|_| {});
+    h.broker.enable_journal(0);
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        h.broker.poll_journal(&mut out);
+    }
+    assert!(out.is_empty());
+    assert_eq!(
+        h.broker.journal.as_ref().map(|j| j.taken.len()),
+        Some(0),
+        "idle polls grew the lag bookkeeping"
+    );
+    assert_eq!(h.broker.journal_lag_bytes(), 0);
+}

@@ -7,6 +7,7 @@
 //! per-socket registration object in user space (epoll keeps that in the kernel).
 
 use std::io::{self, Read, Write};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
@@ -46,6 +47,8 @@ pub(super) enum WriteOutcome {
 struct Buffers {
     read: BytesMut,
     write: BytesMut,
+    /// While bytes wait for the socket: when the client is closed unless they have all left.
+    stall_deadline: Option<Instant>,
 }
 
 /// A client connection owned by a reactor.
@@ -159,6 +162,23 @@ impl Client {
         WriteOutcome::Done
     }
 
+    /// Starts the stall clock of a client whose bytes wait for the socket, if not running:
+    /// true if it was started now (the caller watches the deadline).
+    pub(super) fn start_stall_clock(&mut self, deadline: Instant) -> bool {
+        match &mut self.bufs {
+            Some(b) if !b.write.is_empty() && b.stall_deadline.is_none() => {
+                b.stall_deadline = Some(deadline);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When the client is closed unless its backlog has left, if bytes wait.
+    pub(super) fn stall_deadline(&self) -> Option<Instant> {
+        self.bufs.as_ref().filter(|b| !b.write.is_empty()).and_then(|b| b.stall_deadline)
+    }
+
     /// Writes the kept bytes, after the socket became writable.
     pub(super) fn write_backlog(&mut self) -> WriteOutcome {
         let Some(b) = &mut self.bufs else {
@@ -174,6 +194,7 @@ impl Client {
             }
         }
         b.write = BytesMut::new();
+        b.stall_deadline = None;
         self.drop_empty_buffers();
         WriteOutcome::Done
     }

@@ -12,6 +12,7 @@ pub mod journal;
 mod reactor;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub(crate) struct Core {
     outgoing: Vec<Vec<FlushItem>>,
     /// Wakes the journal writer; `None` without persistence.
     kick: Option<Arc<journal::Kick>>,
+    /// The core's journal lag in bytes as of its last `notify_woken`, read by the reactors
+    /// without the lock (see `Shared::journal_lagging`).
+    lag_bytes: Arc<AtomicU64>,
 }
 
 impl Core {
@@ -56,6 +60,7 @@ impl Core {
         {
             k.kick();
         }
+        self.lag_bytes.store(self.broker.journal_lag_bytes(), Ordering::Relaxed);
         while let Some(id) = self.broker.poll_woken() {
             let Some(r) = self.routes.get_mut(&id) else {
                 continue;
@@ -102,9 +107,18 @@ pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
     /// Changes to `true` once shutdown starts.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The same counter as `Core::lag_bytes`.
+    lag_bytes: Arc<AtomicU64>,
 }
 
 impl Shared {
+    /// True while more than `storage.max-journal-lag-bytes` of journal records wait for the
+    /// disk: the reactors read no client until the journal catches up, so publishers cannot
+    /// queue unbounded records behind a slow or retrying disk.
+    pub(crate) fn journal_lagging(&self) -> bool {
+        self.lag_bytes.load(Ordering::Relaxed) > self.config.storage.max_journal_lag_bytes
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock is a bug; keep serving the other clients.
         self.core.lock().unwrap_or_else(|e| e.into_inner())
@@ -150,6 +164,25 @@ impl ShutdownHandle {
     }
 }
 
+/// `max-connections`, or when it is 0 the soft `RLIMIT_NOFILE` (from `/proc/self/limits`)
+/// minus `reserved-descriptors`; 1,000,000 where the limit cannot be read.
+fn max_connections(broker: &crate::broker::config::BrokerConfig) -> usize {
+    if broker.max_connections > 0 {
+        return broker.max_connections;
+    }
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|l| soft_nofile(&l));
+    let max =
+        soft.map_or(1_000_000, |n| n.saturating_sub(broker.reserved_descriptors as u64).max(1) as usize);
+    tracing::info!(max_connections = max, rlimit_nofile = ?soft, "max-connections derived from the descriptor limit");
+    max
+}
+
+/// The soft "Max open files" limit in the text of `/proc/self/limits`.
+fn soft_nofile(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 impl Server {
     /// Binds the listener with the built-in authenticator.
     pub async fn bind(config: NodeConfig) -> Result<Self, StartError> {
@@ -165,7 +198,9 @@ impl Server {
     ) -> Result<Self, StartError> {
         let addr = config.listen;
         let now = clock::now();
-        let mut broker = Broker::new(config.broker.clone(), auth, now, clock::seed());
+        let mut broker_config = config.broker.clone();
+        broker_config.max_connections = max_connections(&config.broker);
+        let mut broker = Broker::new(broker_config, auth, now, clock::seed());
         let journal = if config.storage.persistence {
             let (open, report) = journal::open(&config.data_dir, &config.storage, &mut broker, now)?;
             tracing::info!(?report, dir = %config.data_dir.display(), "journal replayed");
@@ -179,14 +214,16 @@ impl Server {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let kick = journal.as_ref().map(|(_, k)| k.clone());
         let n = config.reactor_threads();
+        let lag_bytes = Arc::new(AtomicU64::new(0));
         let core = Mutex::new(Core {
             broker,
             routes: FxHashMap::default(),
             reactors: Vec::new(),
             outgoing: vec![Vec::new(); n],
             kick,
+            lag_bytes: lag_bytes.clone(),
         });
-        let shared = Arc::new(Shared { core, config, shutdown });
+        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes });
         let mut reactors = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
@@ -284,5 +321,19 @@ async fn timer_task(shared: Arc<Shared>) {
         let mut core = shared.lock();
         core.broker.handle_timeout(clock::now());
         core.notify_woken(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn soft_descriptor_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(super::soft_nofile(limits), Some(1024));
+        assert_eq!(super::soft_nofile("Max open files unlimited unlimited files"), None);
+        let broker = crate::broker::config::BrokerConfig { max_connections: 7, ..Default::default() };
+        assert_eq!(super::max_connections(&broker), 7);
     }
 }

@@ -47,6 +47,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(5);
 /// Pause after an accept error (EMFILE and friends) instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often reads paused for a lagging journal look at the lag again.
+const LAG_RECHECK: Duration = Duration::from_millis(5);
 
 /// A connection woken for writing: its slab slot and id (the id tells a reused slot apart).
 pub(super) type FlushItem = (u32, ConnId);
@@ -133,6 +135,8 @@ pub(super) struct Reactor {
     next_peer: usize,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
+    /// Set while reads wait for the journal to catch up: when to look again.
+    reads_paused_until: Option<Instant>,
     clients: Vec<Option<Client>>,
     free: Vec<u32>,
     read_list: Vec<u32>,
@@ -141,6 +145,9 @@ pub(super) struct Reactor {
     inbox_flush: Vec<FlushItem>,
     inbox_adopt: Vec<TcpStream>,
     lingering: Vec<(u32, ConnId, Instant)>,
+    /// Clients whose bytes wait for their sockets, watched for `write-stall-timeout-secs`.
+    stalled: Vec<(u32, ConnId)>,
+    stall_timeout: Duration,
     packets: Vec<Packet>,
     inputs: Vec<Input>,
     outputs: Vec<Output>,
@@ -154,6 +161,7 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let handle = Arc::new(Handle { waker, inbox: Mutex::new(Inbox::default()) });
+        let stall_timeout = Duration::from_secs(u64::from(shared.config.broker.write_stall_timeout_secs));
         let reactor = Self {
             index,
             shared,
@@ -164,6 +172,7 @@ impl Reactor {
             next_peer: 0,
             accept_again: false,
             accept_paused_until: None,
+            reads_paused_until: None,
             clients: Vec::new(),
             free: Vec::new(),
             read_list: Vec::new(),
@@ -172,6 +181,8 @@ impl Reactor {
             inbox_flush: Vec::new(),
             inbox_adopt: Vec::new(),
             lingering: Vec::new(),
+            stalled: Vec::new(),
+            stall_timeout,
             packets: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -234,11 +245,13 @@ impl Reactor {
             self.write_round();
             self.flush_round();
             self.linger_round();
+            self.stall_round();
         }
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.read_list.is_empty() || !self.flush.is_empty() || self.accept_again {
+        let reads_due = !self.read_list.is_empty() && self.reads_paused_until.is_none();
+        if reads_due || !self.flush.is_empty() || self.accept_again {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -250,7 +263,16 @@ impl Reactor {
         if let Some(t) = self.accept_paused_until {
             at(t);
         }
+        if let Some(t) = self.reads_paused_until {
+            at(t);
+        }
         if let Some(&(_, _, t)) = self.lingering.iter().min_by_key(|l| l.2) {
+            at(t);
+        }
+        let stall = |&(k, conn): &(u32, ConnId)| {
+            self.clients.get(k as usize)?.as_ref().filter(|c| c.conn == conn)?.stall_deadline()
+        };
+        if let Some(t) = self.stalled.iter().filter_map(stall).min() {
             at(t);
         }
         timeout
@@ -320,6 +342,14 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let keepalive = self.shared.config.broker.tcp_keepalive_secs;
+                    if keepalive > 0 {
+                        let k = socket2::TcpKeepalive::new()
+                            .with_time(Duration::from_secs(u64::from(keepalive)))
+                            .with_interval(Duration::from_secs(10))
+                            .with_retries(6);
+                        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&k);
+                    }
                     let to = self.next_peer;
                     self.next_peer = (self.next_peer + 1) % self.peers.len().max(1);
                     if to == self.index || self.peers.is_empty() {
@@ -377,6 +407,8 @@ impl Reactor {
                 c.conn = conn;
             }
         }
+        // A socket over the connection limit is closing already.
+        core.notify_woken(Some((self.index, &mut self.flush)));
     }
 
     /// Reads every readable client and hands all the packets to the core at once.
@@ -384,6 +416,12 @@ impl Reactor {
         if self.read_list.is_empty() {
             return;
         }
+        // The journal is too far behind: read nobody (the list waits) until it catches up.
+        if self.shared.journal_lagging() {
+            self.reads_paused_until = Some(Instant::now() + LAG_RECHECK);
+            return;
+        }
+        self.reads_paused_until = None;
         let list = std::mem::take(&mut self.read_list);
         let max = self.shared.config.broker.max_packet_size as usize;
         self.packets.clear();
@@ -398,7 +436,10 @@ impl Reactor {
                 continue;
             };
             c.read_again = false;
-            if c.closing {
+            // A client whose bytes wait for its socket is not read: what it sends would only
+            // queue more replies it does not take (a PINGREQ flood without reading). It is
+            // read again once the backlog has left (`write_round`).
+            if c.closing || c.has_backlog() {
                 continue;
             }
             let start = self.packets.len();
@@ -458,18 +499,26 @@ impl Reactor {
     /// Writes the bytes clients kept back, now that their sockets have room.
     fn write_round(&mut self) {
         let list = std::mem::take(&mut self.write_list);
+        let stall_at = Instant::now() + self.stall_timeout;
         for &k in &list {
-            let Some(c) = self.client_mut(k) else {
+            let Some(c) = self.clients.get_mut(k as usize).and_then(Option::as_mut) else {
                 continue;
             };
             if !c.has_backlog() {
                 continue;
             }
             let conn = c.conn;
-            match c.write_backlog() {
+            let outcome = c.write_backlog();
+            if outcome == WriteOutcome::Blocked && c.start_stall_clock(stall_at) {
+                self.stalled.push((k, conn));
+            }
+            match outcome {
                 WriteOutcome::Done if c.closing => self.close(k),
-                // The core may hold more for it.
-                WriteOutcome::Done => self.flush.push((k, conn)),
+                // The core may hold more for it, and it may have sent more while unread.
+                WriteOutcome::Done => {
+                    self.flush.push((k, conn));
+                    self.want_read(k);
+                }
                 WriteOutcome::Blocked => {}
                 WriteOutcome::Failed => self.close(k),
             }
@@ -562,7 +611,11 @@ impl Reactor {
                     c.closing = true;
                     self.lingering.push((out.token, out.conn, Instant::now() + LINGER));
                 }
-                WriteOutcome::Blocked => {}
+                WriteOutcome::Blocked => {
+                    if c.start_stall_clock(Instant::now() + self.stall_timeout) {
+                        self.stalled.push((out.token, out.conn));
+                    }
+                }
             }
         }
         drop(drained);
@@ -591,6 +644,34 @@ impl Reactor {
             alive && now < at
         });
         for k in due {
+            self.close(k);
+        }
+    }
+
+    /// Closes clients whose backlog has not left their socket by its deadline: a reader that
+    /// stopped reading holds at most one pull of bytes, and only for `write-stall-timeout-secs`.
+    fn stall_round(&mut self) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.stalled.retain(|&(k, conn)| {
+            let client = self.clients.get(k as usize).and_then(Option::as_ref).filter(|c| c.conn == conn);
+            match client.and_then(Client::stall_deadline) {
+                Some(at) if now >= at => {
+                    due.push((k, conn));
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        });
+        for (k, conn) in due {
+            tracing::info!(
+                conn,
+                "closing a client that took none of its backlog in write-stall-timeout-secs"
+            );
             self.close(k);
         }
     }

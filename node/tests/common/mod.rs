@@ -9,6 +9,8 @@ use node::broker::auth::Authenticator;
 use node::config::NodeConfig;
 use node::server::{Server, ShutdownHandle};
 
+pub mod raw;
+
 /// A running broker; shuts down when dropped.
 pub struct TestBroker {
     pub addr: SocketAddr,

@@ -1,0 +1,178 @@
+//! Slow and hostile readers cannot make the broker hold memory for them: a client that
+//! floods PINGREQ without reading is not read while its replies wait, and is closed after
+//! `write-stall-timeout-secs`; subscribers that never read hold at most one pull of
+//! `max-transmit-bytes` each, not a pull of 256 messages. Measured on the real binary's RSS.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use node::mqtt::codec::encode;
+use node::mqtt::packet::{Packet, Protocol, Publish, QoS, SubOptions, Subscribe};
+use node::mqtt::properties::Properties;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_broker(dir: &Path, config: &str) -> (Broker, SocketAddr) {
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let file = dir.with_extension("toml");
+    std::fs::write(&file, config).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(&file)
+        .args(["--log", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn flotilla");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Broker(child), SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Resident memory of `pid`, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb << 10
+}
+
+fn wire(packet: Packet) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    encode(&packet, Protocol::V3_1_1, &mut b);
+    b.to_vec()
+}
+
+/// A 3.1.1 connection with a 4 KiB receive buffer that reads only its CONNACK (and, with
+/// `filter`, its SUBACK), then never again. `clean`: the clean session flag.
+async fn non_reader(addr: SocketAddr, id: &str, clean: bool, filter: Option<&str>) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut s = socket.connect(addr).await.expect("connect");
+    let mut connect = common::raw::connect_packet(Protocol::V3_1_1, id);
+    connect.clean_start = clean;
+    s.write_all(&wire(Packet::Connect(Box::new(connect)))).await.expect("CONNECT");
+    let mut ack = [0u8; 4];
+    timeout(common::WAIT, s.read_exact(&mut ack)).await.expect("CONNACK in time").expect("CONNACK");
+    if let Some(f) = filter {
+        let opts = SubOptions { qos: QoS::AtLeastOnce, ..SubOptions::default() };
+        let sub =
+            Subscribe { packet_id: 1, properties: Properties::default(), filters: vec![(f.into(), opts)] };
+        s.write_all(&wire(Packet::Subscribe(sub))).await.expect("SUBSCRIBE");
+        let mut suback = [0u8; 5];
+        timeout(common::WAIT, s.read_exact(&mut suback)).await.expect("SUBACK in time").expect("SUBACK");
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pingreq_flood_without_reading_is_not_read_and_is_closed_after_write_stall_timeout() {
+    let dir = common::temp_data_dir();
+    let (broker, addr) = start_broker(&dir, "[broker]\nwrite-stall-timeout-secs = 2\n");
+    let pid = broker.0.id();
+    let mut flood = non_reader(addr, "pingreq-flood", true, None).await;
+    let before = rss(pid);
+    // 8 MiB of PINGREQ (4 million packets), or as much as the broker takes in 2 s.
+    let chunk = [0xC0u8, 0x00].repeat(32 << 10);
+    let mut sent = 0usize;
+    while sent < 8 << 20 {
+        match timeout(Duration::from_secs(2), flood.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            _ => break,
+        }
+    }
+    let grown = rss(pid).saturating_sub(before);
+    eprintln!(
+        "PINGREQ flood: {} KiB written before the broker stopped reading; RSS grew {} KiB",
+        sent >> 10,
+        grown >> 10
+    );
+    assert!(sent < 8 << 20, "the broker read all 8 MiB of PINGREQ from a client that reads nothing");
+    assert!(grown < 64 << 20, "RSS grew {grown} bytes for a client that reads nothing");
+    // Still not reading, past the timeout: the broker closes it. Reading afterwards only
+    // drains what the kernel buffered, then meets the end of the stream (or a reset).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = timeout(common::WAIT, async {
+        loop {
+            match flood.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a client that never read stayed connected past write-stall-timeout-secs");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_that_never_read_hold_at_most_one_pull_of_max_transmit_bytes_each() {
+    let dir = common::temp_data_dir();
+    // A window wide enough that the packet budget alone (256) would let one pull take all.
+    let config = "[broker]\nmax-inflight = 256\n[storage]\npersistence = false\n";
+    let (broker, addr) = start_broker(&dir, config);
+    let pid = broker.0.id();
+    // Four persistent sessions subscribe QoS 1, then go offline.
+    for i in 0..4 {
+        let mut s = non_reader(addr, &format!("never-reads-{i}"), false, Some("big/#")).await;
+        s.write_all(&[0xE0, 0x00]).await.expect("DISCONNECT");
+    }
+    let mut publ = common::raw::Raw::connect(addr, Protocol::V3_1_1, "big-publisher").await;
+    let before = rss(pid);
+    // 48 messages of 1 MiB, each acknowledged: all queued for the four sessions.
+    let payload = bytes::Bytes::from(vec![7u8; (1 << 20) - 64]);
+    for i in 0..48u16 {
+        let p = Publish {
+            topic: "big/t".into(),
+            qos: QoS::AtLeastOnce,
+            packet_id: i + 1,
+            payload: payload.clone(),
+            ..Publish::default()
+        };
+        publ.send(Packet::Publish(p)).await;
+        let ack = publ.expect("PUBACK").await;
+        assert!(matches!(ack, Packet::PubAck(_)), "{ack:?}");
+    }
+    // The sessions come back and never read: each gets one pull of its queue.
+    let mut readers = Vec::new();
+    for i in 0..4 {
+        readers.push(non_reader(addr, &format!("never-reads-{i}"), false, None).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss(pid).saturating_sub(before);
+    eprintln!("4 subscribers that never read, 48 x 1 MiB: RSS grew {} MiB", grown >> 20);
+    // The 48 MiB of messages are held once, shared by the queues; each reader may hold one
+    // pull of max-transmit-bytes (1 MiB) on top. Pulls of 256 messages would add 4 x 48 MiB.
+    assert!(grown < 120 << 20, "RSS grew {} MiB for readers that never read", grown >> 20);
+    drop(readers);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+}
