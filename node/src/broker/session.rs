@@ -14,22 +14,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::auth::AuthExchange;
 use super::message::Message;
-use crate::mqtt::packet::{Protocol, QoS, SubOptions, Will};
+use crate::mqtt::packet::{Protocol, QoS, Will};
 
 /// Identifies a network connection inside one broker.
 pub type ConnId = u64;
 
-/// Identifies a shared subscription group (`$share/{group}/{filter}`).
-pub type ShareId = u64;
-
-/// Options stored with one subscription.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SubEntry {
-    /// Options from SUBSCRIBE, with `qos` already capped to the granted QoS.
-    pub opts: SubOptions,
-    /// Subscription identifier (v5), if given.
-    pub sub_id: Option<u32>,
-}
+pub use crate::route::shared::ShareId;
+pub use crate::route::trie::SubEntry;
 
 /// A message on its way to one session.
 #[derive(Clone, Debug)]

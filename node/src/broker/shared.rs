@@ -10,17 +10,7 @@ use bytestring::ByteString;
 use super::message::{Message, SessionKey};
 use super::session::{Delivery, ShareId, SubEntry};
 use super::{Broker, Target};
-
-/// One shared subscription group.
-#[derive(Debug)]
-pub(super) struct SharedGroup {
-    /// The filter the group subscribes to.
-    pub(super) filter: ByteString,
-    /// Members and their options.
-    pub(super) members: Vec<(SessionKey, SubEntry)>,
-    /// Round-robin cursor.
-    pub(super) next: usize,
-}
+pub(super) use crate::route::shared::SharedGroup;
 
 impl Broker {
     pub(super) fn join_shared(
@@ -38,15 +28,11 @@ impl Broker {
                 self.next_group += 1;
                 self.shared_index.insert(index_key, g);
                 self.trie.insert(&filter, Target::Shared(g), SubEntry::default());
-                self.shared.insert(g, SharedGroup { filter, members: Vec::new(), next: 0 });
+                self.shared.insert(g, SharedGroup::new(filter));
                 g
             }
         };
-        let g = self.shared.get_mut(&group).expect("group just ensured");
-        match g.members.iter_mut().find(|(k, _)| *k == key) {
-            Some(m) => m.1 = entry,
-            None => g.members.push((key, entry)),
-        }
+        self.shared.get_mut(&group).expect("group just ensured").join(key, entry);
     }
 
     pub(super) fn leave_shared(&mut self, key: SessionKey, name: &str, filter: &str) -> bool {
@@ -57,9 +43,7 @@ impl Broker {
         let Some(g) = self.shared.get_mut(&group) else {
             return false;
         };
-        let before = g.members.len();
-        g.members.retain(|(k, _)| *k != key);
-        let removed = g.members.len() != before;
+        let removed = g.leave(key);
         if g.members.is_empty() {
             let filter = g.filter.clone();
             self.shared.remove(&group);
@@ -81,28 +65,10 @@ impl Broker {
         let Some(g) = self.shared.get_mut(&group) else {
             return false;
         };
-        let n = g.members.len();
-        let eligible = |k: SessionKey| Some(k) != exclude;
         let online = |k: SessionKey| self.sessions.get(&k).is_some_and(|s| s.conn.is_some());
-        let mut chosen = None;
-        // Prefer a connected member; fall back to any member (its session queues it).
-        for pass in 0..2 {
-            for step in 0..n {
-                let i = (g.next + step) % n;
-                let (k, e) = g.members[i];
-                if eligible(k) && (pass == 1 || online(k)) {
-                    chosen = Some((i, k, e));
-                    break;
-                }
-            }
-            if chosen.is_some() {
-                break;
-            }
-        }
-        let Some((i, key, entry)) = chosen else {
+        let Some((key, entry)) = g.choose(exclude, online) else {
             return false;
         };
-        g.next = (i + 1) % n.max(1);
         let d = Delivery {
             qos: msg.qos.min(entry.opts.qos),
             retain: msg.retain && entry.opts.retain_as_published,

@@ -8,6 +8,17 @@
 
 use rustc_hash::FxHashMap;
 
+use crate::mqtt::packet::SubOptions;
+
+/// Options stored with one subscription.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubEntry {
+    /// Options from SUBSCRIBE, with `qos` already capped to the granted QoS.
+    pub opts: SubOptions,
+    /// Subscription identifier (v5), if given.
+    pub sub_id: Option<u32>,
+}
+
 /// One filter level. Most nodes are leaves (the last level of one filter), so a leaf holds
 /// only its entries; children and `#` entries live in a [`Branch`] allocated on first use.
 #[derive(Clone, Debug)]
