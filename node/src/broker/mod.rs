@@ -53,14 +53,7 @@ use session::{Conn, ConnId, Phase, Session, ShareId, SubEntry};
 use shared::SharedGroup;
 use trie::Trie;
 
-/// Who a trie entry delivers to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Target {
-    /// One session.
-    Session(SessionKey),
-    /// A shared subscription group; one member gets each message.
-    Shared(ShareId),
-}
+pub use crate::route::plan::Target;
 
 /// Timers the core keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +129,8 @@ pub struct Broker {
     shutting_down: bool,
     /// Scratch buffer for trie matches, reused across publishes.
     scratch: Vec<(Target, SubEntry)>,
+    /// Reused by every route: the delivery plan of one message.
+    planned: Vec<crate::route::plan::Planned>,
     /// Salt for assigned client identifiers.
     id_salt: u64,
     /// Journal state; `None` when nothing is persisted.
@@ -166,6 +161,7 @@ impl Broker {
             started_at: now,
             shutting_down: false,
             scratch: Vec::new(),
+            planned: Vec::new(),
             id_salt: seed,
             journal: None,
         };

@@ -5,14 +5,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::Broker;
 use super::journal::Record;
 use super::message::{Message, SessionKey};
-use super::session::{ConnId, Delivery, Inflight, OutState, SubEntry};
-use super::{Broker, Target};
+use super::session::{ConnId, Delivery, Inflight, OutState};
 use crate::mqtt::codec::encoded_len;
 use crate::mqtt::packet::{Packet, PubResp, Publish, QoS};
 use crate::mqtt::reason;
 use crate::mqtt::topic::validate_topic_name;
+use crate::route::plan::Planned;
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, now: Instant, conn: ConnId, mut p: Publish) {
@@ -148,48 +149,41 @@ impl Broker {
         let mut matches = std::mem::take(&mut self.scratch);
         matches.clear();
         self.trie.matches(&msg.topic, &mut matches);
-        // One delivery per session (MQTT-3.3.4-2 for 3.1.1; allowed in 5.0 with every
-        // subscription identifier attached, MQTT-3.3.4-3/-4).
-        matches.sort_unstable_by_key(|(t, _)| *t);
+        let mut planned = std::mem::take(&mut self.planned);
+        planned.clear();
+        crate::route::plan::plan(&msg, &mut matches, &mut planned);
         let mut delivered = 0;
         let mut compacted: Option<Arc<Message>> = None;
-        let mut i = 0;
-        while i < matches.len() {
-            let (target, first) = matches[i];
-            let mut j = i + 1;
-            match target {
-                Target::Shared(group) => {
+        for p in planned.drain(..) {
+            match p {
+                Planned::Shared(group) => {
                     if self.deliver_shared(now, group, &msg, None) {
                         delivered += 1;
                     }
                 }
-                Target::Session(key) => {
-                    let mut agg: Option<Delivery> = None;
-                    while j < matches.len() && matches[j].0 == target {
-                        j += 1;
-                    }
-                    for (_, entry) in std::iter::once(&(target, first)).chain(&matches[i + 1..j]) {
-                        merge(&mut agg, &msg, entry, key);
-                    }
-                    if let Some(mut d) = agg {
-                        if self.sessions.get(&key).is_some_and(|s| s.conn.is_none()) {
-                            d.msg = match &compacted {
-                                Some(copy) => copy.clone(),
-                                None => {
-                                    let copy = Arc::new(msg.compacted());
-                                    self.route_copy(&copy);
-                                    compacted.insert(copy).clone()
-                                }
-                            };
+                Planned::Session { key, qos, retain, sub_ids } => {
+                    // An offline session queues the compacted copy (stored once per route).
+                    let offline = self.sessions.get(&key).is_some_and(|s| s.conn.is_none());
+                    let msg = if offline {
+                        match &compacted {
+                            Some(copy) => copy.clone(),
+                            None => {
+                                let copy = Arc::new(msg.compacted());
+                                self.route_copy(&copy);
+                                compacted.insert(copy).clone()
+                            }
                         }
-                        self.enqueue(now, key, d);
-                        delivered += 1;
-                    }
+                    } else {
+                        msg.clone()
+                    };
+                    let d = Delivery { msg, qos, retain, sub_ids, shared: None, msg_id: None };
+                    self.enqueue(now, key, d);
+                    delivered += 1;
                 }
             }
-            i = j.max(i + 1);
         }
         self.scratch = matches;
+        self.planned = planned;
         if journal_retained {
             self.journal_retained(&msg);
         }
@@ -475,28 +469,6 @@ impl Broker {
     fn session_of(&mut self, conn: ConnId) -> Option<&mut super::session::Session> {
         let key = self.conns.get(&conn)?.session?;
         self.sessions.get_mut(&key).map(|s| &mut **s)
-    }
-}
-
-/// Folds one matching subscription into the session's single delivery.
-fn merge(agg: &mut Option<Delivery>, msg: &Arc<Message>, entry: &SubEntry, key: SessionKey) {
-    if entry.opts.no_local && msg.publisher == Some(key) {
-        return;
-    }
-    let qos = msg.qos.min(entry.opts.qos);
-    let retain = msg.retain && entry.opts.retain_as_published;
-    let d = agg.get_or_insert_with(|| Delivery {
-        msg: msg.clone(),
-        qos,
-        retain,
-        sub_ids: Vec::new(),
-        shared: None,
-        msg_id: None,
-    });
-    d.qos = d.qos.max(qos);
-    d.retain |= retain;
-    if let Some(id) = entry.sub_id {
-        d.sub_ids.push(id);
     }
 }
 

@@ -2,11 +2,11 @@
 //! the route and retained ranges: the subscription trie (topic filter -> subscribers), the
 //! retained-message tree, shared-subscription groups, and the application message they hold.
 //!
-//! `broker` re-exports these modules under their old paths (`broker::trie`, ...). Still in
-//! `broker/` and moving here with the broker seam: the delivery plan (match results -> one
-//! delivery per session, grouped by owner node).
+//! `broker` re-exports these modules under their old paths (`broker::trie`, ...).  The delivery
+//! plan ([`plan`]) folds match results into one delivery per session.
 
 pub mod message;
+pub mod plan;
 pub mod retained;
 pub mod shared;
 pub mod trie;
