@@ -27,7 +27,8 @@ pub struct BrokerConfig {
     /// `reserved-descriptors`.
     pub max_connections: usize,
     /// Most sockets one source address may hold open before they send CONNECT; more are
-    /// closed at accept. 0 is no limit.
+    /// closed at accept. 0 is no limit. Generous by default: many devices may share one
+    /// address behind a NAT and reconnect at once.
     pub max_pending_connects_per_address: u32,
     /// Descriptors kept for the journal, raft log, cluster transport and admin endpoint when
     /// `max-connections` is derived from `RLIMIT_NOFILE`.
@@ -108,7 +109,7 @@ impl Default for BrokerConfig {
         Self {
             max_connections: 0,
             reserved_descriptors: 256,
-            max_pending_connects_per_address: 64,
+            max_pending_connects_per_address: 1024,
             max_inflight: 32,
             max_queued_messages: 1000,
             max_packet_size: 1024 * 1024,
