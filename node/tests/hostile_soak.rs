@@ -1,6 +1,7 @@
 //! Hostile-client soak on the real binary: while anonymous clients publish 1 MiB messages
 //! with maximal user properties to a subscriber that never reads, flood PINGREQ without
-//! reading, hold sockets open without CONNECT past the connection limit, and subscribe
+//! reading, hold sockets open without CONNECT past the connection limit (from five other
+//! loopback addresses), and subscribe
 //! 100,000 `#` filters in one packet, a normal client's QoS 1 round trips keep succeeding,
 //! the broker's RSS stays under 512 MiB, and QoS 1 durability is still on afterwards (a
 //! message acknowledged after the soak survives SIGKILL).
@@ -162,12 +163,17 @@ async fn pingreq_flood(addr: SocketAddr, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Keeps 250 sockets open without CONNECT (the limit is 200), renewing them every 3 s.
+/// Keeps 250 sockets open without CONNECT (the limit is 200), 50 from each of 127.0.0.2 to
+/// 127.0.0.6, renewing them every 3 s.
 async fn socket_hoarder(addr: SocketAddr, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let mut held = Vec::new();
-        for _ in 0..250 {
-            if let Ok(Ok(s)) = timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+        for i in 0..250u8 {
+            let Ok(socket) = TcpSocket::new_v4() else { continue };
+            if socket.bind(SocketAddr::from(([127, 0, 0, 2 + i % 5], 0))).is_err() {
+                continue;
+            }
+            if let Ok(Ok(s)) = timeout(Duration::from_secs(1), socket.connect(addr)).await {
                 held.push(s);
                 HOARDED.fetch_add(1, Ordering::Relaxed);
             }

@@ -320,3 +320,21 @@ async fn filters_past_max_subscription_bytes_per_client_get_suback_0x97() {
         raw.subscribe(2, &[(other.as_str(), opts(QoS::AtMostOnce)), ("sb/z", opts(QoS::AtMostOnce))]).await;
     assert_eq!(ack.reason_codes, vec![reason::QUOTA_EXCEEDED, 0], "63 + 63 bytes is over 100; 63 + 4 is not");
 }
+
+#[tokio::test]
+async fn one_address_holds_at_most_max_pending_connects_per_address_sockets_without_connect() {
+    let broker = TestBroker::start_with(|c| c.broker.max_pending_connects_per_address = 3).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(Raw::open(broker.addr, Protocol::V5).await);
+    }
+    // A fourth socket from 127.0.0.1 without CONNECT is closed at accept.
+    let mut fourth = Raw::open(broker.addr, Protocol::V5).await;
+    fourth.send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "fourth")))).await;
+    fourth.expect_closed().await;
+    // Once one of them has sent CONNECT, the address has room again.
+    idle[0].send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "first")))).await;
+    assert!(matches!(idle[0].expect("CONNACK").await, Packet::ConnAck(_)));
+    let (_fifth, ack) = Raw::connect_with(broker.addr, connect_packet(Protocol::V5, "fifth")).await;
+    assert_eq!(ack.reason_code, reason::SUCCESS);
+}

@@ -26,6 +26,10 @@ pub struct BrokerConfig {
     /// (v3). 0 derives it from the process's descriptor limit (`RLIMIT_NOFILE`) minus
     /// `reserved-descriptors`.
     pub max_connections: usize,
+    /// Most sockets one source address may hold open before they send CONNECT; more are
+    /// closed at accept. 0 is no limit. Generous by default: many devices may share one
+    /// address behind a NAT and reconnect at once.
+    pub max_pending_connects_per_address: u32,
     /// Descriptors kept for the journal, raft log, cluster transport and admin endpoint when
     /// `max-connections` is derived from `RLIMIT_NOFILE`.
     pub reserved_descriptors: usize,
@@ -105,6 +109,7 @@ impl Default for BrokerConfig {
         Self {
             max_connections: 0,
             reserved_descriptors: 256,
+            max_pending_connects_per_address: 1024,
             max_inflight: 32,
             max_queued_messages: 1000,
             max_packet_size: 1024 * 1024,

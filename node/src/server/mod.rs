@@ -9,6 +9,7 @@
 
 mod client;
 pub mod journal;
+mod pending;
 mod reactor;
 
 use std::net::SocketAddr;
@@ -109,6 +110,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The same counter as `Core::lag_bytes`.
     lag_bytes: Arc<AtomicU64>,
+    /// Sockets waiting for CONNECT, per source address.
+    pending: pending::PendingConnects,
 }
 
 impl Shared {
@@ -223,7 +226,8 @@ impl Server {
             kick,
             lag_bytes: lag_bytes.clone(),
         });
-        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes });
+        let pending = pending::PendingConnects::new(config.broker.max_pending_connects_per_address);
+        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes, pending });
         let mut reactors = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {

@@ -13,13 +13,14 @@
 //! queues, not ours.
 
 use std::io;
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustc_hash::FxHashMap;
 
 use super::Shared;
 use super::client::{Client, ReadOutcome, WriteOutcome};
@@ -57,7 +58,7 @@ pub(super) type FlushItem = (u32, ConnId);
 #[derive(Default)]
 struct Inbox {
     flush: Vec<FlushItem>,
-    adopt: Vec<TcpStream>,
+    adopt: Vec<(TcpStream, IpAddr)>,
     stop_accepting: bool,
     stop: bool,
     /// The waker fired since the reactor last emptied the inbox.
@@ -87,8 +88,8 @@ impl Handle {
         self.with_inbox(|i| i.flush.extend_from_slice(items));
     }
 
-    fn adopt(&self, stream: TcpStream) {
-        self.with_inbox(|i| i.adopt.push(stream));
+    fn adopt(&self, stream: TcpStream, ip: IpAddr) {
+        self.with_inbox(|i| i.adopt.push((stream, ip)));
     }
 
     /// Closes the listener (if this reactor holds it).
@@ -143,7 +144,9 @@ pub(super) struct Reactor {
     write_list: Vec<u32>,
     flush: Vec<FlushItem>,
     inbox_flush: Vec<FlushItem>,
-    inbox_adopt: Vec<TcpStream>,
+    inbox_adopt: Vec<(TcpStream, IpAddr)>,
+    /// Source addresses of this reactor's clients that have not sent CONNECT yet.
+    pending_ip: FxHashMap<u32, IpAddr>,
     lingering: Vec<(u32, ConnId, Instant)>,
     /// Clients whose bytes wait for their sockets, watched for `write-stall-timeout-secs`.
     stalled: Vec<(u32, ConnId)>,
@@ -180,6 +183,7 @@ impl Reactor {
             flush: Vec::new(),
             inbox_flush: Vec::new(),
             inbox_adopt: Vec::new(),
+            pending_ip: FxHashMap::default(),
             lingering: Vec::new(),
             stalled: Vec::new(),
             stall_timeout,
@@ -340,7 +344,11 @@ impl Reactor {
             }
             budget -= 1;
             match listener.accept() {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
+                    if !self.shared.pending.admit(peer.ip()) {
+                        tracing::debug!(%peer, "too many sockets without CONNECT from this address; closing");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let keepalive = self.shared.config.broker.tcp_keepalive_secs;
                     if keepalive > 0 {
@@ -353,9 +361,9 @@ impl Reactor {
                     let to = self.next_peer;
                     self.next_peer = (self.next_peer + 1) % self.peers.len().max(1);
                     if to == self.index || self.peers.is_empty() {
-                        mine.push(stream);
+                        mine.push((stream, peer.ip()));
                     } else {
-                        self.peers[to].adopt(stream);
+                        self.peers[to].adopt(stream, peer.ip());
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -373,9 +381,9 @@ impl Reactor {
     }
 
     /// Registers sockets with this reactor and opens their connections in the core.
-    fn adopt(&mut self, streams: Vec<TcpStream>) {
+    fn adopt(&mut self, streams: Vec<(TcpStream, IpAddr)>) {
         let mut tokens = Vec::with_capacity(streams.len());
-        for mut stream in streams {
+        for (mut stream, ip) in streams {
             let k = match self.free.pop() {
                 Some(k) => k,
                 None => {
@@ -393,9 +401,11 @@ impl Reactor {
             {
                 tracing::warn!(error = %e, "cannot register a connection; closing it");
                 self.free.push(k);
+                self.shared.pending.release(ip);
                 continue;
             }
             self.clients[k as usize] = Some(Client::new(stream));
+            self.pending_ip.insert(k, ip);
             tokens.push(k);
         }
         let now = clock::now();
@@ -487,6 +497,11 @@ impl Reactor {
             {
                 if input.protocol.is_some() {
                     c.protocol = input.protocol;
+                }
+                if c.protocol.is_some()
+                    && let Some(ip) = self.pending_ip.remove(&input.token)
+                {
+                    self.shared.pending.release(ip);
                 }
                 if input.closed {
                     self.close(input.token);
@@ -682,6 +697,9 @@ impl Reactor {
             return;
         };
         self.free.push(k);
+        if let Some(ip) = self.pending_ip.remove(&k) {
+            self.shared.pending.release(ip);
+        }
         let _ = self.poll.registry().deregister(&mut c.stream);
         let _ = c.stream.shutdown(Shutdown::Write);
         let conn = c.conn;
