@@ -127,6 +127,8 @@ async fn endpoints_exchange_batches_in_order_and_learn_each_other() {
     assert!(m.frames_sent < 2000, "batches were coalesced: {} frames", m.frames_sent);
     assert!(m.bytes_sent > 0 && b.metrics().bytes_received > 0);
     assert_eq!(m.dropped_queue_full + m.dropped_no_route + m.dropped_disconnected, 0);
+    // Each side made the other's first dial prove its address (QUIC Retry) before a handshake.
+    assert!(b.metrics().retries_sent >= 1 && a.metrics().retries_sent >= 1, "no QUIC Retry was sent");
     // Unknown destination: dropped and counted, never blocks.
     a.send(9, vec![msg(1, 1, 9, 1)]);
     assert_eq!(a.metrics().dropped_no_route, 1);

@@ -44,6 +44,8 @@ counters! {
     bytes_received,
     /// Placement-driver messages read and handed to the node's PD service.
     pd_received,
+    /// QUIC Retry packets sent to addresses not yet validated.
+    retries_sent,
     /// Gossiped peers not learned: the address book is full.
     peers_refused,
     /// Requests read from peers.

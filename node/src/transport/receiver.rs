@@ -48,8 +48,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>) {
         // A peer must prove it owns its address (QUIC Retry) before the server spends a
         // handshake on it: a spoofed flood costs one stateless packet each.
         if !incoming.remote_address_validated() {
-            if let Err(e) = incoming.retry() {
-                tracing::debug!(error = %e, "retry not sent");
+            match incoming.retry() {
+                Ok(()) => TransportMetrics::add(&shared.metrics.retries_sent, 1),
+                Err(e) => tracing::debug!(error = %e, "retry not sent"),
             }
             continue;
         }
