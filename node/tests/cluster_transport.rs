@@ -291,3 +291,30 @@ async fn mutual_tls_binds_the_node_id_to_the_certificate() {
     a.shutdown();
     imp.shutdown();
 }
+
+/// A peer whose address book names 1,500 nodes: at most 1,024 are learned (each gets a
+/// dial task), the rest are refused and counted, and the book is re-broadcast once, not
+/// once per new entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossiped_address_book_is_capped() {
+    let (b, _cb) = start(2, 0, tls::dev_self_signed().expect("tls"));
+    let client_tls = tls::dev_self_signed().expect("tls");
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client");
+    endpoint.set_default_client_config(client_tls.client);
+    let mut bytes = Vec::new();
+    let me = SocketAddr::from(([127, 0, 0, 1], 1));
+    Frame::Hello { node_id: 5, addr: me }.encode(&mut bytes, 1 << 20).expect("encode");
+    let book: Vec<(NodeId, SocketAddr)> =
+        (0..1_500u64).map(|i| (100 + i, SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16)))).collect();
+    Frame::Peers(book).encode(&mut bytes, 1 << 20).expect("encode");
+    let conn = endpoint.connect(b.addr(), tls::SERVER_NAME).expect("connect").await.expect("handshake");
+    let mut s = conn.open_uni().await.expect("stream");
+    s.write_all(&bytes).await.expect("write");
+    let _ = s.finish();
+    eventually("the book is read", || b.metrics().peers_refused > 0).await;
+    let peers = b.peers().len();
+    assert!(peers <= 1_024 + 1, "{peers} peers learned");
+    assert!(b.metrics().peers_refused >= 1_500 + 1 - 1_024 - 1, "{} refused", b.metrics().peers_refused);
+    conn.close(0u32.into(), b"done");
+    b.shutdown();
+}

@@ -178,23 +178,43 @@ impl Shared {
     /// a `Hello`; gossip never overrides a known address). A new peer gets its tasks and
     /// everyone hears of it.
     pub(crate) fn learn(self: &Arc<Self>, node: NodeId, addr: SocketAddr, authoritative: bool) {
+        if self.learn_quiet(node, addr, authoritative) {
+            self.broadcast_book();
+        }
+    }
+
+    /// Learns every entry of a peer's address book, then tells everyone once (not once per
+    /// new entry: a book of n new peers would otherwise cost n broadcasts of n entries).
+    pub(crate) fn learn_book(self: &Arc<Self>, book: Vec<(NodeId, SocketAddr)>) {
+        let mut new = false;
+        for (id, addr) in book {
+            new |= self.learn_quiet(id, addr, false);
+        }
+        if new {
+            self.broadcast_book();
+        }
+    }
+
+    /// Records `node` at `addr` as `learn` does; true if it is a new peer (whose tasks now
+    /// run), for the caller to broadcast the book.
+    fn learn_quiet(self: &Arc<Self>, node: NodeId, addr: SocketAddr, authoritative: bool) -> bool {
         if node == self.node_id || node == 0 {
-            return;
+            return false;
         }
         if !authoritative && !self.read_peers().contains_key(&node) && self.read_peers().len() >= PEERS_MAX {
             TransportMetrics::add(&self.metrics.peers_refused, 1);
-            return;
+            return false;
         }
         if let Some(peer) = self.read_peers().get(&node) {
             if !authoritative {
-                return;
+                return false;
             }
             let mut a = peer.addr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if *a != addr {
                 tracing::info!(node, old = %a, new = %addr, "peer address changed");
                 *a = addr;
             }
-            return;
+            return false;
         }
         let (raft_tx, raft_rx) = mpsc::channel(self.cfg.send_queue_batches);
         let (snap_tx, snap_rx) = mpsc::channel(self.cfg.snapshot_queue_len);
@@ -210,7 +230,7 @@ impl Shared {
         {
             let mut peers = self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             if peers.contains_key(&node) {
-                return;
+                return false;
             }
             peers.insert(node, Arc::clone(&peer));
         }
@@ -224,7 +244,7 @@ impl Shared {
             conn_rx.clone(),
         ));
         self.runtime.spawn(sender::run_snapshots(Arc::clone(self), peer, snap_rx, conn_rx));
-        self.broadcast_book();
+        true
     }
 
     fn broadcast_book(&self) {

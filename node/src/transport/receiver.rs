@@ -192,11 +192,7 @@ fn handle_frame(shared: &Arc<Shared>, node: NodeId, frame: Frame) -> Result<(), 
                 shared.deliver(m);
             }
         }
-        Frame::Peers(book) => {
-            for (id, addr) in book {
-                shared.learn(id, addr, false);
-            }
-        }
+        Frame::Peers(book) => shared.learn_book(book),
         Frame::Pd(body) => shared.deliver_pd(node, body),
         Frame::Requests(reqs) => shared.deliver_requests(node, reqs),
         Frame::Replies(replies) => shared.deliver_replies(node, replies),
