@@ -77,6 +77,19 @@ fn run(
     seed: u64,
     bug: Option<&str>,
 ) -> RunResult {
+    run_at(name, workload, nemesis, secs, seed, bug, 100.0)
+}
+
+/// A run at `rate` operations per second.
+fn run_at(
+    name: &str,
+    workload: Workload,
+    nemesis: &[FaultKind],
+    secs: u64,
+    seed: u64,
+    bug: Option<&str>,
+    rate: f64,
+) -> RunResult {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let opts = TestOpts {
         workload,
@@ -84,7 +97,7 @@ fn run(
         time_limit: Duration::from_secs(secs),
         seed,
         concurrency: 8,
-        rate: 100.0,
+        rate,
         nodes: 1,
         bin: broker(bug.is_some()),
         out: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("jepsen-{name}")),
@@ -143,7 +156,10 @@ fn two_live_sessions_per_client_id_overlap() {
 
 #[test]
 fn reordered_delivery_batch_is_reported() {
-    let r = run("reorder-batch", Workload::Queue, &[], 25, 15, Some("reorder-batch"));
+    // The bug reverses the publishes of one transmit round, so rounds must carry several:
+    // at 100/s a fast machine often sends each publish in a round of its own and sees
+    // nothing to reorder (CI passed it twice and missed it once). 2,000/s fills rounds.
+    let r = run_at("reorder-batch", Workload::Queue, &[], 25, 15, Some("reorder-batch"), 2000.0);
     let q = r.verdict.result("queue").expect("queue result");
     assert_eq!(q.valid, Valid::False, "{q:?}");
     assert!(q.get("reordered") > 0, "{q:?}");
