@@ -21,24 +21,7 @@ fn free_port() -> u16 {
 
 fn start_broker(port: u16, dir: &Path) -> Child {
     // Queues large enough that no acknowledged message is dropped by the queue bound.
-    let config = dir.with_extension("toml");
-    std::fs::write(&config, "[broker]\nmax-queued-messages = 100000\n").expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(&config)
-        .args(["--log", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn flotilla");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    common::spawn_broker(port, dir, "[broker]\nmax-queued-messages = 100000\n", "warn")
 }
 
 fn options(id: &str, port: u16, clean: bool) -> MqttOptions {

@@ -12,7 +12,7 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,24 +48,7 @@ impl Drop for Broker {
 }
 
 fn start_broker(dir: &Path, port: u16) -> Broker {
-    let file = dir.with_extension("toml");
-    std::fs::write(&file, CONFIG).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(&file)
-        .args(["--log", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn flotilla");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Broker(child)
+    Broker(common::spawn_broker(port, dir, CONFIG, "error"))
 }
 
 fn rss(pid: u32) -> u64 {

@@ -8,7 +8,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -36,24 +36,7 @@ fn start_broker(port: u16, dir: &Path) -> Broker {
 }
 
 fn start_broker_with(port: u16, dir: &Path, text: &str) -> Broker {
-    let config = dir.with_extension("toml");
-    std::fs::write(&config, text).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(&config)
-        .args(["--log", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn flotilla");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Broker(child)
+    Broker(common::spawn_broker(port, dir, text, "warn"))
 }
 
 /// Sets the soft descriptor limit of process `pid`, keeping the hard limit.

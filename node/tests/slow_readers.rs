@@ -7,8 +7,8 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use node::mqtt::codec::encode;
@@ -29,24 +29,7 @@ impl Drop for Broker {
 
 fn start_broker(dir: &Path, config: &str) -> (Broker, SocketAddr) {
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let file = dir.with_extension("toml");
-    std::fs::write(&file, config).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(&file)
-        .args(["--log", "warn"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn flotilla");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Broker(child), SocketAddr::from(([127, 0, 0, 1], port)))
+    (Broker(common::spawn_broker(port, dir, config, "warn")), SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Resident memory of `pid`, bytes.

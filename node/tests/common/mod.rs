@@ -98,3 +98,28 @@ pub fn temp_data_dir() -> std::path::PathBuf {
 
 /// Upper bound for waiting on one expected event in tests (a hang guard, not a speed check).
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts the `flotilla` binary on 127.0.0.1:`port` with its data in `dir` and `config`
+/// (TOML, written beside `dir`), logging at `log`; returns once the port accepts
+/// connections (20 s at most).
+pub fn spawn_broker(port: u16, dir: &std::path::Path, config: &str, log: &str) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let file = dir.with_extension("toml");
+    std::fs::write(&file, config).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(&file)
+        .args(["--log", log])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn flotilla");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "broker did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
