@@ -13,6 +13,9 @@
 //! 4. `handle_timeout(now)` whenever `poll_timeout()` has passed (wills, session expiry,
 //!    `$SYS`).
 
+mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod connect;
 mod durable;
 #[cfg(test)]
@@ -54,6 +57,7 @@ use shared::SharedGroup;
 use trie::Trie;
 
 pub use crate::route::plan::Target;
+pub use cluster::{ClusterOp, OpId, OpOutcome};
 
 /// Timers the core keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +139,8 @@ pub struct Broker {
     id_salt: u64,
     /// Journal state; `None` when nothing is persisted.
     journal: Option<Box<durable::JournalState>>,
+    /// The seam to the cluster; `None` in a single-node broker.
+    cluster: Option<Box<cluster::ClusterState>>,
 }
 
 impl Broker {
@@ -164,6 +170,7 @@ impl Broker {
             planned: Vec::new(),
             id_salt: seed,
             journal: None,
+            cluster: None,
         };
         if b.config.sys_interval_secs > 0 {
             b.publish_sys(now);
@@ -351,6 +358,7 @@ impl Broker {
         {
             self.detach(now, conn, true);
         }
+        self.drop_held(conn);
         self.conns.remove(&conn);
     }
 
@@ -475,6 +483,13 @@ impl Broker {
     /// Queues a control packet for `conn` and wakes it. While journal records emitted
     /// before it are not durable, the packet waits (it may acknowledge them).
     fn send(&mut self, conn: ConnId, packet: Packet) {
+        if let Some(packet) = self.hold_behind(conn, packet) {
+            self.send_now(conn, packet);
+        }
+    }
+
+    /// [`Self::send`] for a packet no cluster operation holds back.
+    fn send_now(&mut self, conn: ConnId, packet: Packet) {
         let Some(packet) = self.park_if_needed(conn, packet) else {
             return;
         };

@@ -67,7 +67,7 @@ impl Broker {
             // bound is the packet identifier space itself. Unacknowledged means QoS 2 flows
             // before PUBCOMP and QoS 1 messages whose PUBACK waits for the journal.
             let limit = if v5 { usize::from(self.config.max_inflight) } else { usize::from(u16::MAX) };
-            if s.qos2_in.len() + self.parked_pubacks(conn) >= limit {
+            if s.qos2_in.len() + self.parked_pubacks(conn) + self.held_pubacks(conn) >= limit {
                 return self.protocol_error(
                     now,
                     conn,
@@ -77,7 +77,7 @@ impl Broker {
             }
         }
         let qos = p.qos;
-        let code = self.accept_publish(now, conn, key, p);
+        let (code, forward) = self.accept_publish(now, conn, key, p);
         if !v5 && code >= 0x80 {
             // 3.1.1 has no way to refuse a PUBLISH but closing the connection.
             return self.close_now(now, conn, Some(true));
@@ -86,6 +86,10 @@ impl Broker {
         if code >= 0x80 {
             resp.properties = self.reason_props(conn, reason::describe(code));
         }
+        if let Some(op) = forward.filter(|_| qos != QoS::AtMostOnce && code < 0x80) {
+            // The acknowledgement waits until every node the message goes to has it.
+            return self.hold_publish_ack(conn, key, pid, qos, code, op);
+        }
         match qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send(conn, Packet::PubAck(resp)),
@@ -93,32 +97,40 @@ impl Broker {
         }
     }
 
-    /// Validates, authorizes and routes an inbound PUBLISH; returns the ack reason code. A
-    /// routed QoS 2 message is remembered until PUBREL so a retransmission is not routed
-    /// twice; a refused one ends its flow at PUBREC (MQTT-4.3.3).
-    fn accept_publish(&mut self, now: Instant, conn: ConnId, key: SessionKey, p: Publish) -> u8 {
+    /// Validates, authorizes and routes an inbound PUBLISH; returns the ack reason code and
+    /// the forward to other nodes the ack waits for. A routed QoS 2 message is remembered
+    /// until PUBREL so a retransmission is not routed twice; a refused one ends its flow at
+    /// PUBREC (MQTT-4.3.3).
+    fn accept_publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        key: SessionKey,
+        p: Publish,
+    ) -> (u8, Option<super::OpId>) {
+        let code = |c: u8| (c, None);
         if p.qos != QoS::AtMostOnce
             && let Some(code) = self.journal_failure()
         {
             // The journal cannot be written: a QoS 1/2 message cannot be made durable.
-            return code;
+            return (code, None);
         }
         if validate_topic_name(&p.topic, self.config.topic_limits()).is_err() {
-            return reason::TOPIC_NAME_INVALID;
+            return code(reason::TOPIC_NAME_INVALID);
         }
         let (Some(s), Some(c)) = (self.sessions.get(&key), self.conns.get(&conn)) else {
-            return reason::UNSPECIFIED_ERROR;
+            return code(reason::UNSPECIFIED_ERROR);
         };
         let (client_id, username) = (s.client_id.clone(), c.username.clone());
         if !self.auth.authorize(&client_id, username.as_deref(), super::auth::Action::Publish, &p.topic) {
-            return reason::NOT_AUTHORIZED;
+            return code(reason::NOT_AUTHORIZED);
         }
         if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
-            return reason::PAYLOAD_FORMAT_INVALID;
+            return code(reason::PAYLOAD_FORMAT_INVALID);
         }
         let (qos, pid) = (p.qos, p.packet_id);
         let msg = Message::new(now, p.topic, p.payload, qos, p.retain, p.properties, Some(key));
-        let matched = self.route(now, Arc::new(msg));
+        let (matched, forward) = self.route_and_forward(now, Arc::new(msg));
         if qos == QoS::ExactlyOnce
             && let Some(s) = self.sessions.get_mut(&key)
         {
@@ -128,20 +140,34 @@ impl Broker {
                 self.emit(Record::Qos2In { client_id, packet_id: pid, present: true });
             }
         }
-        if matched == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS }
+        (if matched == 0 { reason::NO_MATCHING_SUBSCRIBERS } else { reason::SUCCESS }, forward)
     }
 
     /// Routes a message to every matching subscription; returns how many sessions got it.
     pub(super) fn route(&mut self, now: Instant, msg: Arc<Message>) -> usize {
-        let outer = self.begin_route(&msg);
-        let delivered = self.route_scoped(now, msg);
-        self.end_route(outer);
-        delivered
+        self.route_and_forward(now, msg).0
     }
 
-    fn route_scoped(&mut self, now: Instant, msg: Arc<Message>) -> usize {
+    /// Routes a message to every matching local subscription and, in a cluster, emits its
+    /// forward to the other nodes; returns how many local sessions got it and the forward.
+    pub(super) fn route_and_forward(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+    ) -> (usize, Option<super::OpId>) {
+        let publisher = msg.publisher.and_then(|k| self.sessions.get(&k)).map(|s| s.client_id.clone());
+        let forward = self.forward(&msg, &publisher.unwrap_or_default());
+        let outer = self.begin_route(&msg);
+        let delivered = self.route_local(now, msg, true);
+        self.end_route(outer);
+        (delivered, forward)
+    }
+
+    /// Delivers `msg` to this node's matching sessions (and keeps it as the topic's
+    /// retained message if `retain_here`).
+    pub(super) fn route_local(&mut self, now: Instant, msg: Arc<Message>, retain_here: bool) -> usize {
         let mut journal_retained = false;
-        if msg.retain && !super::test_bugs::drop_retained() {
+        if retain_here && msg.retain && !super::test_bugs::drop_retained() {
             self.retained.set(msg.clone());
             // Journaled after the deliveries, so it can refer to the stored copy.
             journal_retained = self.journal_on() && !msg.topic.starts_with("$SYS/");

@@ -42,9 +42,17 @@ impl Broker {
             );
         }
         let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut waits = Vec::new();
         for (filter, opts) in sub.filters {
-            let code = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
+            let (code, wait) = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
+            if let Some((op, filter)) = wait {
+                waits.push((codes.len(), op, filter));
+            }
             codes.push(if !v5 && code >= 0x80 { reason::UNSPECIFIED_ERROR } else { code });
+        }
+        if !waits.is_empty() {
+            // Granted only once this node's route rows are committed.
+            return self.hold_suback(conn, key, sub.packet_id, codes, waits, v5);
         }
         let properties = match codes.iter().find(|c| **c >= 0x80) {
             Some(&code) if v5 => self.reason_props(conn, reason::describe(code)),
@@ -62,34 +70,35 @@ impl Broker {
         filter: ByteString,
         mut opts: SubOptions,
         sub_id: Option<u32>,
-    ) -> u8 {
+    ) -> (u8, Option<(super::OpId, ByteString)>) {
+        let code = |c: u8| (c, None);
         let limits = self.config.topic_limits();
         let shared = match parse_shared(&filter) {
             Ok(s) => s,
-            Err(code) => return code,
+            Err(c) => return code(c),
         };
         let inner = shared.map_or(&*filter, |s| s.filter);
-        if let Err(code) = validate_filter(inner, limits) {
-            return code;
+        if let Err(c) = validate_filter(inner, limits) {
+            return code(c);
         }
         let Some(client_id) = self.sessions.get(&key).map(|s| s.client_id.clone()) else {
-            return reason::UNSPECIFIED_ERROR;
+            return code(reason::UNSPECIFIED_ERROR);
         };
         if !self.auth.authorize(&client_id, username, super::auth::Action::Subscribe, inner) {
-            return reason::NOT_AUTHORIZED;
+            return code(reason::NOT_AUTHORIZED);
         }
         let filter = super::connect::own(&filter);
         let Some(s) = self.sessions.get_mut(&key) else {
-            return reason::UNSPECIFIED_ERROR;
+            return code(reason::UNSPECIFIED_ERROR);
         };
         let existed = s.subs.contains_key(&filter);
         let max = self.config.max_subscriptions_per_client;
         if !existed && max > 0 && s.subs.len() >= max {
-            return reason::QUOTA_EXCEEDED;
+            return code(reason::QUOTA_EXCEEDED);
         }
         let bytes_max = self.config.max_subscription_bytes_per_client;
         if !existed && s.subs.keys().map(|f| f.len()).sum::<usize>() + filter.len() > bytes_max {
-            return reason::QUOTA_EXCEEDED;
+            return code(reason::QUOTA_EXCEEDED);
         }
         opts.qos = opts.qos.min(crate::mqtt::packet::QoS::from_u8(self.config.max_qos).unwrap_or_default());
         let entry = SubEntry { opts, sub_id };
@@ -116,7 +125,8 @@ impl Broker {
                 }
             }
         }
-        opts.qos as u8
+        let wait = if existed { self.route_pending(&filter) } else { self.route_ref(&filter) };
+        (opts.qos as u8, wait.map(|op| (op, filter)))
     }
 
     /// Sends the retained messages matching a new subscription, with RETAIN set
@@ -190,10 +200,12 @@ impl Broker {
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) -> bool {
         if let Some(s) = self.sessions.get_mut(&key)
             && s.subs.remove(filter).is_some()
-            && s.journaled
         {
-            let client_id = s.client_id.clone();
-            self.emit(Record::Unsubscribe { client_id, filter: filter.into() });
+            let journaled = s.journaled.then(|| s.client_id.clone());
+            if let Some(client_id) = journaled {
+                self.emit(Record::Unsubscribe { client_id, filter: filter.into() });
+            }
+            self.route_unref(filter);
         }
         match parse_shared(filter) {
             Ok(Some(sf)) => self.leave_shared(key, sf.group, sf.filter),

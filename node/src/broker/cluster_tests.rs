@@ -1,0 +1,190 @@
+//! Deterministic tests of the broker's cluster seam: the core emits route and forward
+//! operations, holds SUBACK and PUBACK/PUBREC until the shell completes them, and refuses
+//! with 0x80 when they fail.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::auth::StaticUsers;
+use super::config::BrokerConfig;
+use super::{Broker, ClusterOp, OpId, OpOutcome};
+use crate::mqtt::packet::*;
+use crate::mqtt::properties::Properties;
+use crate::mqtt::reason;
+
+fn broker() -> (Broker, Instant) {
+    let config = BrokerConfig { sys_interval_secs: 0, ..BrokerConfig::default() };
+    let now = Instant::now();
+    let mut b = Broker::new(config, Box::new(StaticUsers::new(true, Vec::new())), now, 7);
+    b.enable_cluster();
+    (b, now)
+}
+
+fn connect(b: &mut Broker, now: Instant, id: &str, protocol: Protocol) -> u64 {
+    let conn = b.open(now);
+    let c =
+        Connect { protocol: Some(protocol), clean_start: true, client_id: id.into(), ..Connect::default() };
+    b.handle_packet(now, conn, Packet::Connect(Box::new(c)));
+    let out = drain(b, now, conn);
+    assert!(matches!(out.first(), Some(Packet::ConnAck(_))), "{out:?}");
+    conn
+}
+
+fn drain(b: &mut Broker, now: Instant, conn: u64) -> Vec<Packet> {
+    let mut out = Vec::new();
+    b.poll_transmit(now, conn, 1000, &mut out);
+    out
+}
+
+fn ops(b: &mut Broker) -> Vec<(OpId, ClusterOp)> {
+    std::iter::from_fn(|| b.poll_op()).collect()
+}
+
+fn subscribe(b: &mut Broker, now: Instant, conn: u64, pid: u16, filters: &[&str]) {
+    let opts = SubOptions { qos: QoS::AtLeastOnce, ..SubOptions::default() };
+    let filters = filters.iter().map(|f| ((*f).into(), opts)).collect();
+    b.handle_packet(
+        now,
+        conn,
+        Packet::Subscribe(Subscribe { packet_id: pid, properties: Properties::default(), filters }),
+    );
+}
+
+fn publish(b: &mut Broker, now: Instant, conn: u64, topic: &str, qos: QoS, pid: u16) {
+    let p = Publish {
+        qos,
+        packet_id: pid,
+        topic: topic.into(),
+        payload: Bytes::from_static(b"x"),
+        ..Publish::default()
+    };
+    b.handle_packet(now, conn, Packet::Publish(p));
+}
+
+#[test]
+fn suback_waits_for_the_route_row_and_a_second_subscriber_waits_for_the_same_row() {
+    let (mut b, now) = broker();
+    let c1 = connect(&mut b, now, "a", Protocol::V5);
+    let c2 = connect(&mut b, now, "b", Protocol::V5);
+    subscribe(&mut b, now, c1, 1, &["t/+"]);
+    subscribe(&mut b, now, c2, 2, &["t/+"]);
+    let emitted = ops(&mut b);
+    assert_eq!(emitted.len(), 1, "one row per filter per node: {emitted:?}");
+    let (id, ClusterOp::RouteAdd { filter }) = &emitted[0] else { panic!("{emitted:?}") };
+    assert_eq!(&**filter, "t/+");
+    assert!(drain(&mut b, now, c1).is_empty(), "SUBACK before the row is committed");
+    assert!(drain(&mut b, now, c2).is_empty(), "the second subscriber waits for the same row");
+    b.complete_op(now, *id, OpOutcome::Done { nodes: 0 });
+    for c in [c1, c2] {
+        let out = drain(&mut b, now, c);
+        let Some(Packet::SubAck(ack)) = out.first() else { panic!("{out:?}") };
+        assert_eq!(ack.reason_codes, vec![1]);
+    }
+    // The last unsubscribe removes the row; the first does not.
+    b.handle_packet(
+        now,
+        c1,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 3,
+            properties: Properties::default(),
+            filters: vec!["t/+".into()],
+        }),
+    );
+    assert!(ops(&mut b).is_empty());
+    b.handle_packet(
+        now,
+        c2,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 3,
+            properties: Properties::default(),
+            filters: vec!["t/+".into()],
+        }),
+    );
+    assert!(matches!(ops(&mut b).as_slice(), [(_, ClusterOp::RouteRemove { .. })]));
+}
+
+#[test]
+fn a_failed_route_refuses_the_filter_with_0x80_and_removes_the_subscription() {
+    let (mut b, now) = broker();
+    let c1 = connect(&mut b, now, "a", Protocol::V5);
+    subscribe(&mut b, now, c1, 1, &["ok", "bad"]);
+    let emitted = ops(&mut b);
+    assert_eq!(emitted.len(), 2);
+    b.complete_op(now, emitted[1].0, OpOutcome::Failed);
+    assert!(drain(&mut b, now, c1).is_empty(), "still waiting for the first filter");
+    b.complete_op(now, emitted[0].0, OpOutcome::Done { nodes: 0 });
+    let out = drain(&mut b, now, c1);
+    let Some(Packet::SubAck(ack)) = out.first() else { panic!("{out:?}") };
+    assert_eq!(ack.reason_codes, vec![1, reason::UNSPECIFIED_ERROR]);
+    assert_eq!(b.subscription_count(), 1);
+    assert!(matches!(ops(&mut b).as_slice(), [(_, ClusterOp::RouteRemove { filter })] if &**filter == "bad"));
+}
+
+#[test]
+fn puback_waits_for_the_forward_and_keeps_the_order_of_packets() {
+    let (mut b, now) = broker();
+    let c1 = connect(&mut b, now, "p", Protocol::V5);
+    publish(&mut b, now, c1, "x/y", QoS::AtLeastOnce, 1);
+    publish(&mut b, now, c1, "x/z", QoS::AtMostOnce, 0);
+    b.handle_packet(now, c1, Packet::PingReq);
+    let emitted = ops(&mut b);
+    assert_eq!(emitted.len(), 2, "QoS 0 is forwarded too");
+    assert!(drain(&mut b, now, c1).is_empty(), "PUBACK and the PINGRESP behind it wait");
+    b.complete_op(now, emitted[1].0, OpOutcome::Failed);
+    assert_eq!(b.forwards_failed(), 1, "a failed QoS 0 forward is counted");
+    b.complete_op(now, emitted[0].0, OpOutcome::Done { nodes: 2 });
+    let out = drain(&mut b, now, c1);
+    assert!(
+        matches!(out.as_slice(), [Packet::PubAck(r), Packet::PingResp] if r.reason_code == reason::SUCCESS),
+        "a remote subscriber makes it a match: {out:?}"
+    );
+}
+
+#[test]
+fn a_failed_forward_refuses_v5_with_0x80_and_closes_3_1_1() {
+    let (mut b, now) = broker();
+    let v5 = connect(&mut b, now, "p5", Protocol::V5);
+    let v3 = connect(&mut b, now, "p3", Protocol::V3_1_1);
+    publish(&mut b, now, v5, "x", QoS::ExactlyOnce, 9);
+    publish(&mut b, now, v3, "x", QoS::AtLeastOnce, 9);
+    let emitted = ops(&mut b);
+    for (id, _) in &emitted {
+        b.complete_op(now, *id, OpOutcome::Failed);
+    }
+    let out = drain(&mut b, now, v5);
+    assert!(
+        matches!(out.as_slice(), [Packet::PubRec(r)] if r.reason_code == reason::UNSPECIFIED_ERROR),
+        "{out:?}"
+    );
+    // The refused QoS 2 flow ended: the same packet id is a new message, routed again.
+    publish(&mut b, now, v5, "x", QoS::ExactlyOnce, 9);
+    assert_eq!(ops(&mut b).len(), 1);
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, v3, 100, &mut out), super::Transmit::Close);
+    assert!(out.is_empty(), "3.1.1 cannot hear a refusal: closed without PUBACK");
+}
+
+#[test]
+fn forwarded_messages_reach_local_subscribers_only() {
+    let (mut b, now) = broker();
+    let c1 = connect(&mut b, now, "s", Protocol::V5);
+    subscribe(&mut b, now, c1, 1, &["a/#"]);
+    for (id, _) in ops(&mut b) {
+        b.complete_op(now, id, OpOutcome::Done { nodes: 0 });
+    }
+    drain(&mut b, now, c1);
+    let msg = super::message::Message::new(
+        now,
+        "a/b".into(),
+        Bytes::from_static(b"hi"),
+        QoS::AtMostOnce,
+        false,
+        Properties::default(),
+        None,
+    );
+    assert_eq!(b.deliver_forwarded(now, msg), 1);
+    assert!(ops(&mut b).is_empty(), "a forwarded message is not forwarded again");
+    let out = drain(&mut b, now, c1);
+    assert!(matches!(out.as_slice(), [Packet::Publish(p)] if &*p.topic == "a/b"), "{out:?}");
+}
