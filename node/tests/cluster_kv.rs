@@ -15,15 +15,14 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common_cluster::{CALL, ProcNode, TempDir, WAIT};
+use common_cluster::{BOOTSTRAP_RANGES, CALL, ProcNode, TempDir, WAIT, bootstrap_done, report, table_len};
 use hyper::Method;
-use node::admin::client::{call, pd_call};
+use node::admin::client::call;
 use node::admin::kv::{LoadRequest, LoadResult, VerifyRequest, VerifyResult};
 use node::admin::types::GroupInfo;
 use node::group::{GroupId, NodeId};
-use node::pd::{PD_GROUP, PdReport};
+use node::pd::PD_GROUP;
 
-const BOOTSTRAP_RANGES: usize = 3 + 16 * 3;
 /// Writes per node (writers x writes).
 const WRITERS: u32 = 4;
 const WRITES: u32 = 2_500;
@@ -37,37 +36,10 @@ fn cluster(tmp: &TempDir, extra: &[&str]) -> [ProcNode; 3] {
     [n1, n2, n3]
 }
 
-async fn report(admin: SocketAddr) -> Option<PdReport> {
-    pd_call(admin, Method::GET, "/v1/pd/report", Duration::from_secs(5)).await.ok()
-}
-
-/// Waits until the PD reports the bootstrap done; returns the report.
-async fn bootstrap_done(admin: SocketAddr) -> PdReport {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(r) = report(admin).await
-            && r.mqtt_bootstrap == "done"
-            && r.ranges >= BOOTSTRAP_RANGES
-        {
-            println!("bootstrap done after {:.1} s: {} ranges", start.elapsed().as_secs_f64(), r.ranges);
-            return r;
-        }
-        assert!(start.elapsed() < WAIT, "bootstrap never finished: {:?}", report(admin).await);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// The ranges (not the PD group) hosted by `n`.
 async fn hosted(n: &ProcNode) -> BTreeSet<GroupId> {
     let groups = n.groups().await.expect("groups");
     groups.iter().map(|g| g.range.id).filter(|&g| g != PD_GROUP).collect()
-}
-
-/// The node table's size on `n`.
-async fn table_len(n: &ProcNode) -> usize {
-    let v: serde_json::Value =
-        call::<(), _>(n.admin, Method::GET, "/v1/kv/ranges", None, CALL).await.expect("ranges");
-    v["ranges"].as_array().map_or(0, Vec::len)
 }
 
 /// Moves the leader of a random led range on `nodes` every 700 ms until `stop`; returns

@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 
 use super::Broker;
 use super::message::{Message, SessionKey};
-use super::session::ConnId;
+use super::session::{ConnId, SubEntry};
 use crate::mqtt::packet::{Packet, PubResp, QoS, SubAck};
 use crate::mqtt::reason;
 
@@ -47,6 +47,43 @@ pub enum ClusterOp {
         /// The topic filter.
         filter: ByteString,
     },
+    /// CONNECT: fence the session record of `client_id` (bump its connection epoch; with
+    /// `clean_start` also its generation, deleting its subscription rows), tell its previous
+    /// owner, if another node, to close the old connection, and load the session.
+    Acquire {
+        /// The client id.
+        client_id: ByteString,
+        /// Clean Start.
+        clean_start: bool,
+        /// The Session Expiry Interval in force.
+        expiry_secs: u32,
+    },
+    /// The session's connection ended: mark the record offline at `expiry_secs`, or delete
+    /// it with its subscription rows if `delete`; guarded by `epoch` (a newer owner wins).
+    Release {
+        /// The client id.
+        client_id: ByteString,
+        /// The epoch this node acquired the record at.
+        epoch: u64,
+        /// The record's generation then.
+        generation: u64,
+        /// The Session Expiry Interval in force.
+        expiry_secs: u32,
+        /// The session ended.
+        delete: bool,
+    },
+    /// A persistent session's subscription changed: write (`Some`) or delete its row,
+    /// guarded by `epoch`.
+    SubRow {
+        /// The client id.
+        client_id: ByteString,
+        /// The epoch this node acquired the record at.
+        epoch: u64,
+        /// The filter as the client sent it.
+        filter: ByteString,
+        /// The subscription, or `None` to delete it.
+        entry: Option<SubEntry>,
+    },
     /// Match `msg.topic` on the route ranges and send `msg` once to every other node
     /// holding a row for a matching filter.
     Forward {
@@ -59,15 +96,33 @@ pub enum ClusterOp {
 }
 
 /// How an operation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpOutcome {
     /// Done; for a forward, how many other nodes took the message.
     Done {
         /// Nodes the message was forwarded to.
         nodes: usize,
     },
+    /// An `Acquire` fenced the session record.
+    Acquired(Box<Acquired>),
     /// The cluster could not do it (a range without a reachable leader, a timeout).
     Failed,
+}
+
+/// What fencing a session record gave the new owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acquired {
+    /// The record's connection epoch now (this connection's fencing token).
+    pub epoch: u64,
+    /// Its generation now.
+    pub generation: u64,
+    /// The session existed and continues (Session Present).
+    pub present: bool,
+    /// It was last held by another node (or another incarnation of this one): any copy
+    /// of it here is stale.
+    pub remote: bool,
+    /// Its subscriptions, when `present` and `remote`.
+    pub subs: Vec<(ByteString, SubEntry)>,
 }
 
 /// This node's route row for one filter.
@@ -93,6 +148,8 @@ enum Waiter {
     },
     /// A PUBACK or PUBREC: `code` as decided locally.
     Publish { conn: ConnId, key: SessionKey, packet_id: u16, qos: QoS, code: u8 },
+    /// A CONNECT waiting for its session record.
+    Connect { conn: ConnId, client_id: ByteString, expiry_secs: u32 },
 }
 
 /// A packet held for a connection: `None` until its waiter is done.
@@ -133,8 +190,11 @@ impl ClusterState {
         for op in ops {
             self.by_op.entry(op).or_default().push(id);
         }
+        let holds = !matches!(waiter, Waiter::Connect { .. });
         self.waiters.insert(id, waiter);
-        self.held.entry(conn).or_default().push_back(Held { waiter: id, packet: None });
+        if holds {
+            self.held.entry(conn).or_default().push_back(Held { waiter: id, packet: None });
+        }
         id
     }
 }
@@ -193,7 +253,7 @@ impl Broker {
             c.forwards_failed += 1;
         }
         for w in waiting {
-            self.advance_waiter(now, w, id, outcome);
+            self.advance_waiter(now, w, id, outcome.clone());
         }
     }
 
@@ -242,6 +302,18 @@ impl Broker {
         if r.subscribers == 0 {
             c.routes.remove(&f);
             c.emit(ClusterOp::RouteRemove { filter: f });
+        }
+    }
+
+    /// Emits an operation; `None` without the cluster.
+    pub(super) fn emit_op(&mut self, op: ClusterOp) -> Option<OpId> {
+        Some(self.cluster.as_mut()?.emit(op))
+    }
+
+    /// Makes `conn`'s CONNECT wait for `op`.
+    pub(super) fn wait_connect(&mut self, conn: ConnId, op: OpId, client_id: ByteString, expiry_secs: u32) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.add_waiter(conn, Waiter::Connect { conn, client_id, expiry_secs }, [op]);
         }
     }
 
@@ -333,6 +405,7 @@ impl Broker {
                 (*conn, *key, pending.is_empty())
             }
             Waiter::Publish { conn, key, .. } => (*conn, *key, true),
+            Waiter::Connect { conn, .. } => (*conn, 0, true),
         };
         for f in failed {
             // The route is not known to be committed: the filter is refused and the
@@ -350,6 +423,9 @@ impl Broker {
         };
         let v5 = self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5());
         let packet = match waiter {
+            Waiter::Connect { client_id, expiry_secs, .. } => {
+                return self.acquired(now, conn, client_id, expiry_secs, outcome);
+            }
             Waiter::SubAck { packet_id, codes, v5, .. } => {
                 let properties = match codes.iter().find(|c| **c >= 0x80) {
                     Some(&code) if v5 => self.reason_props(conn, reason::describe(code)),
@@ -365,7 +441,7 @@ impl Broker {
                     *n = n.saturating_sub(1);
                 }
                 let code = match outcome {
-                    OpOutcome::Failed => reason::UNSPECIFIED_ERROR,
+                    OpOutcome::Failed | OpOutcome::Acquired(_) => reason::UNSPECIFIED_ERROR,
                     OpOutcome::Done { nodes } if nodes > 0 && code == reason::NO_MATCHING_SUBSCRIBERS => {
                         reason::SUCCESS
                     }

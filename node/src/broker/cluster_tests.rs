@@ -26,9 +26,25 @@ fn connect(b: &mut Broker, now: Instant, id: &str, protocol: Protocol) -> u64 {
     let c =
         Connect { protocol: Some(protocol), clean_start: true, client_id: id.into(), ..Connect::default() };
     b.handle_packet(now, conn, Packet::Connect(Box::new(c)));
+    assert!(drain(b, now, conn).is_empty(), "no CONNACK before the session record is fenced");
+    let acquire = ops(b);
+    let [(op, ClusterOp::Acquire { client_id, clean_start: true, .. })] = acquire.as_slice() else {
+        panic!("{acquire:?}")
+    };
+    assert_eq!(&**client_id, id);
+    b.complete_op(now, *op, acquired(1, false, false, Vec::new()));
     let out = drain(b, now, conn);
     assert!(matches!(out.first(), Some(Packet::ConnAck(_))), "{out:?}");
     conn
+}
+
+fn acquired(
+    epoch: u64,
+    present: bool,
+    remote: bool,
+    subs: Vec<(bytestring::ByteString, super::session::SubEntry)>,
+) -> OpOutcome {
+    OpOutcome::Acquired(Box::new(super::Acquired { epoch, generation: 1, present, remote, subs }))
 }
 
 fn drain(b: &mut Broker, now: Instant, conn: u64) -> Vec<Packet> {
@@ -159,7 +175,12 @@ fn a_failed_forward_refuses_v5_with_0x80_and_closes_3_1_1() {
     );
     // The refused QoS 2 flow ended: the same packet id is a new message, routed again.
     publish(&mut b, now, v5, "x", QoS::ExactlyOnce, 9);
-    assert_eq!(ops(&mut b).len(), 1);
+    let after = ops(&mut b);
+    assert_eq!(after.iter().filter(|(_, o)| matches!(o, ClusterOp::Forward { .. })).count(), 1);
+    assert!(
+        after.iter().any(|(_, o)| matches!(o, ClusterOp::Release { delete: true, epoch: 1, .. })),
+        "the closed 3.1.1 session's record is deleted: {after:?}"
+    );
     let mut out = Vec::new();
     assert_eq!(b.poll_transmit(now, v3, 100, &mut out), super::Transmit::Close);
     assert!(out.is_empty(), "3.1.1 cannot hear a refusal: closed without PUBACK");
@@ -187,4 +208,133 @@ fn forwarded_messages_reach_local_subscribers_only() {
     assert!(ops(&mut b).is_empty(), "a forwarded message is not forwarded again");
     let out = drain(&mut b, now, c1);
     assert!(matches!(out.as_slice(), [Packet::Publish(p)] if &*p.topic == "a/b"), "{out:?}");
+}
+
+/// Sends CONNECT and returns the connection and its `Acquire` op (not completed).
+fn connect_pending(b: &mut Broker, now: Instant, id: &str, clean: bool, expiry: u32) -> (u64, OpId) {
+    let conn = b.open(now);
+    let mut c = Connect {
+        protocol: Some(Protocol::V5),
+        clean_start: clean,
+        client_id: id.into(),
+        ..Connect::default()
+    };
+    c.properties.session_expiry_interval = Some(expiry);
+    b.handle_packet(now, conn, Packet::Connect(Box::new(c)));
+    let acquire = ops(b);
+    let [(op, ClusterOp::Acquire { .. })] = acquire.as_slice() else { panic!("{acquire:?}") };
+    (conn, *op)
+}
+
+#[test]
+fn a_connect_whose_record_cannot_be_fenced_is_refused_with_0x88() {
+    let (mut b, now) = broker();
+    let (conn, op) = connect_pending(&mut b, now, "c", true, 0);
+    b.complete_op(now, op, OpOutcome::Failed);
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, conn, 10, &mut out), super::Transmit::Close);
+    assert!(
+        matches!(out.as_slice(), [Packet::ConnAck(a)] if a.reason_code == reason::SERVER_UNAVAILABLE),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn packets_sent_before_connack_are_handled_after_it() {
+    let (mut b, now) = broker();
+    let (conn, op) = connect_pending(&mut b, now, "c", true, 0);
+    subscribe(&mut b, now, conn, 5, &["early/#"]);
+    assert!(ops(&mut b).is_empty(), "nothing happens for the SUBSCRIBE before CONNACK");
+    b.complete_op(now, op, acquired(1, false, false, Vec::new()));
+    let route = ops(&mut b);
+    assert!(matches!(route.as_slice(), [(_, ClusterOp::RouteAdd { .. })]), "{route:?}");
+    b.complete_op(now, route[0].0, OpOutcome::Done { nodes: 0 });
+    let out = drain(&mut b, now, conn);
+    assert!(matches!(out.as_slice(), [Packet::ConnAck(_), Packet::SubAck(s)] if s.packet_id == 5), "{out:?}");
+}
+
+#[test]
+fn a_persistent_subscription_waits_for_its_session_row_too() {
+    let (mut b, now) = broker();
+    let (conn, op) = connect_pending(&mut b, now, "car", false, 3600);
+    b.complete_op(now, op, acquired(4, false, false, Vec::new()));
+    drain(&mut b, now, conn);
+    subscribe(&mut b, now, conn, 1, &["cmd/car"]);
+    let emitted = ops(&mut b);
+    assert!(
+        matches!(
+            emitted.as_slice(),
+            [(_, ClusterOp::RouteAdd { .. }), (_, ClusterOp::SubRow { epoch: 4, entry: Some(_), .. })]
+        ),
+        "{emitted:?}"
+    );
+    b.complete_op(now, emitted[0].0, OpOutcome::Done { nodes: 0 });
+    assert!(drain(&mut b, now, conn).is_empty(), "the session row is not committed yet");
+    b.complete_op(now, emitted[1].0, OpOutcome::Done { nodes: 0 });
+    assert!(matches!(drain(&mut b, now, conn).as_slice(), [Packet::SubAck(_)]));
+    // A disconnect marks the record offline, guarded by the epoch.
+    b.close(now, conn);
+    let emitted = ops(&mut b);
+    assert!(
+        matches!(emitted.as_slice(), [(_, ClusterOp::Release { epoch: 4, delete: false, .. })]),
+        "{emitted:?}"
+    );
+}
+
+#[test]
+fn a_kick_with_a_newer_epoch_closes_with_0x8e_and_forgets_the_session() {
+    let (mut b, now) = broker();
+    let (conn, op) = connect_pending(&mut b, now, "car", false, 3600);
+    b.complete_op(now, op, acquired(4, false, false, Vec::new()));
+    drain(&mut b, now, conn);
+    subscribe(&mut b, now, conn, 1, &["cmd/car"]);
+    for (id, _) in ops(&mut b) {
+        b.complete_op(now, id, OpOutcome::Done { nodes: 0 });
+    }
+    drain(&mut b, now, conn);
+    assert!(!b.kick(now, "car", 4), "the same epoch is this connection's own");
+    assert!(b.kick(now, "car", 5));
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, conn, 10, &mut out), super::Transmit::Close);
+    assert!(
+        matches!(out.as_slice(), [Packet::Disconnect(d)] if d.reason_code == reason::SESSION_TAKEN_OVER),
+        "{out:?}"
+    );
+    assert_eq!(b.subscription_count(), 0);
+    let emitted = ops(&mut b);
+    assert!(
+        emitted.iter().any(|(_, o)| matches!(o, ClusterOp::RouteRemove { .. }))
+            && !emitted
+                .iter()
+                .any(|(_, o)| matches!(o, ClusterOp::Release { .. } | ClusterOp::SubRow { .. })),
+        "the record belongs to the new owner: only this node's route row goes: {emitted:?}"
+    );
+    assert!(!b.kick(now, "car", 6), "nothing left here");
+}
+
+#[test]
+fn a_session_held_on_another_node_continues_here_with_its_subscriptions() {
+    let (mut b, now) = broker();
+    let (conn, op) = connect_pending(&mut b, now, "car", false, 3600);
+    let entry = super::session::SubEntry {
+        opts: SubOptions { qos: QoS::AtLeastOnce, ..SubOptions::default() },
+        sub_id: None,
+    };
+    b.complete_op(now, op, acquired(9, true, true, vec![("cmd/car".into(), entry)]));
+    let out = drain(&mut b, now, conn);
+    assert!(matches!(out.first(), Some(Packet::ConnAck(a)) if a.session_present), "{out:?}");
+    assert_eq!(b.subscription_count(), 1);
+    assert!(
+        matches!(ops(&mut b).as_slice(), [(_, ClusterOp::RouteAdd { filter })] if &**filter == "cmd/car")
+    );
+    let msg = super::message::Message::new(
+        now,
+        "cmd/car".into(),
+        Bytes::from_static(b"go"),
+        QoS::AtLeastOnce,
+        false,
+        Properties::default(),
+        None,
+    );
+    assert_eq!(b.deliver_forwarded(now, msg), 1);
 }

@@ -70,14 +70,14 @@ impl Broker {
                         }));
                     }
                 }
-                AuthStep::Success(data) => self.finish_connect(now, conn, connect, assigned_id, data),
+                AuthStep::Success(data) => self.finish_connect(now, conn, connect, assigned_id, data, None),
                 AuthStep::Fail(code) => self.refuse(now, conn, code, "authentication failed"),
             };
         }
         if let Err(code) = self.auth.authenticate(&credentials(&connect)) {
             return self.refuse(now, conn, code, "not authorized");
         }
-        self.finish_connect(now, conn, connect, assigned_id, None);
+        self.finish_connect(now, conn, connect, assigned_id, None, None);
     }
 
     fn send_auth(&mut self, conn: ConnId, code: u8, method: &str, data: Bytes) {
@@ -113,7 +113,7 @@ impl Broker {
                 }
             }
             AuthStep::Success(data) => {
-                self.finish_connect(now, conn, pending.connect, pending.assigned_id, data)
+                self.finish_connect(now, conn, pending.connect, pending.assigned_id, data, None)
             }
             AuthStep::Fail(code) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -177,7 +177,7 @@ impl Broker {
     }
 
     /// Refuses a CONNECT with CONNACK `code` (mapped for 3.x) and closes.
-    fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
+    pub(super) fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
         tracing::debug!(conn, code, text, "refusing CONNECT");
         let properties = self.reason_props(conn, text);
         self.send_closing(
@@ -187,13 +187,17 @@ impl Broker {
         self.close_now(now, conn, None);
     }
 
-    fn finish_connect(
+    /// Attaches the session of an accepted CONNECT and sends CONNACK. In a cluster the
+    /// session record is fenced first: the first call emits the `Acquire` and returns; the
+    /// second comes with what it `acquired`.
+    pub(super) fn finish_connect(
         &mut self,
         now: Instant,
         conn: ConnId,
         connect: Connect,
         assigned_id: bool,
         auth_data: Option<Bytes>,
+        acquired: Option<Box<super::Acquired>>,
     ) {
         let protocol = connect.protocol.unwrap_or(Protocol::V3_1_1);
         let v5 = protocol.is_v5();
@@ -222,6 +226,11 @@ impl Broker {
         if !self.by_client.contains_key(&client_id) && self.sessions.len() >= self.config.max_sessions {
             return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many sessions (max-sessions)");
         }
+        if acquired.is_none() && self.cluster_enabled() {
+            return self.acquire(conn, connect, assigned_id, auth_data, expiry_secs);
+        }
+        let adopted =
+            acquired.as_ref().and_then(|a| self.adopt_session(now, &client_id, connect.clean_start, a));
         // Takeover: the old connection gets DISCONNECT 0x8E and is closed (MQTT-3.1.4-3).
         if let Some(&key) = self.by_client.get(&client_id)
             && let Some(old) = self.sessions.get(&key).and_then(|s| s.conn)
@@ -232,6 +241,7 @@ impl Broker {
         }
         let existing = self.by_client.get(&client_id).copied();
         let (key, present) = match existing {
+            Some(key) if adopted == Some(key) => (key, true),
             Some(key) if !connect.clean_start => (key, true),
             Some(key) => {
                 self.end_session(now, key);
@@ -276,6 +286,9 @@ impl Broker {
         }
         let wants_response_info = p.request_response_information == Some(1);
         self.cancel_session_timers(key);
+        if let Some(a) = &acquired {
+            self.set_cluster_epoch(key, a);
+        }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -457,6 +470,7 @@ impl Broker {
         }
         if expiry != 0 {
             self.journal_offline(now, key);
+            self.release_record(key, false);
         }
         match expiry {
             0 => self.end_session(now, key),
@@ -495,6 +509,7 @@ impl Broker {
     /// session ends), removes its subscriptions and forgets it.
     pub(super) fn end_session(&mut self, now: Instant, key: SessionKey) {
         self.cancel_session_timers(key);
+        self.release_record(key, true);
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };

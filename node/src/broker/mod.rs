@@ -14,6 +14,7 @@
 //!    `$SYS`).
 
 mod cluster;
+mod cluster_session;
 #[cfg(test)]
 mod cluster_tests;
 mod connect;
@@ -57,7 +58,7 @@ use shared::SharedGroup;
 use trie::Trie;
 
 pub use crate::route::plan::Target;
-pub use cluster::{ClusterOp, OpId, OpOutcome};
+pub use cluster::{Acquired, ClusterOp, OpId, OpOutcome};
 
 /// Timers the core keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,6 +272,7 @@ impl Broker {
             (Phase::Authenticating(_), _) => {
                 self.protocol_error(now, conn, reason::PROTOCOL_ERROR, "packet before CONNACK")
             }
+            (Phase::Acquiring(_), p) => self.hold_early(now, conn, p),
             (Phase::Connected, p) => self.handle_connected(now, conn, p),
         }
     }
@@ -546,7 +548,7 @@ impl Broker {
         tracing::debug!(conn, code, text, "closing connection on protocol error");
         match c.phase {
             Phase::Connected => self.send_disconnect(conn, code, text),
-            Phase::Authenticating(_) if c.protocol.is_v5() => {
+            Phase::Authenticating(_) | Phase::Acquiring(_) if c.protocol.is_v5() => {
                 let properties = self.reason_props(conn, text);
                 let ack =
                     crate::mqtt::packet::ConnAck { session_present: false, reason_code: code, properties };

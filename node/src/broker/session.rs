@@ -94,6 +94,11 @@ pub struct Session {
     pub dropped: u64,
     /// The session is recorded in the journal (persistent, journaling on).
     pub journaled: bool,
+    /// The connection epoch of the session's record in the cluster (0 on a single node):
+    /// the guard of every write this node makes to the record.
+    pub cluster_epoch: u64,
+    /// The record's generation at that epoch.
+    pub cluster_generation: u64,
 }
 
 impl Session {
@@ -115,6 +120,8 @@ impl Session {
             will_pending: None,
             dropped: 0,
             journaled: false,
+            cluster_epoch: 0,
+            cluster_generation: 0,
         }
     }
 
@@ -172,6 +179,9 @@ pub enum Phase {
     AwaitConnect,
     /// CONNECT received; an enhanced authentication exchange is running.
     Authenticating(Box<PendingConnect>),
+    /// CONNECT accepted locally; the cluster is fencing the session record (CONNACK
+    /// follows its outcome).
+    Acquiring(Box<Acquiring>),
     /// CONNACK sent; the session is attached.
     Connected,
     /// The broker decided to close; only the outbox is still written.
@@ -186,6 +196,18 @@ pub struct PendingConnect {
     pub exchange: Box<dyn AuthExchange>,
     /// Whether the client id was assigned by the broker.
     pub assigned_id: bool,
+}
+
+/// A CONNECT waiting for the cluster to hand it the session.
+pub struct Acquiring {
+    /// The CONNECT packet.
+    pub connect: crate::mqtt::packet::Connect,
+    /// Whether the client id was assigned by the broker.
+    pub assigned_id: bool,
+    /// Authentication data for the CONNACK (enhanced authentication).
+    pub auth_data: Option<bytes::Bytes>,
+    /// Packets the client sent after CONNECT, handled once connected.
+    pub early: Vec<crate::mqtt::packet::Packet>,
 }
 
 /// Rarely used per-connection state, boxed so an idle connection stays small.

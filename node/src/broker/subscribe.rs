@@ -45,9 +45,7 @@ impl Broker {
         let mut waits = Vec::new();
         for (filter, opts) in sub.filters {
             let (code, wait) = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
-            if let Some((op, filter)) = wait {
-                waits.push((codes.len(), op, filter));
-            }
+            waits.extend(wait.into_iter().map(|(op, filter)| (codes.len(), op, filter)));
             codes.push(if !v5 && code >= 0x80 { reason::UNSPECIFIED_ERROR } else { code });
         }
         if !waits.is_empty() {
@@ -70,8 +68,8 @@ impl Broker {
         filter: ByteString,
         mut opts: SubOptions,
         sub_id: Option<u32>,
-    ) -> (u8, Option<(super::OpId, ByteString)>) {
-        let code = |c: u8| (c, None);
+    ) -> (u8, Vec<(super::OpId, ByteString)>) {
+        let code = |c: u8| (c, Vec::new());
         let limits = self.config.topic_limits();
         let shared = match parse_shared(&filter) {
             Ok(s) => s,
@@ -125,8 +123,12 @@ impl Broker {
                 }
             }
         }
-        let wait = if existed { self.route_pending(&filter) } else { self.route_ref(&filter) };
-        (opts.qos as u8, wait.map(|op| (op, filter)))
+        // Granted once this node's route row and, for a persistent session, the session's
+        // subscription row are committed.
+        let route = if existed { self.route_pending(&filter) } else { self.route_ref(&filter) };
+        let row = self.sub_row(key, &filter, Some(entry));
+        let waits = route.into_iter().chain(row).map(|op| (op, filter.clone())).collect();
+        (opts.qos as u8, waits)
     }
 
     /// Sends the retained messages matching a new subscription, with RETAIN set
@@ -201,16 +203,20 @@ impl Broker {
         if let Some(s) = self.sessions.get_mut(&key)
             && s.subs.remove(filter).is_some()
         {
-            let journaled = s.journaled.then(|| s.client_id.clone());
-            if let Some(client_id) = journaled {
+            if s.journaled {
+                let client_id = s.client_id.clone();
                 self.emit(Record::Unsubscribe { client_id, filter: filter.into() });
             }
-            self.route_unref(filter);
+            self.sub_row(key, &ByteString::from(filter), None);
         }
-        match parse_shared(filter) {
+        let removed = match parse_shared(filter) {
             Ok(Some(sf)) => self.leave_shared(key, sf.group, sf.filter),
             Ok(None) => self.trie.remove(filter, Target::Session(key)).is_some(),
             Err(_) => false,
+        };
+        if removed {
+            self.route_unref(filter);
         }
+        removed
     }
 }

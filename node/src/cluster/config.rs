@@ -31,6 +31,14 @@ pub struct ClusterConfig {
     pub mqtt_bootstrap: bool,
     /// Message-log ranges the bootstrap creates per PD voter.
     pub log_groups_per_node: u32,
+    /// Whether MQTT runs through the cluster: subscriptions are route rows in the route
+    /// ranges and publishes are forwarded to every node subscribed to them. Off, the node's
+    /// MQTT server is a broker of its own (the cluster plane still runs).
+    pub mqtt: bool,
+    /// How long a node may miss a majority of its peers before it is taken to have closed
+    /// its clients (CLUSTER.md section 4): forwards stop waiting for a node unreachable
+    /// for longer.
+    pub isolation_fence_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -43,6 +51,8 @@ impl Default for ClusterConfig {
             request_timeout_ms: 5000,
             mqtt_bootstrap: true,
             log_groups_per_node: 16,
+            mqtt: true,
+            isolation_fence_ms: 6000,
         }
     }
 }
@@ -53,6 +63,9 @@ pub enum ClusterConfigError {
     /// The request deadline is too short to reach any leader.
     #[error("cluster.request-timeout-ms = {0} must be at least 100")]
     RequestTimeout(u64),
+    /// The isolation fence is outside 500 ms ..= 10 minutes.
+    #[error("cluster.isolation-fence-ms = {0}: must be 500..=600000")]
+    IsolationFence(u64),
     /// The message-log ranges per PD voter are none or too many.
     #[error("cluster.log-groups-per-node = {0} must be within 1..=256")]
     LogGroupsPerNode(u32),
@@ -84,6 +97,9 @@ impl ClusterConfig {
         if self.log_groups_per_node == 0 || self.log_groups_per_node > 256 {
             return Err(ClusterConfigError::LogGroupsPerNode(self.log_groups_per_node));
         }
+        if !(500..=600_000).contains(&self.isolation_fence_ms) {
+            return Err(ClusterConfigError::IsolationFence(self.isolation_fence_ms));
+        }
         Ok(())
     }
 }
@@ -114,6 +130,12 @@ mod tests {
             ClusterConfig { request_timeout_ms: 99, ..base() }.validate(),
             Err(ClusterConfigError::RequestTimeout(99))
         );
+        for ms in [499, 600_001] {
+            assert_eq!(
+                ClusterConfig { isolation_fence_ms: ms, ..base() }.validate(),
+                Err(ClusterConfigError::IsolationFence(ms))
+            );
+        }
         for n in [0, 257] {
             assert_eq!(
                 ClusterConfig { log_groups_per_node: n, ..base() }.validate(),

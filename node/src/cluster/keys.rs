@@ -38,6 +38,9 @@ pub enum KeyError {
     /// Tenant ids are at most 255 bytes.
     #[error("tenant id of {0} bytes exceeds 255")]
     TenantTooLong(usize),
+    /// Client ids are at most 65,535 bytes.
+    #[error("client id of {0} bytes exceeds 65535")]
+    ClientIdTooLong(usize),
 }
 
 /// The common prefix of every key of `family` for `tenant`.

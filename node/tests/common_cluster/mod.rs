@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use hyper::Method;
 use node::admin::NodeInfo;
-use node::admin::client::{ClientError, call};
+use node::admin::client::{ClientError, call, pd_call};
 use node::admin::types::{CreateGroups, Created, GroupInfo, GroupList, NewGroup};
 use node::group::{GroupId, NodeId};
+use node::pd::PdReport;
 
 /// Generous: the machine is shared and loaded.
 pub const WAIT: Duration = Duration::from_secs(180);
@@ -57,6 +58,8 @@ pub struct ProcNode {
     pub id: NodeId,
     pub cluster: SocketAddr,
     pub admin: SocketAddr,
+    /// The MQTT listener.
+    pub mqtt: SocketAddr,
     pub dir: PathBuf,
     pub join: Vec<SocketAddr>,
     pub extra: Vec<String>,
@@ -69,6 +72,7 @@ impl ProcNode {
             id,
             cluster: free_udp(),
             admin: free_tcp(),
+            mqtt: free_tcp(),
             dir: root.join(format!("node-{id}")),
             join,
             extra,
@@ -93,7 +97,7 @@ impl ProcNode {
             .arg("--admin-listen")
             .arg(self.admin.to_string())
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(self.mqtt.to_string())
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("--log")
@@ -205,4 +209,35 @@ pub async fn replicas(nodes: &[&ProcNode]) -> BTreeMap<GroupId, Vec<(NodeId, Gro
         }
     }
     all
+}
+
+/// Ranges the MQTT bootstrap creates on three PD voters: S, R, M and 16 log slices each.
+pub const BOOTSTRAP_RANGES: usize = 3 + 16 * 3;
+
+/// The PD's report, from the node at `admin`.
+pub async fn report(admin: SocketAddr) -> Option<PdReport> {
+    pd_call(admin, Method::GET, "/v1/pd/report", Duration::from_secs(5)).await.ok()
+}
+
+/// Waits until the PD reports the bootstrap done; returns the report.
+pub async fn bootstrap_done(admin: SocketAddr) -> PdReport {
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(r) = report(admin).await
+            && r.mqtt_bootstrap == "done"
+            && r.ranges >= BOOTSTRAP_RANGES
+        {
+            println!("bootstrap done after {:.1} s: {} ranges", start.elapsed().as_secs_f64(), r.ranges);
+            return r;
+        }
+        assert!(start.elapsed() < WAIT, "bootstrap never finished: {:?}", report(admin).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The node table's size on `n`.
+pub async fn table_len(n: &ProcNode) -> usize {
+    let v: serde_json::Value =
+        call::<(), _>(n.admin, Method::GET, "/v1/kv/ranges", None, CALL).await.expect("ranges");
+    v["ranges"].as_array().map_or(0, Vec::len)
 }

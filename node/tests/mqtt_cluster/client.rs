@@ -1,0 +1,235 @@
+//! rumqttc clients (v4 = MQTT 3.1.1 and v5) behind one small interface for the cluster
+//! tests: every event a client's loop sees arrives on a channel as an [`Ev`].
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// Protocol of a test client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    V4,
+    V5,
+}
+
+/// A message a client received.
+#[derive(Clone, Debug)]
+pub struct Got {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub dup: bool,
+}
+
+/// What a client's event loop saw.
+#[derive(Debug)]
+pub enum Ev {
+    ConnAck {
+        code: u8,
+        session_present: bool,
+    },
+    Publish(Got),
+    /// SUBACK codes (0..=2 granted QoS, >= 0x80 refused).
+    SubAck(Vec<u8>),
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) with its reason code.
+    Acked {
+        qos: u8,
+        code: u8,
+    },
+    /// DISCONNECT from the server (v5) with its reason code.
+    Disconnect(u8),
+    /// The connection ended.
+    Closed(String),
+}
+
+enum Handle {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// A connected test client.
+pub struct Client {
+    pub name: String,
+    handle: Handle,
+    pub events: mpsc::UnboundedReceiver<Ev>,
+    pump: JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+fn qos4(q: u8) -> rumqttc::QoS {
+    match q {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        _ => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    match q {
+        0 => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        1 => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        _ => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+fn v4_event(ev: rumqttc::Event) -> Option<Ev> {
+    use rumqttc::{Event, Packet, SubscribeReasonCode};
+    let Event::Incoming(p) = ev else { return None };
+    Some(match p {
+        Packet::ConnAck(a) => Ev::ConnAck { code: a.code as u8, session_present: a.session_present },
+        Packet::Publish(p) => {
+            Ev::Publish(Got { topic: p.topic, payload: p.payload.to_vec(), qos: p.qos as u8, dup: p.dup })
+        }
+        Packet::SubAck(s) => Ev::SubAck(
+            s.return_codes
+                .iter()
+                .map(|c| match c {
+                    SubscribeReasonCode::Success(q) => *q as u8,
+                    SubscribeReasonCode::Failure => 0x80,
+                })
+                .collect(),
+        ),
+        Packet::PubAck(_) => Ev::Acked { qos: 1, code: 0 },
+        Packet::PubComp(_) => Ev::Acked { qos: 2, code: 0 },
+        _ => return None,
+    })
+}
+
+fn v5_event(ev: rumqttc::v5::Event) -> Option<Ev> {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+    let Event::Incoming(p) = ev else { return None };
+    Some(match p {
+        Packet::ConnAck(a) => Ev::ConnAck { code: a.code as u8, session_present: a.session_present },
+        Packet::Publish(p) => Ev::Publish(Got {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload.to_vec(),
+            qos: p.qos as u8,
+            dup: p.dup,
+        }),
+        Packet::SubAck(s) => Ev::SubAck(
+            s.return_codes
+                .iter()
+                .map(|c| match c {
+                    SubscribeReasonCode::Success(q) => *q as u8,
+                    _ => 0x80,
+                })
+                .collect(),
+        ),
+        Packet::PubAck(a) => Ev::Acked { qos: 1, code: a.reason as u8 },
+        Packet::PubComp(a) => Ev::Acked { qos: 2, code: a.reason as u8 },
+        Packet::Disconnect(d) => Ev::Disconnect(d.reason_code as u8),
+        _ => return None,
+    })
+}
+
+/// Connects `name` to `addr`; panics unless the CONNACK accepts.
+pub async fn connect(addr: SocketAddr, name: &str, proto: Proto, clean: bool) -> Client {
+    let (tx, events) = mpsc::unbounded_channel();
+    let (handle, pump) = match proto {
+        Proto::V4 => {
+            let mut o = rumqttc::MqttOptions::new(name, addr.ip().to_string(), addr.port());
+            o.set_keep_alive(Duration::from_secs(60)).set_clean_session(clean).set_inflight(100);
+            let (client, mut el) = rumqttc::AsyncClient::new(o, 4096);
+            let pump = tokio::spawn(async move {
+                loop {
+                    match el.poll().await {
+                        Ok(ev) => {
+                            if let Some(e) = v4_event(ev)
+                                && tx.send(e).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Ev::Closed(e.to_string()));
+                            return;
+                        }
+                    }
+                }
+            });
+            (Handle::V4(client), pump)
+        }
+        Proto::V5 => {
+            let mut o = rumqttc::v5::MqttOptions::new(name, addr.ip().to_string(), addr.port());
+            o.set_keep_alive(Duration::from_secs(60)).set_clean_start(clean);
+            if !clean {
+                o.set_session_expiry_interval(Some(3600));
+            }
+            let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 4096);
+            let pump = tokio::spawn(async move {
+                loop {
+                    match el.poll().await {
+                        Ok(ev) => {
+                            if let Some(e) = v5_event(ev)
+                                && tx.send(e).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Ev::Closed(e.to_string()));
+                            return;
+                        }
+                    }
+                }
+            });
+            (Handle::V5(client), pump)
+        }
+    };
+    let mut c = Client { name: name.to_string(), handle, events, pump };
+    match c.next(Duration::from_secs(30)).await {
+        Some(Ev::ConnAck { code: 0, .. }) => c,
+        other => panic!("{name}: expected an accepting CONNACK, got {other:?}"),
+    }
+}
+
+impl Client {
+    /// The next event within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<Ev> {
+        timeout(wait, self.events.recv()).await.ok().flatten()
+    }
+
+    /// Subscribes and returns the SUBACK codes (publishes seen meanwhile go to `stash`).
+    pub async fn subscribe(&mut self, filter: &str, qos: u8, stash: &mut Vec<Got>) -> Vec<u8> {
+        match &self.handle {
+            Handle::V4(c) => c.subscribe(filter, qos4(qos)).await.expect("subscribe queued"),
+            Handle::V5(c) => c.subscribe(filter, qos5(qos)).await.expect("subscribe queued"),
+        }
+        loop {
+            match self.next(Duration::from_secs(30)).await {
+                Some(Ev::SubAck(codes)) => return codes,
+                Some(Ev::Publish(g)) => stash.push(g),
+                Some(Ev::Closed(e)) => panic!("{}: closed while subscribing: {e}", self.name),
+                Some(_) => {}
+                None => panic!("{}: no SUBACK for {filter}", self.name),
+            }
+        }
+    }
+
+    /// Queues a publish.
+    pub async fn publish(&self, topic: &str, qos: u8, payload: Vec<u8>) {
+        match &self.handle {
+            Handle::V4(c) => c.publish(topic, qos4(qos), false, payload).await.expect("publish queued"),
+            Handle::V5(c) => c.publish(topic, qos5(qos), false, payload).await.expect("publish queued"),
+        }
+    }
+
+    /// Sends DISCONNECT.
+    pub async fn disconnect(&self) {
+        let _ = match &self.handle {
+            Handle::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
+            Handle::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
+        };
+    }
+}
