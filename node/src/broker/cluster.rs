@@ -175,6 +175,8 @@ pub(super) struct ClusterState {
     held_pubacks: FxHashMap<ConnId, usize>,
     /// Forwards that failed (QoS 0 ones are dropped and counted here).
     pub(super) forwards_failed: u64,
+    /// This node cannot reach a majority of the cluster (see `set_isolated`).
+    pub(super) isolated: bool,
 }
 
 impl ClusterState {

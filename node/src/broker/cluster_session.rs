@@ -250,4 +250,33 @@ impl Broker {
         };
         self.emit_op(op)
     }
+
+    /// The shell's isolation detector: this node cannot reach a majority of the cluster
+    /// (`true`) or can again. Isolated, it closes every client with DISCONNECT 0x9C (use
+    /// another server; 3.1.1: closed) and refuses CONNECT with 0x88 until it is not: strict
+    /// CP, a partitioned node never serves what the majority may have changed.
+    pub fn set_isolated(&mut self, now: Instant, isolated: bool) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if c.isolated == isolated {
+            return;
+        }
+        c.isolated = isolated;
+        tracing::warn!(isolated, "cluster isolation changed");
+        if !isolated {
+            return;
+        }
+        let conns: Vec<ConnId> =
+            self.conns.iter().filter(|(_, c)| c.is_connected()).map(|(id, _)| *id).collect();
+        for conn in conns {
+            self.send_disconnect(conn, reason::USE_ANOTHER_SERVER, "node isolated from the cluster");
+            self.close_now(now, conn, Some(true));
+        }
+    }
+
+    /// True while the node is isolated from the cluster's majority.
+    pub fn isolated(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.isolated)
+    }
 }

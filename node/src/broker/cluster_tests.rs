@@ -338,3 +338,34 @@ fn a_session_held_on_another_node_continues_here_with_its_subscriptions() {
     );
     assert_eq!(b.deliver_forwarded(now, msg), 1);
 }
+
+#[test]
+fn an_isolated_node_closes_its_clients_with_0x9c_and_refuses_connect_with_0x88() {
+    let (mut b, now) = broker();
+    let c1 = connect(&mut b, now, "a", Protocol::V5);
+    b.set_isolated(now, true);
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, c1, 10, &mut out), super::Transmit::Close);
+    assert!(
+        matches!(out.as_slice(), [Packet::Disconnect(d)] if d.reason_code == reason::USE_ANOTHER_SERVER),
+        "{out:?}"
+    );
+    let conn = b.open(now);
+    let c = Connect {
+        protocol: Some(Protocol::V5),
+        clean_start: true,
+        client_id: "b".into(),
+        ..Connect::default()
+    };
+    b.handle_packet(now, conn, Packet::Connect(Box::new(c)));
+    let mut out = Vec::new();
+    assert_eq!(b.poll_transmit(now, conn, 10, &mut out), super::Transmit::Close);
+    assert!(
+        matches!(out.as_slice(), [Packet::ConnAck(a)] if a.reason_code == reason::SERVER_UNAVAILABLE),
+        "{out:?}"
+    );
+    b.set_isolated(now, false);
+    let released = ops(&mut b);
+    assert!(matches!(released.as_slice(), [(_, ClusterOp::Release { delete: true, .. })]), "{released:?}");
+    connect(&mut b, now, "b", Protocol::V5);
+}

@@ -34,6 +34,9 @@ impl Broker {
         if self.shutting_down {
             return self.refuse(now, conn, reason::SERVER_UNAVAILABLE, "server shutting down");
         }
+        if self.isolated() {
+            return self.refuse(now, conn, reason::SERVER_UNAVAILABLE, "node isolated from the cluster");
+        }
         let connected = self.stats.clients_connected as usize;
         if connected >= self.connection_limit() {
             return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many connections");
