@@ -27,8 +27,7 @@ use rustc_hash::FxHashMap;
 use super::Broker;
 use super::message::{Message, SessionKey};
 use super::session::{ConnId, SubEntry};
-use crate::mqtt::packet::{Packet, PubResp, QoS, SubAck};
-use crate::mqtt::reason;
+use crate::mqtt::packet::{Packet, QoS};
 
 /// Identifies an operation the core emitted.
 pub type OpId = u64;
@@ -84,6 +83,17 @@ pub enum ClusterOp {
         /// The subscription, or `None` to delete it.
         entry: Option<SubEntry>,
     },
+    /// Store `msg` as its topic's retained message in the retained ranges (an empty
+    /// payload clears it).
+    Retain {
+        /// The message.
+        msg: Arc<Message>,
+    },
+    /// Read the retained messages matching `filter` (a new subscription's).
+    RetainedRead {
+        /// The topic filter.
+        filter: ByteString,
+    },
     /// Match `msg.topic` on the route ranges and send `msg` once to every other node
     /// holding a row for a matching filter.
     Forward {
@@ -96,8 +106,10 @@ pub enum ClusterOp {
 }
 
 /// How an operation ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum OpOutcome {
+    /// A `RetainedRead` found these messages.
+    Retained(Vec<Arc<Message>>),
     /// Done; for a forward, how many other nodes took the message.
     Done {
         /// Nodes the message was forwarded to.
@@ -127,7 +139,7 @@ pub struct Acquired {
 
 /// This node's route row for one filter.
 #[derive(Debug)]
-struct FilterRoute {
+pub(super) struct FilterRoute {
     /// Local subscriptions to the filter.
     subscribers: u32,
     /// The add in flight, while there is one.
@@ -136,7 +148,7 @@ struct FilterRoute {
 
 /// Something waiting for operations.
 #[derive(Debug)]
-enum Waiter {
+pub(super) enum Waiter {
     /// A SUBACK: `codes` as granted so far; `pending` the filters still waiting.
     SubAck {
         conn: ConnId,
@@ -145,34 +157,47 @@ enum Waiter {
         codes: Vec<u8>,
         pending: Vec<(usize, OpId, ByteString)>,
         v5: bool,
+        /// Retained reads among `pending`, with the subscription they are for.
+        reads: Vec<(OpId, SubEntry)>,
+        /// What they found, delivered after the SUBACK.
+        found: Vec<(SubEntry, Vec<Arc<Message>>)>,
     },
-    /// A PUBACK or PUBREC: `code` as decided locally.
-    Publish { conn: ConnId, key: SessionKey, packet_id: u16, qos: QoS, code: u8 },
+    /// A PUBACK or PUBREC: `code` as decided locally; `left` operations to wait for.
+    Publish {
+        conn: ConnId,
+        key: SessionKey,
+        packet_id: u16,
+        qos: QoS,
+        code: u8,
+        left: usize,
+        remote: usize,
+        failed: bool,
+    },
     /// A CONNECT waiting for its session record.
     Connect { conn: ConnId, client_id: ByteString, expiry_secs: u32 },
 }
 
 /// A packet held for a connection: `None` until its waiter is done.
 #[derive(Debug)]
-struct Held {
-    waiter: u64,
-    packet: Option<Packet>,
+pub(super) struct Held {
+    pub(super) waiter: u64,
+    pub(super) packet: Option<Packet>,
 }
 
 /// The cluster side of the core; `None` in a single-node broker.
 #[derive(Debug, Default)]
 pub(super) struct ClusterState {
-    ops: VecDeque<(OpId, ClusterOp)>,
-    next_op: OpId,
-    routes: FxHashMap<ByteString, FilterRoute>,
+    pub(super) ops: VecDeque<(OpId, ClusterOp)>,
+    pub(super) next_op: OpId,
+    pub(super) routes: FxHashMap<ByteString, FilterRoute>,
     /// Route adds in flight, by op.
-    adds: FxHashMap<OpId, ByteString>,
-    by_op: FxHashMap<OpId, Vec<u64>>,
-    waiters: FxHashMap<u64, Waiter>,
-    next_waiter: u64,
-    held: FxHashMap<ConnId, VecDeque<Held>>,
+    pub(super) adds: FxHashMap<OpId, ByteString>,
+    pub(super) by_op: FxHashMap<OpId, Vec<u64>>,
+    pub(super) waiters: FxHashMap<u64, Waiter>,
+    pub(super) next_waiter: u64,
+    pub(super) held: FxHashMap<ConnId, VecDeque<Held>>,
     /// QoS 1 PUBACKs held per connection (they count against Receive Maximum).
-    held_pubacks: FxHashMap<ConnId, usize>,
+    pub(super) held_pubacks: FxHashMap<ConnId, usize>,
     /// Forwards that failed (QoS 0 ones are dropped and counted here).
     pub(super) forwards_failed: u64,
     /// This node cannot reach a majority of the cluster (see `set_isolated`).
@@ -186,7 +211,12 @@ impl ClusterState {
         self.next_op
     }
 
-    fn add_waiter(&mut self, conn: ConnId, waiter: Waiter, ops: impl IntoIterator<Item = OpId>) -> u64 {
+    pub(super) fn add_waiter(
+        &mut self,
+        conn: ConnId,
+        waiter: Waiter,
+        ops: impl IntoIterator<Item = OpId>,
+    ) -> u64 {
         self.next_waiter += 1;
         let id = self.next_waiter;
         for op in ops {
@@ -326,177 +356,6 @@ impl Broker {
             return None;
         }
         Some(c.emit(ClusterOp::Forward { msg: msg.clone(), publisher: publisher.clone() }))
-    }
-
-    /// Holds the SUBACK of `packet_id` until `pending` filters' routes are committed.
-    pub(super) fn hold_suback(
-        &mut self,
-        conn: ConnId,
-        key: SessionKey,
-        packet_id: u16,
-        codes: Vec<u8>,
-        pending: Vec<(usize, OpId, ByteString)>,
-        v5: bool,
-    ) {
-        let Some(c) = self.cluster.as_mut() else {
-            return;
-        };
-        let ops: Vec<OpId> = pending.iter().map(|p| p.1).collect();
-        let w = Waiter::SubAck { conn, key, packet_id, codes, pending, v5 };
-        c.add_waiter(conn, w, ops);
-    }
-
-    /// Holds the PUBACK (QoS 1) or PUBREC (QoS 2) of `packet_id` until forward `op` ends.
-    pub(super) fn hold_publish_ack(
-        &mut self,
-        conn: ConnId,
-        key: SessionKey,
-        packet_id: u16,
-        qos: QoS,
-        code: u8,
-        op: OpId,
-    ) {
-        let Some(c) = self.cluster.as_mut() else {
-            return;
-        };
-        if qos == QoS::AtLeastOnce {
-            *c.held_pubacks.entry(conn).or_default() += 1;
-        }
-        c.add_waiter(conn, Waiter::Publish { conn, key, packet_id, qos, code }, [op]);
-    }
-
-    /// QoS 1 PUBACKs of `conn` held for forwards.
-    pub(super) fn held_pubacks(&self, conn: ConnId) -> usize {
-        self.cluster.as_ref().and_then(|c| c.held_pubacks.get(&conn)).copied().unwrap_or(0)
-    }
-
-    /// If `conn` has held packets, `packet` queues behind them (returns `None`).
-    pub(super) fn hold_behind(&mut self, conn: ConnId, packet: Packet) -> Option<Packet> {
-        let Some(q) = self.cluster.as_mut().and_then(|c| c.held.get_mut(&conn)) else {
-            return Some(packet);
-        };
-        q.push_back(Held { waiter: 0, packet: Some(packet) });
-        None
-    }
-
-    /// Forgets the held packets of a closed connection.
-    pub(super) fn drop_held(&mut self, conn: ConnId) {
-        if let Some(c) = self.cluster.as_mut() {
-            c.held.remove(&conn);
-            c.held_pubacks.remove(&conn);
-        }
-    }
-
-    fn advance_waiter(&mut self, now: Instant, w: u64, op: OpId, outcome: OpOutcome) {
-        let Some(waiter) = self.cluster.as_mut().and_then(|c| c.waiters.get_mut(&w)) else {
-            return;
-        };
-        let mut failed = Vec::new();
-        let (conn, key, done) = match waiter {
-            Waiter::SubAck { conn, key, pending, codes, .. } => {
-                pending.retain(|(i, o, f)| {
-                    if *o != op {
-                        return true;
-                    }
-                    if outcome == OpOutcome::Failed {
-                        codes[*i] = reason::UNSPECIFIED_ERROR;
-                        failed.push(f.clone());
-                    }
-                    false
-                });
-                (*conn, *key, pending.is_empty())
-            }
-            Waiter::Publish { conn, key, .. } => (*conn, *key, true),
-            Waiter::Connect { conn, .. } => (*conn, 0, true),
-        };
-        for f in failed {
-            // The route is not known to be committed: the filter is refused and the
-            // subscription goes (0x80 for that filter).
-            self.remove_subscription(key, &f);
-        }
-        if done {
-            self.finish_waiter(now, conn, w, outcome);
-        }
-    }
-
-    fn finish_waiter(&mut self, now: Instant, conn: ConnId, w: u64, outcome: OpOutcome) {
-        let Some(waiter) = self.cluster.as_mut().and_then(|c| c.waiters.remove(&w)) else {
-            return;
-        };
-        let v5 = self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5());
-        let packet = match waiter {
-            Waiter::Connect { client_id, expiry_secs, .. } => {
-                return self.acquired(now, conn, client_id, expiry_secs, outcome);
-            }
-            Waiter::SubAck { packet_id, codes, v5, .. } => {
-                let properties = match codes.iter().find(|c| **c >= 0x80) {
-                    Some(&code) if v5 => self.reason_props(conn, reason::describe(code)),
-                    _ => Default::default(),
-                };
-                Packet::SubAck(SubAck { packet_id, properties, reason_codes: codes })
-            }
-            Waiter::Publish { key, packet_id, qos, code, .. } => {
-                if let Some(c) = self.cluster.as_mut()
-                    && qos == QoS::AtLeastOnce
-                    && let Some(n) = c.held_pubacks.get_mut(&conn)
-                {
-                    *n = n.saturating_sub(1);
-                }
-                let code = match outcome {
-                    OpOutcome::Failed | OpOutcome::Acquired(_) => reason::UNSPECIFIED_ERROR,
-                    OpOutcome::Done { nodes } if nodes > 0 && code == reason::NO_MATCHING_SUBSCRIBERS => {
-                        reason::SUCCESS
-                    }
-                    OpOutcome::Done { .. } => code,
-                };
-                if code >= 0x80 {
-                    if qos == QoS::ExactlyOnce
-                        && let Some(s) = self.sessions.get_mut(&key)
-                    {
-                        // A refused QoS 2 message ends its flow at PUBREC (MQTT-4.3.3).
-                        s.qos2_in.remove(&packet_id);
-                    }
-                    if !v5 {
-                        // 3.1.1 has no way to refuse a PUBLISH but closing the connection.
-                        self.drop_held(conn);
-                        self.close_now(now, conn, Some(true));
-                        return;
-                    }
-                }
-                let mut resp = PubResp::with_reason(packet_id, code);
-                if code >= 0x80 {
-                    resp.properties = self.reason_props(conn, reason::describe(code));
-                }
-                match qos {
-                    QoS::ExactlyOnce => Packet::PubRec(resp),
-                    _ => Packet::PubAck(resp),
-                }
-            }
-        };
-        self.release_held(conn, w, packet);
-    }
-
-    /// Fills held slot `w` of `conn` and sends every ready packet at the front.
-    fn release_held(&mut self, conn: ConnId, w: u64, packet: Packet) {
-        let Some(c) = self.cluster.as_mut() else {
-            return;
-        };
-        let Some(q) = c.held.get_mut(&conn) else {
-            return;
-        };
-        if let Some(h) = q.iter_mut().find(|h| h.waiter == w) {
-            h.packet = Some(packet);
-        }
-        let mut ready = Vec::new();
-        while q.front().is_some_and(|h| h.packet.is_some()) {
-            ready.extend(q.pop_front().and_then(|h| h.packet));
-        }
-        if q.is_empty() {
-            c.held.remove(&conn);
-        }
-        for p in ready {
-            self.send_now(conn, p);
-        }
     }
 }
 

@@ -57,8 +57,9 @@ fn ops(b: &mut Broker) -> Vec<(OpId, ClusterOp)> {
     std::iter::from_fn(|| b.poll_op()).collect()
 }
 
+/// Subscribes with Retain Handling 2 (no retained read); see the retained test for reads.
 fn subscribe(b: &mut Broker, now: Instant, conn: u64, pid: u16, filters: &[&str]) {
-    let opts = SubOptions { qos: QoS::AtLeastOnce, ..SubOptions::default() };
+    let opts = SubOptions { qos: QoS::AtLeastOnce, retain_handling: 2, ..SubOptions::default() };
     let filters = filters.iter().map(|f| ((*f).into(), opts)).collect();
     b.handle_packet(
         now,
@@ -368,4 +369,79 @@ fn an_isolated_node_closes_its_clients_with_0x9c_and_refuses_connect_with_0x88()
     let released = ops(&mut b);
     assert!(matches!(released.as_slice(), [(_, ClusterOp::Release { delete: true, .. })]), "{released:?}");
     connect(&mut b, now, "b", Protocol::V5);
+}
+
+#[test]
+fn retained_messages_are_written_before_puback_and_read_for_a_new_subscription() {
+    let (mut b, now) = broker();
+    let p = connect(&mut b, now, "p", Protocol::V5);
+    let pubp = Publish {
+        qos: QoS::AtLeastOnce,
+        packet_id: 3,
+        retain: true,
+        topic: "car/1/state".into(),
+        payload: Bytes::from_static(b"parked"),
+        ..Publish::default()
+    };
+    b.handle_packet(now, p, Packet::Publish(pubp));
+    let emitted = ops(&mut b);
+    let retain =
+        emitted.iter().find(|(_, o)| matches!(o, ClusterOp::Retain { .. })).expect("a retained write");
+    assert_eq!(b.retained_count(), 0, "a cluster node keeps no retained copy of its own");
+    for (id, o) in &emitted {
+        if !matches!(o, ClusterOp::Retain { .. }) {
+            b.complete_op(now, *id, OpOutcome::Done { nodes: 0 });
+        }
+    }
+    assert!(drain(&mut b, now, p).is_empty(), "PUBACK waits for the retained write");
+    b.complete_op(now, retain.0, OpOutcome::Done { nodes: 0 });
+    assert!(matches!(drain(&mut b, now, p).as_slice(), [Packet::PubAck(_)]));
+
+    let s = connect(&mut b, now, "s", Protocol::V5);
+    let opts = SubOptions { qos: QoS::AtLeastOnce, ..SubOptions::default() };
+    let sub = Subscribe {
+        packet_id: 8,
+        properties: Properties::default(),
+        filters: vec![("car/+/state".into(), opts)],
+    };
+    b.handle_packet(now, s, Packet::Subscribe(sub));
+    let emitted = ops(&mut b);
+    let read = emitted.iter().find(|(_, o)| matches!(o, ClusterOp::RetainedRead { .. })).expect("a read").0;
+    let route = emitted.iter().find(|(_, o)| matches!(o, ClusterOp::RouteAdd { .. })).expect("a route").0;
+    b.complete_op(now, route, OpOutcome::Done { nodes: 0 });
+    let stored = super::message::Message::new(
+        now,
+        "car/1/state".into(),
+        Bytes::from_static(b"parked"),
+        QoS::AtLeastOnce,
+        true,
+        Properties::default(),
+        None,
+    );
+    b.complete_op(now, read, OpOutcome::Retained(vec![std::sync::Arc::new(stored)]));
+    let out = drain(&mut b, now, s);
+    assert!(
+        matches!(out.as_slice(), [Packet::SubAck(_), Packet::Publish(m)] if m.retain && &*m.topic == "car/1/state"),
+        "SUBACK, then the retained message: {out:?}"
+    );
+    // A failed read refuses the filter: never a stale or missing retained answer.
+    let sub = Subscribe {
+        packet_id: 9,
+        properties: Properties::default(),
+        filters: vec![("other/#".into(), opts)],
+    };
+    b.handle_packet(now, s, Packet::Subscribe(sub));
+    for (id, o) in ops(&mut b) {
+        let outcome = if matches!(o, ClusterOp::RetainedRead { .. }) {
+            OpOutcome::Failed
+        } else {
+            OpOutcome::Done { nodes: 0 }
+        };
+        b.complete_op(now, id, outcome);
+    }
+    let out = drain(&mut b, now, s);
+    assert!(
+        matches!(out.as_slice(), [Packet::SubAck(a)] if a.reason_codes == vec![reason::UNSPECIFIED_ERROR]),
+        "{out:?}"
+    );
 }

@@ -17,6 +17,7 @@ mod cluster;
 mod cluster_session;
 #[cfg(test)]
 mod cluster_tests;
+mod cluster_wait;
 mod connect;
 mod durable;
 #[cfg(test)]

@@ -86,9 +86,10 @@ impl Broker {
         if code >= 0x80 {
             resp.properties = self.reason_props(conn, reason::describe(code));
         }
-        if let Some(op) = forward.filter(|_| qos != QoS::AtMostOnce && code < 0x80) {
-            // The acknowledgement waits until every node the message goes to has it.
-            return self.hold_publish_ack(conn, key, pid, qos, code, op);
+        if qos != QoS::AtMostOnce && code < 0x80 && !forward.is_empty() {
+            // The acknowledgement waits until every node the message goes to has it (and
+            // the retained ranges, for a retained message).
+            return self.hold_publish_ack(conn, key, pid, qos, code, forward);
         }
         match qos {
             QoS::AtMostOnce => {}
@@ -107,13 +108,13 @@ impl Broker {
         conn: ConnId,
         key: SessionKey,
         p: Publish,
-    ) -> (u8, Option<super::OpId>) {
-        let code = |c: u8| (c, None);
+    ) -> (u8, Vec<super::OpId>) {
+        let code = |c: u8| (c, Vec::new());
         if p.qos != QoS::AtMostOnce
             && let Some(code) = self.journal_failure()
         {
             // The journal cannot be written: a QoS 1/2 message cannot be made durable.
-            return (code, None);
+            return (code, Vec::new());
         }
         if validate_topic_name(&p.topic, self.config.topic_limits()).is_err() {
             return code(reason::TOPIC_NAME_INVALID);
@@ -150,17 +151,19 @@ impl Broker {
 
     /// Routes a message to every matching local subscription and, in a cluster, emits its
     /// forward to the other nodes; returns how many local sessions got it and the forward.
-    pub(super) fn route_and_forward(
-        &mut self,
-        now: Instant,
-        msg: Arc<Message>,
-    ) -> (usize, Option<super::OpId>) {
+    pub(super) fn route_and_forward(&mut self, now: Instant, msg: Arc<Message>) -> (usize, Vec<super::OpId>) {
         let publisher = msg.publisher.and_then(|k| self.sessions.get(&k)).map(|s| s.client_id.clone());
-        let forward = self.forward(&msg, &publisher.unwrap_or_default());
+        let mut ops: Vec<super::OpId> =
+            self.forward(&msg, &publisher.unwrap_or_default()).into_iter().collect();
+        // In a cluster the retained ranges hold retained messages ($SYS stays per node).
+        let retain_here = !self.cluster_enabled() || msg.topic.starts_with('$');
+        if !retain_here && msg.retain && !super::test_bugs::drop_retained() {
+            ops.extend(self.emit_op(super::ClusterOp::Retain { msg: msg.clone() }));
+        }
         let outer = self.begin_route(&msg);
-        let delivered = self.route_local(now, msg, true);
+        let delivered = self.route_local(now, msg, retain_here);
         self.end_route(outer);
-        (delivered, forward)
+        (delivered, ops)
     }
 
     /// Delivers `msg` to this node's matching sessions (and keeps it as the topic's

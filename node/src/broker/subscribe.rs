@@ -13,6 +13,10 @@ use crate::mqtt::packet::{Packet, SubAck, SubOptions, Subscribe, UnsubAck, Unsub
 use crate::mqtt::reason;
 use crate::mqtt::topic::{parse_shared, validate_filter};
 
+/// One filter's SUBACK code, the operations it waits for (with its filter), and its
+/// retained read, if any.
+type SubscribeOutcome = (u8, Vec<(super::OpId, ByteString)>, Option<(super::OpId, SubEntry)>);
+
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, now: Instant, conn: ConnId, sub: Subscribe) {
         let Some(c) = self.conns.get(&conn) else {
@@ -43,14 +47,16 @@ impl Broker {
         }
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut waits = Vec::new();
+        let mut reads = Vec::new();
         for (filter, opts) in sub.filters {
-            let (code, wait) = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
+            let (code, wait, read) = self.subscribe_one(now, key, username.as_deref(), filter, opts, sub_id);
             waits.extend(wait.into_iter().map(|(op, filter)| (codes.len(), op, filter)));
+            reads.extend(read);
             codes.push(if !v5 && code >= 0x80 { reason::UNSPECIFIED_ERROR } else { code });
         }
         if !waits.is_empty() {
             // Granted only once this node's route rows are committed.
-            return self.hold_suback(conn, key, sub.packet_id, codes, waits, v5);
+            return self.hold_suback(conn, key, sub.packet_id, codes, waits, reads, v5);
         }
         let properties = match codes.iter().find(|c| **c >= 0x80) {
             Some(&code) if v5 => self.reason_props(conn, reason::describe(code)),
@@ -68,8 +74,8 @@ impl Broker {
         filter: ByteString,
         mut opts: SubOptions,
         sub_id: Option<u32>,
-    ) -> (u8, Vec<(super::OpId, ByteString)>) {
-        let code = |c: u8| (c, Vec::new());
+    ) -> SubscribeOutcome {
+        let code = |c: u8| (c, Vec::new(), None);
         let limits = self.config.topic_limits();
         let shared = match parse_shared(&filter) {
             Ok(s) => s,
@@ -105,6 +111,7 @@ impl Broker {
             let client_id = s.client_id.clone();
             self.emit(Record::Subscribe { client_id, filter: filter.clone(), opts, sub_id });
         }
+        let mut read = None;
         match shared {
             Some(sf) => {
                 let group = ByteString::from(sf.group);
@@ -119,7 +126,13 @@ impl Broker {
                     _ => false,
                 };
                 if send_retained {
-                    self.deliver_retained(now, key, &filter, entry);
+                    if self.cluster_enabled() && !filter.starts_with('$') {
+                        // The retained ranges hold them: read there, delivered after SUBACK.
+                        let op = self.emit_op(super::ClusterOp::RetainedRead { filter: filter.clone() });
+                        read = op.map(|op| (op, entry));
+                    } else {
+                        self.deliver_retained(now, key, &filter, entry);
+                    }
                 }
             }
         }
@@ -127,8 +140,9 @@ impl Broker {
         // subscription row are committed.
         let route = if existed { self.route_pending(&filter) } else { self.route_ref(&filter) };
         let row = self.sub_row(key, &filter, Some(entry));
-        let waits = route.into_iter().chain(row).map(|op| (op, filter.clone())).collect();
-        (opts.qos as u8, waits)
+        let waits =
+            route.into_iter().chain(row).chain(read.map(|r| r.0)).map(|op| (op, filter.clone())).collect();
+        (opts.qos as u8, waits, read)
     }
 
     /// Sends the retained messages matching a new subscription, with RETAIN set
@@ -137,6 +151,17 @@ impl Broker {
     fn deliver_retained(&mut self, now: Instant, key: SessionKey, filter: &str, entry: SubEntry) {
         let mut found = Vec::new();
         self.retained.matching(filter, &mut found);
+        self.queue_retained(now, key, entry, found);
+    }
+
+    /// Queues `found` retained messages for a new subscription of session `key`.
+    pub(super) fn queue_retained(
+        &mut self,
+        now: Instant,
+        key: SessionKey,
+        entry: SubEntry,
+        found: Vec<std::sync::Arc<super::message::Message>>,
+    ) {
         if found.is_empty() {
             return;
         }

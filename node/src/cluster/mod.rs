@@ -6,6 +6,7 @@
 //! - [`ranges`] CORE: key -> range, leader hint, epoch;
 //! - [`keys`] CORE: the MQTT key families (sessions `S`, routes `R`, retained `M`, message
 //!   logs `L`) and the ranges the bootstrap creates;
+//! - [`retained_keys`] CORE: the retained family's rows (level-hash layout);
 //! - [`session_keys`] CORE: the session family's records (header fenced by epoch, subscriptions);
 //! - [`local`] SHELL: requests (local or from other nodes) into this node's raft store;
 //! - [`client`] SHELL: [`KvClient`], routed, retried reads and writes.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod keys;
 pub mod local;
 pub mod ranges;
+pub mod retained_keys;
 pub mod session_keys;
 
 pub use client::{ClientConfig, KvClient, KvError};
