@@ -194,7 +194,46 @@ async fn a_full_forward_queue_refuses_batches_instead_of_growing() {
     let got: Vec<u64> = nb.batches.lock().expect("lock").iter().map(|(_, seq)| *seq).collect();
     assert_eq!(got, accepted);
     // Drained: the queue accepts again.
-    assert!(a.send_forward(2, 0, batch(0, 0, 400, 1, 16 << 10)), "room once drained");
+    eventually("room once drained", || a.send_forward(2, 0, batch(0, 0, 400, 1, 16 << 10))).await;
+    a.shutdown();
+    b.shutdown();
+}
+
+/// Throughput of 1 KiB publishes, 64 per batch, on 8 streams over loopback, retrying while
+/// the queue is full. Ignored (timing): `cargo test --release -p node --test cluster_forward
+/// -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn forward_throughput() {
+    let ((a, na), (b, nb)) = pair(&config()).await;
+    let (per_batch, size, batches) = (64, 1024, 4_000u64);
+    let started = tokio::time::Instant::now();
+    let mut refused = 0u64;
+    for n in 0..batches {
+        let stream = (n % STREAMS as u64) as usize;
+        let one = batch(n + 1, stream, n / STREAMS as u64, per_batch, size);
+        while !a.send_forward(2, stream, one.clone()) {
+            refused += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    eventually("every batch at b", || nb.batches.lock().expect("lock").len() as u64 >= batches).await;
+    let delivered = started.elapsed();
+    eventually("every ack at a", || na.acks.lock().expect("lock").len() as u64 >= batches).await;
+    let acked = started.elapsed();
+    let m = a.metrics();
+    let msgs = batches * per_batch as u64;
+    println!(
+        "throughput: {msgs} x {size} B in {:.2} s: {:.0} msg/s, {:.1} MiB/s payload; all acked after {:.2} s; \
+         {} writes, {:.4} frame bytes per payload byte, {} UDP bytes, {refused} full-queue retries",
+        delivered.as_secs_f64(),
+        msgs as f64 / delivered.as_secs_f64(),
+        (msgs * size as u64) as f64 / delivered.as_secs_f64() / f64::from(1 << 20),
+        acked.as_secs_f64(),
+        m.forward_writes,
+        m.forward_bytes_sent as f64 / m.forward_payload_bytes_sent as f64,
+        m.udp_bytes_sent,
+    );
     a.shutdown();
     b.shutdown();
 }
