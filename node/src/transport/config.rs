@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Most data streams per peer (`forward-streams`).
+pub const FORWARD_STREAMS_MAX: usize = 64;
+
 /// How nodes authenticate each other.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -60,6 +63,11 @@ pub struct TransportConfig {
     pub snapshot_bytes_per_sec: u64,
     /// Bytes of frames being read on one peer connection at most (across its streams).
     pub conn_buffer_bytes_max: u64,
+    /// Data streams per peer carrying forwarded publishes (1..=64).
+    pub forward_streams: usize,
+    /// Encoded bytes of forward batches queued per peer (across its data streams) at
+    /// most; past it `send_forward` refuses new batches.
+    pub forward_queue_bytes: u64,
 }
 
 impl Default for TransportConfig {
@@ -82,6 +90,8 @@ impl Default for TransportConfig {
             snapshot_bytes_max: u64::from(u32::MAX),
             snapshot_bytes_per_sec: 128 << 20,
             conn_buffer_bytes_max: 256 << 20,
+            forward_streams: 8,
+            forward_queue_bytes: 64 << 20,
         }
     }
 }
@@ -110,7 +120,7 @@ pub enum TransportConfigError {
     /// A per-peer queue has no room.
     #[error("transport.{key} must be positive")]
     EmptyQueue {
-        /// `send-queue-batches` or `snapshot-queue-len`.
+        /// `send-queue-batches`, `snapshot-queue-len` or `forward-queue-bytes`.
         key: &'static str,
     },
     /// The frame limit is too small or below the coalescing target.
@@ -149,6 +159,9 @@ pub enum TransportConfigError {
         /// `frame-bytes-max`.
         frame_max: u32,
     },
+    /// The number of data streams is out of range.
+    #[error("transport.forward-streams = {0} must be within 1..={FORWARD_STREAMS_MAX}")]
+    ForwardStreams(usize),
     /// Mutual TLS without one of its files.
     #[error("transport.{key} is required with tls = \"mutual\"")]
     MissingTlsFile {
@@ -221,6 +234,12 @@ impl TransportConfig {
         if self.conn_buffer_bytes_max < u64::from(self.frame_bytes_max) {
             return Err(E::ConnBuffer { value: self.conn_buffer_bytes_max, frame_max: self.frame_bytes_max });
         }
+        if !(1..=FORWARD_STREAMS_MAX).contains(&self.forward_streams) {
+            return Err(E::ForwardStreams(self.forward_streams));
+        }
+        if self.forward_queue_bytes == 0 {
+            return Err(E::EmptyQueue { key: "forward-queue-bytes" });
+        }
         if self.tls == TlsMode::Mutual {
             for (key, path) in
                 [("ca-cert", &self.ca_cert), ("node-cert", &self.node_cert), ("node-key", &self.node_key)]
@@ -279,6 +298,9 @@ mod tests {
             (TransportConfig { snapshot_chunk_bytes: 1024, ..base() }, "SnapshotChunk"),
             (TransportConfig { snapshot_bytes_max: 1 << 32, ..base() }, "SnapshotBytesMax"),
             (TransportConfig { conn_buffer_bytes_max: 1 << 20, ..base() }, "ConnBuffer"),
+            (TransportConfig { forward_streams: 0, ..base() }, "ForwardStreams"),
+            (TransportConfig { forward_streams: 65, ..base() }, "ForwardStreams"),
+            (TransportConfig { forward_queue_bytes: 0, ..base() }, "EmptyQueue"),
             (TransportConfig { tls: TlsMode::Mutual, ..base() }, "MissingTlsFile"),
         ];
         for (cfg, kind) in cases {

@@ -13,6 +13,10 @@
 //!                                                      `crate::pd::message`)
 //!   kind 5 Requests count request*                   (see `request`)
 //!   kind 6 Replies  count reply*
+//!   kind 7 Forward  id count fmsg*                   (forwarded publishes, on a data
+//!                                                      stream; id 0: no ack wanted)
+//!   kind 8 ForwardAck count id*                      (ids of forward batches queued by
+//!                                                      the sender; on the control stream)
 //!   kind 9 Ping     incarnation nonce                (liveness; answered by Pong)
 //!   kind 11 Chunk   total data:bytes                 (a piece of a frame payload larger
 //!                                                      than one frame: a big snapshot;
@@ -23,6 +27,8 @@
 //!   tag 1 raft       protobuf:bytes (raft-rs eraftpb::Message)
 //!   tag 2/3/4        term index       (HibernateRequest / HibernateAck / HibernateConfirm)
 //!   tag 5 destroy    conf_ver
+//! fmsg    := topic:bytes payload:bytes flags:u8 properties:bytes publisher:bytes
+//!   flags: qos in bits 0-1 (at most 2), retain in bit 2   (see `forward`)
 //! ```
 //!
 //! Integers are LEB128 varints unless noted. Invariants: `decode(encode(f)) == f`; decoding
@@ -36,6 +42,7 @@ use std::net::SocketAddr;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
+use super::forward::{ForwardBatch, ForwardError, decode_acks, encode_acks};
 use super::request::{REPLY_BYTES_MIN, REQUEST_BYTES_MIN, Reply, Request};
 use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 use crate::group::proto_scan::{ScanError, scan_raft_message};
@@ -51,6 +58,8 @@ const KIND_RAFT: u8 = 3;
 const KIND_PD: u8 = 4;
 const KIND_REQUESTS: u8 = 5;
 const KIND_REPLIES: u8 = 6;
+const KIND_FORWARD: u8 = 7;
+const KIND_FORWARD_ACK: u8 = 8;
 const KIND_PING: u8 = 9;
 const KIND_PONG: u8 = 10;
 const KIND_CHUNK: u8 = 11;
@@ -82,6 +91,10 @@ pub enum Frame {
     Requests(Vec<Request>),
     /// Answers to requests the receiving node sent.
     Replies(Vec<Reply>),
+    /// Forwarded publishes (on a data stream).
+    Forward(ForwardBatch),
+    /// Ids of forward batches the sending node queued (on the control stream).
+    ForwardAck(Vec<u64>),
     /// Liveness probe.
     Ping {
         /// The sender's incarnation (changes with every start of the process).
@@ -128,6 +141,9 @@ pub enum FrameError {
     /// The body did not decode.
     #[error("malformed frame: {0}")]
     Codec(#[from] CodecError),
+    /// A forward batch did not decode.
+    #[error("malformed forward: {0}")]
+    Forward(#[from] ForwardError),
     /// An address is not a valid `ip:port`.
     #[error("malformed address in frame")]
     BadAddress,
@@ -237,6 +253,14 @@ impl Frame {
                     r.encode(buf);
                 }
             }
+            Self::Forward(batch) => {
+                buf.push(KIND_FORWARD);
+                batch.encode(buf);
+            }
+            Self::ForwardAck(ids) => {
+                buf.push(KIND_FORWARD_ACK);
+                encode_acks(buf, ids);
+            }
             Self::Ping { incarnation, nonce } => put_pair(buf, KIND_PING, *incarnation, *nonce),
             Self::Pong { incarnation, nonce } => put_pair(buf, KIND_PONG, *incarnation, *nonce),
             Self::Chunk { total, data } => {
@@ -296,6 +320,8 @@ impl Frame {
                 }
                 Self::Replies(replies)
             }
+            KIND_FORWARD => Self::Forward(ForwardBatch::decode(&mut r)?),
+            KIND_FORWARD_ACK => Self::ForwardAck(decode_acks(&mut r)?),
             KIND_PING => Self::Ping { incarnation: r.uvarint()?, nonce: r.uvarint()? },
             KIND_PONG => Self::Pong { incarnation: r.uvarint()?, nonce: r.uvarint()? },
             KIND_CHUNK => Self::Chunk { total: r.uvarint()?, data: r.bytes()?.to_vec() },

@@ -82,6 +82,27 @@ counters! {
     /// UDP bytes sent by all connections, QUIC overhead included (closed connections plus,
     /// in a snapshot from `QuicTransport::metrics`, the live ones).
     udp_bytes_sent,
+    /// Forwarded publishes written to a data stream.
+    forwards_sent,
+    /// Forward batches (frames) written to data streams.
+    forward_batches_sent,
+    /// Writes to data streams (each carries every batch queued on its stream, up to about
+    /// four `frame-bytes-target`).
+    forward_writes,
+    /// Payload bytes of the forwarded publishes written.
+    forward_payload_bytes_sent,
+    /// Bytes of forward frames written, length prefixes included (with
+    /// `forward_payload_bytes_sent`: the wire overhead per payload byte).
+    forward_bytes_sent,
+    /// Forwarded publishes read from peers.
+    forwards_received,
+    /// Forwarded publishes not sent: no route, no connection, a full queue, a frame too
+    /// large, or a connection lost before they were written.
+    forwards_dropped,
+    /// Forward batch ids acknowledged to peers.
+    forward_acks_sent,
+    /// Forward batch ids acknowledged by peers.
+    forward_acks_received,
 }
 
 impl TransportMetrics {

@@ -5,7 +5,9 @@
 //! - the *raft* task owns a long-lived uni stream and writes queued batches, coalescing
 //!   everything queued into frames of about `frame-bytes-target` (see `sender`);
 //! - the *snapshot* task sends each snapshot on its own lower-priority uni stream, so a
-//!   large snapshot never delays heartbeats.
+//!   large snapshot never delays heartbeats;
+//! - the *control* task (requests, replies, pings, forward acks) and `forward-streams`
+//!   *data* tasks (forwarded publishes; see `data`) use streams of the same connection.
 //!
 //! [`Transport::send`] runs on raft poller threads and never blocks: it `try_send`s into
 //! the peer's bounded queue and counts a drop when the queue is full or the peer has no
@@ -26,43 +28,13 @@ use raft::eraftpb::MessageType;
 use tokio::sync::{mpsc, watch};
 
 use super::config::TransportConfig;
+pub use super::inbound::Inbound;
 use super::metrics::{TransportMetrics, TransportSnapshot};
 use super::request::{Reply, Request};
 use super::tls::TlsConfigs;
-use super::{receiver, sender};
+use super::{data, receiver, sender};
 use crate::group::{GroupId, GroupMessage, MessageBody, NodeId};
 use crate::raftstore::Transport;
-
-/// Where received messages go.
-pub trait Inbound: Send + Sync {
-    /// Hands a message to the local store; false if it was dropped.
-    fn deliver(&self, msg: GroupMessage) -> bool;
-    /// The connection to `node` was lost (wake groups that may have lost their leader).
-    fn peer_down(&self, node: NodeId);
-    /// A placement-driver message from `from` (undecoded); false if it was dropped.
-    fn deliver_pd(&self, from: NodeId, body: Vec<u8>) -> bool {
-        let _ = (from, body);
-        false
-    }
-    /// Requests from `from`; each is answered with [`QuicTransport::send_reply`] (one that
-    /// is not answered times out at its sender).
-    fn deliver_requests(&self, from: NodeId, requests: Vec<Request>) {
-        let _ = (from, requests);
-    }
-    /// Replies from `from` to requests this node sent.
-    fn deliver_replies(&self, from: NodeId, replies: Vec<Reply>) {
-        let _ = (from, replies);
-    }
-    /// Messages of `group` to `to` were dropped (a snapshot, if `snapshot`): raft should
-    /// probe instead of assuming them delivered.
-    fn unreachable(&self, group: GroupId, to: NodeId, snapshot: bool) {
-        let _ = (group, to, snapshot);
-    }
-    /// `from` answered a ping: it runs as `incarnation`.
-    fn pong(&self, from: NodeId, incarnation: u64) {
-        let _ = (from, incarnation);
-    }
-}
 
 /// What the control task of a peer sends: requests, replies and liveness probes, ahead of
 /// raft traffic.
@@ -72,6 +44,7 @@ pub(crate) enum Control {
     Reply(Reply),
     Ping { incarnation: u64, nonce: u64 },
     Pong { incarnation: u64, nonce: u64 },
+    ForwardAck(Vec<u64>),
 }
 
 /// Nodes learned from other nodes' address books at most (a node that says hello itself,
@@ -114,6 +87,7 @@ pub(crate) struct Peer {
     raft_tx: mpsc::Sender<Outgoing>,
     snap_tx: mpsc::Sender<GroupMessage>,
     ctrl_tx: mpsc::Sender<Control>,
+    pub(crate) data: data::DataQueues,
     pub(crate) connected: AtomicBool,
 }
 
@@ -169,6 +143,14 @@ impl Shared {
         self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    pub(crate) fn peer(&self, node: NodeId) -> Option<Arc<Peer>> {
+        self.read_peers().get(&node).cloned()
+    }
+
+    pub(crate) fn inbound(&self) -> Option<Arc<dyn Inbound>> {
+        self.inbound.read().ok().and_then(|i| i.clone())
+    }
+
     /// Whether some known node listens on `addr`.
     pub(crate) fn knows_addr(&self, addr: SocketAddr) -> bool {
         self.read_peers().values().any(|p| p.addr() == addr)
@@ -219,12 +201,14 @@ impl Shared {
         let (raft_tx, raft_rx) = mpsc::channel(self.cfg.send_queue_batches);
         let (snap_tx, snap_rx) = mpsc::channel(self.cfg.snapshot_queue_len);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE_LEN);
+        let (data, data_rx) = data::DataQueues::new(self.cfg.forward_streams, self.cfg.forward_queue_bytes);
         let peer = Arc::new(Peer {
             id: node,
             addr: Mutex::new(addr),
             raft_tx,
             snap_tx,
             ctrl_tx,
+            data,
             connected: AtomicBool::new(false),
         });
         {
@@ -243,6 +227,10 @@ impl Shared {
             ctrl_rx,
             conn_rx.clone(),
         ));
+        for (i, rx) in data_rx.into_iter().enumerate() {
+            let task = data::run_stream(Arc::clone(self), Arc::clone(&peer), i, rx, conn_rx.clone());
+            self.runtime.spawn(task);
+        }
         self.runtime.spawn(sender::run_snapshots(Arc::clone(self), peer, snap_rx, conn_rx));
         true
     }
@@ -377,7 +365,7 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 /// The cluster transport of one node.
 #[derive(Clone)]
 pub struct QuicTransport {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 fn transport_config(cfg: &TransportConfig) -> Result<Arc<quinn::TransportConfig>, TransportError> {
@@ -387,7 +375,8 @@ fn transport_config(cfg: &TransportConfig) -> Result<Arc<quinn::TransportConfig>
     t.keep_alive_interval(Some(cfg.keep_alive()))
         .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(0u32.into())
-        .max_concurrent_uni_streams(64u32.into())
+        // Raft, control, snapshots and introductions, plus up to 64 data streams.
+        .max_concurrent_uni_streams(128u32.into())
         .stream_receive_window((16u32 << 20).into())
         .receive_window((64u32 << 20).into())
         .send_window(64 << 20);

@@ -201,6 +201,8 @@ fn handle_frame(shared: &Arc<Shared>, node: NodeId, frame: Frame) -> Result<(), 
             shared.send_control(node, pong);
         }
         Frame::Pong { incarnation, .. } => shared.pong(node, incarnation),
+        Frame::Forward(batch) => shared.deliver_forwards(node, batch),
+        Frame::ForwardAck(ids) => shared.forward_acks(node, ids),
         Frame::Hello { .. } | Frame::Chunk { .. } => return Err(ReadError::NoHello),
     }
     Ok(())

@@ -17,11 +17,13 @@ use super::quic::{Control, Outgoing, Peer, Shared, stopped};
 use super::tls::{SERVER_NAME, node_name};
 use crate::group::GroupMessage;
 
-/// Stream priorities: control (requests, replies, pings) first, raft traffic next,
-/// snapshots last.
+/// Stream priorities: control (requests, replies, pings, forward acks) first, raft traffic
+/// next, then data streams (forwarded publishes, `data::PRIORITY_DATA` = 0), snapshots last.
 const PRIORITY_CONTROL: i32 = 2;
 const PRIORITY_RAFT: i32 = 1;
 const PRIORITY_SNAPSHOT: i32 = -1;
+/// Forward acks in one frame at most (at most 10 bytes each).
+const ACKS_PER_FRAME: usize = 16_384;
 
 /// Why a connection's writer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -431,7 +433,7 @@ async fn control_loop(
 /// together, pings and pongs on their own; at most about four frame targets per write.
 fn encode_control(shared: &Shared, first: Control, rx: &mut mpsc::Receiver<Control>, buf: &mut Vec<u8>) {
     let target = shared.cfg.frame_bytes_target as usize;
-    let (mut reqs, mut replies) = (Vec::new(), Vec::new());
+    let (mut reqs, mut replies, mut acks) = (Vec::new(), Vec::new(), Vec::new());
     let mut next = Some(first);
     let mut n = 0u64;
     while let Some(item) = next.take() {
@@ -439,6 +441,7 @@ fn encode_control(shared: &Shared, first: Control, rx: &mut mpsc::Receiver<Contr
         match item {
             Control::Request(r) => reqs.push(r),
             Control::Reply(r) => replies.push(r),
+            Control::ForwardAck(ids) => acks.extend(ids),
             Control::Ping { incarnation, nonce } => {
                 encode_frame(shared, &Frame::Ping { incarnation, nonce }, 0, buf);
             }
@@ -446,14 +449,14 @@ fn encode_control(shared: &Shared, first: Control, rx: &mut mpsc::Receiver<Contr
                 encode_frame(shared, &Frame::Pong { incarnation, nonce }, 0, buf);
             }
         }
-        if reqs.len() + replies.len() >= 256 {
-            flush_control(shared, &mut reqs, &mut replies, buf);
+        if reqs.len() + replies.len() >= 256 || acks.len() >= ACKS_PER_FRAME {
+            flush_control(shared, &mut reqs, &mut replies, &mut acks, buf);
         }
         if buf.len() < target * 4 {
             next = rx.try_recv().ok();
         }
     }
-    flush_control(shared, &mut reqs, &mut replies, buf);
+    flush_control(shared, &mut reqs, &mut replies, &mut acks, buf);
     TransportMetrics::add(&shared.metrics.control_sent, n);
 }
 
@@ -461,6 +464,7 @@ fn flush_control(
     shared: &Shared,
     reqs: &mut Vec<super::request::Request>,
     replies: &mut Vec<super::request::Reply>,
+    acks: &mut Vec<u64>,
     buf: &mut Vec<u8>,
 ) {
     if !reqs.is_empty() {
@@ -468,5 +472,9 @@ fn flush_control(
     }
     if !replies.is_empty() {
         encode_frame(shared, &Frame::Replies(std::mem::take(replies)), 0, buf);
+    }
+    if !acks.is_empty() {
+        TransportMetrics::add(&shared.metrics.forward_acks_sent, acks.len() as u64);
+        encode_frame(shared, &Frame::ForwardAck(std::mem::take(acks)), 0, buf);
     }
 }
