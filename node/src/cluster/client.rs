@@ -360,6 +360,21 @@ impl KvClient {
         }
     }
 
+    /// Sends `body` to node `target` (not routed by key: a request for that node itself,
+    /// such as an MQTT kick) and waits up to `wait` for its answer.
+    pub async fn request_node(
+        &self,
+        target: NodeId,
+        body: RequestBody,
+        wait: Duration,
+    ) -> Result<Outcome, KvError> {
+        match self.send(target, body, wait).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(KvError::Refused(e.to_string())),
+            Err(NotSent(why)) => Err(KvError::Timeout(why.into())),
+        }
+    }
+
     /// One attempt at `target`, answered within `wait`; `Err` if it was never sent.
     async fn send(
         &self,

@@ -128,6 +128,8 @@ impl LocalStore {
             RequestBody::Read { group, epoch, policy, query } => {
                 shared.store.read(group, ReadRequest { request_id, epoch, query, policy }, &self.tx)
             }
+            // The node's MQTT server answers kicks before requests reach the store.
+            RequestBody::Kick { .. } => Err(StoreError::Config("a kick is not a store request".into())),
         };
         match sent {
             Ok(()) => Ok(()),

@@ -6,6 +6,8 @@
 //! request := id timeout_ms body
 //!   body 1 Propose group command:bytes          (`group::Command` encoding, epoch included)
 //!   body 2 Read    group version conf_ver policy:u8 query
+//!   body 3 Kick    client_id:bytes epoch             (an MQTT session fenced elsewhere:
+//!                                                      close its older connection here)
 //! query   := 1 Get key | 2 Scan start end limit
 //! reply   := id 0 outcome | id 1 error
 //! outcome := 1 Written | 2 Cas ok:u8 previous:opt | 3 Value opt | 4 Rows count (k v)*
@@ -61,6 +63,15 @@ pub enum RequestBody {
         policy: ReadPolicy,
         /// What to read.
         query: Query,
+    },
+    /// MQTT: `client_id`'s session record was fenced at `epoch` by another node; a
+    /// connection here with an older epoch is closed (DISCONNECT 0x8E). Answered with
+    /// `Written` once done (whether or not the client was here).
+    Kick {
+        /// The client id.
+        client_id: Vec<u8>,
+        /// The new connection's epoch.
+        epoch: u64,
     },
 }
 
@@ -118,6 +129,11 @@ impl Request {
                 });
                 encode_query(buf, query);
             }
+            RequestBody::Kick { client_id, epoch } => {
+                buf.push(3);
+                put_bytes(buf, client_id);
+                put_uvarint(buf, *epoch);
+            }
         }
     }
 
@@ -136,6 +152,7 @@ impl Request {
                 },
                 query: decode_query(r)?,
             },
+            3 => RequestBody::Kick { client_id: r.bytes()?.to_vec(), epoch: r.uvarint()? },
             t => return Err(CodecError::UnknownTag(t)),
         };
         Ok(Self { id, timeout_ms, body })
@@ -405,6 +422,7 @@ pub(crate) mod tests {
                     query,
                 }
             ),
+            (bytes(), any::<u64>()).prop_map(|(client_id, epoch)| RequestBody::Kick { client_id, epoch }),
         ];
         (any::<u64>(), any::<u64>(), body).prop_map(|(id, timeout_ms, body)| Request { id, timeout_ms, body })
     }
