@@ -8,17 +8,19 @@
 //! node to its `join` addresses and starts the admin endpoint. A node with no groups on disk
 //! simply waits: groups are created through the admin API (or arrive as new learners).
 
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use crate::admin::{AdminError, AdminServer};
 use crate::cluster::{ClientConfig, KvClient, LocalStore, RangeTable};
 use crate::config::{ClusterSectionError, NodeConfig};
+use crate::group::Outcome;
 use crate::group::{GroupId, GroupMessage, NodeId};
 use crate::pd::{PdError, PdHandle, PdService};
 use crate::raftstore::{Store, StoreError, StoreRouter};
-use crate::server::{Server, ShutdownHandle, StartError};
-use crate::transport::request::{Reply, Request};
+use crate::server::{ClusterInbound, ClusterLink, Server, ShutdownHandle, StartError};
+use crate::transport::forward::ForwardBatch;
+use crate::transport::request::{Reply, ReplyError, Request, RequestBody};
 use crate::transport::tls::{self, TlsError};
 use crate::transport::{Inbound, QuicTransport, TransportError};
 
@@ -59,9 +61,25 @@ struct StoreInbound {
     pd: PdHandle,
     local: Arc<LocalStore>,
     client: KvClient,
+    /// The MQTT server, once it runs clustered.
+    mqtt: Arc<OnceLock<ClusterInbound>>,
+    /// Answers kicks.
+    transport: QuicTransport,
 }
 
 impl Inbound for StoreInbound {
+    fn deliver_forwards(&self, from: NodeId, batch: ForwardBatch) {
+        if let Some(m) = self.mqtt.get() {
+            m.deliver_forwards(from, batch);
+        }
+    }
+
+    fn forward_acks(&self, from: NodeId, ids: Vec<u64>) {
+        if let Some(m) = self.mqtt.get() {
+            m.forward_acks(from, ids);
+        }
+    }
+
     fn deliver(&self, msg: GroupMessage) -> bool {
         self.router.deliver(msg)
     }
@@ -75,7 +93,29 @@ impl Inbound for StoreInbound {
     }
 
     fn deliver_requests(&self, from: NodeId, requests: Vec<Request>) {
-        self.local.serve(from, requests);
+        let (kicks, store): (Vec<Request>, Vec<Request>) =
+            requests.into_iter().partition(|r| matches!(r.body, RequestBody::Kick { .. }));
+        for r in kicks {
+            let RequestBody::Kick { client_id, epoch } = r.body else { continue };
+            let result = match (self.mqtt.get(), std::str::from_utf8(&client_id)) {
+                (Some(m), Ok(id)) => {
+                    m.kick(id, epoch);
+                    Ok(Outcome::Written)
+                }
+                (None, _) => Err(ReplyError::Other("MQTT does not run through the cluster here".into())),
+                (_, Err(_)) => Err(ReplyError::Other("client id is not UTF-8".into())),
+            };
+            self.transport.send_reply(from, Reply { id: r.id, result });
+        }
+        if !store.is_empty() {
+            self.local.serve(from, store);
+        }
+    }
+
+    fn pong(&self, from: NodeId, _incarnation: u64) {
+        if let Some(m) = self.mqtt.get() {
+            m.pong(from);
+        }
     }
 
     fn deliver_replies(&self, _from: NodeId, replies: Vec<Reply>) {
@@ -97,6 +137,7 @@ pub struct ClusterNode {
     transport: QuicTransport,
     admin: Option<AdminServer>,
     pd: Option<PdService>,
+    mqtt: Arc<OnceLock<ClusterInbound>>,
 }
 
 impl ClusterNode {
@@ -137,12 +178,15 @@ impl ClusterNode {
             ..ClientConfig::default()
         };
         let client = KvClient::new(Arc::clone(&local), transport.clone(), table, client_cfg);
+        let mqtt = Arc::new(OnceLock::new());
         transport.attach(Arc::new(StoreInbound {
             router: store.router(),
             store: Arc::downgrade(&store),
             pd: handle.clone(),
             local: Arc::clone(&local),
             client: client.clone(),
+            mqtt: Arc::clone(&mqtt),
+            transport: transport.clone(),
         }));
         transport.join(&cluster.join);
         let admin = match cfg.admin.listen {
@@ -160,7 +204,21 @@ impl ClusterNode {
             }
             None => None,
         };
-        Ok(Self { store, local, client, transport, admin, pd: Some(pd) })
+        Ok(Self { store, local, client, transport, admin, pd: Some(pd), mqtt })
+    }
+
+    /// Makes `server` this node's MQTT server: its subscriptions and publishes go through
+    /// the cluster (see `server::ClusterLink`).
+    pub fn attach_mqtt(&self, server: &Server, cfg: &NodeConfig) {
+        let link = ClusterLink {
+            client: self.client.clone(),
+            transport: self.transport.clone(),
+            tenant: Vec::new(),
+            request_timeout: Duration::from_millis(cfg.cluster.request_timeout_ms),
+            isolation_fence: Duration::from_millis(cfg.cluster.isolation_fence_ms),
+            topic_limits: cfg.broker.topic_limits(),
+        };
+        let _ = self.mqtt.set(server.attach_cluster(link));
     }
 
     /// The store.
@@ -234,7 +292,13 @@ pub async fn run(
     } else {
         None
     };
+    let mqtt_clustered = config.cluster.mqtt;
+    let cluster_config = config.clone();
     let server = Server::bind(config).await?;
+    if let Some(node) = cluster.as_ref().filter(|_| mqtt_clustered) {
+        node.attach_mqtt(&server, &cluster_config);
+        tracing::info!("MQTT runs through the cluster");
+    }
     tracing::info!(addr = %server.local_addr()?, "flotilla MQTT listening");
     let handle: ShutdownHandle = server.shutdown_handle();
     tokio::spawn(async move {

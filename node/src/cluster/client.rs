@@ -182,6 +182,39 @@ impl KvClient {
         Ok(out)
     }
 
+    /// The route rows of `tenant` matching each of `topics` (one list per topic, in order),
+    /// from every route range of the tenant: one `Match` lease read per range, routed to
+    /// its leader.
+    pub async fn match_topics(
+        &self,
+        tenant: &[u8],
+        topics: &[String],
+    ) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, KvError> {
+        const ROWS_PER_TOPIC: usize = 4096;
+        let (start, end) =
+            super::route_keys::family_span(tenant).map_err(|e| KvError::Refused(e.to_string()))?;
+        let mut out: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); topics.len()];
+        let mut from = start.clone();
+        while from < end {
+            let range_end = self.locate(&from).await?.desc.end;
+            let query =
+                Query::Match { prefix: start.clone(), topics: topics.to_vec(), limit: ROWS_PER_TOPIC };
+            match self.read(&from, query, ReadPolicy::Lease).await? {
+                Outcome::Matched(lists) if lists.len() == topics.len() => {
+                    for (acc, rows) in out.iter_mut().zip(lists) {
+                        acc.extend(rows);
+                    }
+                }
+                other => return Err(KvError::Refused(format!("unexpected answer {other:?}"))),
+            }
+            if range_end.is_empty() || range_end >= end {
+                break;
+            }
+            from = range_end;
+        }
+        Ok(out)
+    }
+
     /// A read routed by `key`.
     pub async fn read(&self, key: &[u8], query: Query, policy: ReadPolicy) -> Result<Outcome, KvError> {
         self.call(key, true, |e| RequestBody::Read {

@@ -7,6 +7,8 @@
 //! - [`keys`] CORE: the MQTT key families (sessions `S`, routes `R`, retained `M`, message
 //!   logs `L`) and the ranges the bootstrap creates;
 //! - [`retained_keys`] CORE: the retained family's rows (level-hash layout);
+//! - [`route_keys`] CORE: the route family's rows (escaped levels, node rows);
+//! - [`route_match`] CORE: wildcard matching over route rows by seeking;
 //! - [`session_keys`] CORE: the session family's records (header fenced by epoch, subscriptions);
 //! - [`local`] SHELL: requests (local or from other nodes) into this node's raft store;
 //! - [`client`] SHELL: [`KvClient`], routed, retried reads and writes.
@@ -17,6 +19,8 @@ pub mod keys;
 pub mod local;
 pub mod ranges;
 pub mod retained_keys;
+pub mod route_keys;
+pub mod route_match;
 pub mod session_keys;
 
 pub use client::{ClientConfig, KvClient, KvError};

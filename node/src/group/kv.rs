@@ -208,6 +208,12 @@ impl StateMachine for KvState {
                 let end = if end.is_empty() { range_end } else { end.as_slice() };
                 Outcome::Rows(self.scan(start, end, *limit))
             }
+            Query::Match { prefix, topics, limit } => Outcome::Matched(
+                topics
+                    .iter()
+                    .map(|t| crate::cluster::route_match::match_topic(&self.map, prefix, t, *limit).rows)
+                    .collect(),
+            ),
         }
     }
 

@@ -32,6 +32,8 @@ pub enum Outcome {
         /// The epoch the key holds (`None`: absent or not a fenced record).
         current: Option<u64>,
     },
+    /// Route rows matched, one list per topic of a `Query::Match`.
+    Matched(Vec<Vec<(Vec<u8>, Vec<u8>)>>),
     /// A fence was applied.
     Fenced {
         /// The record's epoch now.

@@ -8,13 +8,18 @@
 //! bounded queues.
 
 mod client;
+mod dispatch;
+mod forwarder;
 pub mod journal;
+mod liveness;
 mod pending;
 mod reactor;
+mod retained;
+mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -25,6 +30,7 @@ use crate::broker::auth::{Authenticator, StaticUsers};
 use crate::broker::session::ConnId;
 use crate::clock;
 use crate::config::NodeConfig;
+pub use dispatch::ClusterLink;
 use reactor::{FlushItem, Reactor, StopOnDrop};
 
 /// Where a connection's socket lives.
@@ -49,6 +55,8 @@ pub(crate) struct Core {
     /// The core's journal lag in bytes as of its last `notify_woken`, read by the reactors
     /// without the lock (see `Shared::journal_lagging`).
     lag_bytes: Arc<AtomicU64>,
+    /// Performs the core's cluster operations; `None` on a single node.
+    dispatch: Option<dispatch::Dispatch>,
 }
 
 impl Core {
@@ -62,6 +70,12 @@ impl Core {
             k.kick();
         }
         self.lag_bytes.store(self.broker.journal_lag_bytes(), Ordering::Relaxed);
+        if let Some(d) = &self.dispatch {
+            let ops: Vec<_> = std::iter::from_fn(|| self.broker.poll_op()).collect();
+            if !ops.is_empty() {
+                d.submit(ops);
+            }
+        }
         while let Some(id) = self.broker.poll_woken() {
             let Some(r) = self.routes.get_mut(&id) else {
                 continue;
@@ -112,6 +126,16 @@ pub(crate) struct Shared {
     lag_bytes: Arc<AtomicU64>,
     /// Sockets waiting for CONNECT, per source address.
     pending: pending::PendingConnects,
+    /// The cluster side, once attached.
+    cluster: OnceLock<ClusterShell>,
+}
+
+/// What the shell keeps of the cluster outside the core's lock.
+struct ClusterShell {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    forwarder: Arc<forwarder::Forwarder>,
+    transport: crate::transport::QuicTransport,
+    liveness: Arc<liveness::Liveness>,
 }
 
 impl Shared {
@@ -120,6 +144,10 @@ impl Shared {
     /// queue unbounded records behind a slow or retrying disk.
     pub(crate) fn journal_lagging(&self) -> bool {
         self.lag_bytes.load(Ordering::Relaxed) > self.config.storage.max_journal_lag_bytes
+            || self
+                .cluster
+                .get()
+                .is_some_and(|c| c.in_flight.load(Ordering::Relaxed) > dispatch::OPS_IN_FLIGHT_MAX)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
@@ -225,9 +253,11 @@ impl Server {
             outgoing: vec![Vec::new(); n],
             kick,
             lag_bytes: lag_bytes.clone(),
+            dispatch: None,
         });
         let pending = pending::PendingConnects::new(config.broker.max_pending_connects_per_address);
-        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes, pending });
+        let cluster = OnceLock::new();
+        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes, pending, cluster });
         let mut reactors = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
@@ -246,6 +276,29 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local_addr)
+    }
+
+    /// Makes this server one node of an MQTT cluster: subscriptions write route rows,
+    /// publishes are forwarded to the nodes subscribed to them. Call once, before `run`,
+    /// inside a tokio runtime.
+    pub fn attach_cluster(&self, link: ClusterLink) -> ClusterInbound {
+        let transport = link.transport.clone();
+        let fence = link.isolation_fence;
+        let d = dispatch::Dispatch::start(Arc::downgrade(&self.shared), link);
+        let live = Arc::new(liveness::Liveness::default());
+        tokio::spawn(liveness::run(Arc::downgrade(&self.shared), transport.clone(), live.clone(), fence));
+        let shell = ClusterShell {
+            in_flight: d.in_flight.clone(),
+            forwarder: d.forwarder.clone(),
+            transport,
+            liveness: live,
+        };
+        let _ = self.shared.cluster.set(shell);
+        let mut core = self.shared.lock();
+        core.broker.enable_cluster();
+        core.dispatch = Some(d);
+        core.notify_woken(None);
+        ClusterInbound { shared: Arc::downgrade(&self.shared) }
     }
 
     /// A handle that stops the server.
@@ -309,6 +362,58 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
         drop(shutdown_tx);
+    }
+}
+
+/// Where the transport hands what other nodes send to this node's MQTT server.
+#[derive(Clone)]
+pub struct ClusterInbound {
+    shared: Weak<Shared>,
+}
+
+impl ClusterInbound {
+    /// Messages forwarded by `from`: delivered to the local sessions, then acknowledged.
+    pub fn deliver_forwards(
+        &self,
+        from: crate::group::NodeId,
+        batch: crate::transport::forward::ForwardBatch,
+    ) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let id = batch.id;
+        forwarder::deliver(&shared, from, batch);
+        if id != 0
+            && let Some(c) = shared.cluster.get()
+        {
+            c.transport.send_forward_acks(from, vec![id]);
+        }
+    }
+
+    /// `from` answered a ping.
+    pub fn pong(&self, from: crate::group::NodeId) {
+        if let Some(shared) = self.shared.upgrade()
+            && let Some(c) = shared.cluster.get()
+        {
+            c.liveness.pong(from);
+        }
+    }
+
+    /// Another node fenced `client_id` at `epoch`: close an older connection of it here.
+    /// Returns whether the client was here.
+    pub fn kick(&self, client_id: &str, epoch: u64) -> bool {
+        let Some(shared) = self.shared.upgrade() else { return false };
+        let mut core = shared.lock();
+        let here = core.broker.kick(clock::now(), client_id, epoch);
+        core.notify_woken(None);
+        here
+    }
+
+    /// Acknowledgements of forwards this node sent to `from`.
+    pub fn forward_acks(&self, from: crate::group::NodeId, ids: Vec<u64>) {
+        if let Some(shared) = self.shared.upgrade()
+            && let Some(c) = shared.cluster.get()
+        {
+            c.forwarder.acked(from, &ids);
+        }
     }
 }
 

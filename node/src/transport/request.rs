@@ -8,11 +8,12 @@
 //!   body 2 Read    group version conf_ver policy:u8 query
 //!   body 3 Kick    client_id:bytes epoch             (an MQTT session fenced elsewhere:
 //!                                                      close its older connection here)
-//! query   := 1 Get key | 2 Scan start end limit
+//! query   := 1 Get key | 2 Scan start end limit | 3 Match prefix count topic:bytes* limit
+//!            (at most MATCH_TOPICS_MAX topics)
 //! reply   := id 0 outcome | id 1 error
 //! outcome := 1 Written | 2 Cas ok:u8 previous:opt | 3 Value opt | 4 Rows count (k v)*
 //!          | 5 ConfChanged desc | 6 Noop | 7 Split desc | 8 GuardFailed key current:opt_u64
-//!          | 9 Fenced epoch generation previous:opt
+//!          | 9 Fenced epoch generation previous:opt | 10 Matched count (count (k v)*)*
 //! error   := 1 NotLeader hint:opt_u64 | 2 EpochNotMatch count desc* | 3 KeyNotInRange key group
 //!            start end | 4 StaleCommand | 5 OutcomeUnknown | 6 ProposalDropped | 7 Busy pending
 //!          | 8 Removed | 9 NoReplica | 10 Timeout | 11 Other text:bytes
@@ -26,6 +27,9 @@ use crate::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
 use crate::group::{
     Command, Epoch, GroupId, NodeId, Outcome, Query, RangeDescriptor, ReadPolicy, RequestError,
 };
+
+/// Most topics one `Match` query carries.
+pub const MATCH_TOPICS_MAX: usize = 1024;
 
 /// Smallest encoded request (id, timeout, tag, group, an empty command).
 pub(crate) const REQUEST_BYTES_MIN: usize = 5;
@@ -171,6 +175,15 @@ fn encode_query(buf: &mut Vec<u8>, query: &Query) {
             put_bytes(buf, end);
             put_uvarint(buf, *limit as u64);
         }
+        Query::Match { prefix, topics, limit } => {
+            buf.push(3);
+            put_bytes(buf, prefix);
+            put_uvarint(buf, topics.len() as u64);
+            for t in topics {
+                put_bytes(buf, t.as_bytes());
+            }
+            put_uvarint(buf, *limit as u64);
+        }
     }
 }
 
@@ -182,6 +195,19 @@ fn decode_query(r: &mut Reader<'_>) -> Result<Query, CodecError> {
             end: r.bytes()?.to_vec(),
             limit: usize::try_from(r.uvarint()?).unwrap_or(usize::MAX),
         },
+        3 => {
+            let prefix = r.bytes()?.to_vec();
+            let n = r.count(1)?;
+            if n > MATCH_TOPICS_MAX {
+                return Err(CodecError::LengthTooLarge(n as u64));
+            }
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = std::str::from_utf8(r.bytes()?).map_err(|_| CodecError::UnknownTag(0xFF))?;
+                topics.push(t.to_string());
+            }
+            Query::Match { prefix, topics, limit: usize::try_from(r.uvarint()?).unwrap_or(usize::MAX) }
+        }
         t => return Err(CodecError::UnknownTag(t)),
     })
 }
@@ -274,6 +300,17 @@ fn encode_outcome(buf: &mut Vec<u8>, outcome: &Outcome) {
             put_uvarint(buf, *generation);
             put_opt_bytes(buf, previous.as_deref());
         }
+        Outcome::Matched(lists) => {
+            buf.push(10);
+            put_uvarint(buf, lists.len() as u64);
+            for rows in lists {
+                put_uvarint(buf, rows.len() as u64);
+                for (k, v) in rows {
+                    put_bytes(buf, k);
+                    put_bytes(buf, v);
+                }
+            }
+        }
     }
 }
 
@@ -302,6 +339,19 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<Outcome, CodecError> {
         7 => Outcome::Split(RangeDescriptor::decode(r)?),
         8 => Outcome::GuardFailed { key: r.bytes()?.to_vec(), current: opt_u64(r)? },
         9 => Outcome::Fenced { epoch: r.uvarint()?, generation: r.uvarint()?, previous: opt_vec(r)? },
+        10 => {
+            let n = r.count(1)?;
+            let mut lists = Vec::with_capacity(n);
+            for _ in 0..n {
+                let m = r.count(2)?;
+                let mut rows = Vec::with_capacity(m);
+                for _ in 0..m {
+                    rows.push((r.bytes()?.to_vec(), r.bytes()?.to_vec()));
+                }
+                lists.push(rows);
+            }
+            Outcome::Matched(lists)
+        }
         t => return Err(CodecError::UnknownTag(t)),
     })
 }
@@ -408,6 +458,8 @@ pub(crate) mod tests {
                 end,
                 limit
             }),
+            (bytes(), proptest::collection::vec(".{0,8}", 0..4), 0..10_000usize)
+                .prop_map(|(prefix, topics, limit)| Query::Match { prefix, topics, limit }),
         ]
     }
 
@@ -441,6 +493,8 @@ pub(crate) mod tests {
                 .prop_map(|(key, current)| Outcome::GuardFailed { key, current }),
             (any::<u64>(), any::<u64>(), proptest::option::of(bytes()))
                 .prop_map(|(epoch, generation, previous)| Outcome::Fenced { epoch, generation, previous }),
+            proptest::collection::vec(proptest::collection::vec((bytes(), bytes()), 0..3), 0..3)
+                .prop_map(Outcome::Matched),
         ]
     }
 

@@ -41,6 +41,17 @@ pub enum Query {
         /// Most pairs returned.
         limit: usize,
     },
+    /// The route rows under `prefix` whose filters match each topic (see
+    /// `cluster::route_match`), at most `limit` per topic: a lease read on the route range
+    /// leader answers where a publish goes.
+    Match {
+        /// The tenant's route key prefix.
+        prefix: Vec<u8>,
+        /// Topic names.
+        topics: Vec<String>,
+        /// Most rows per topic.
+        limit: usize,
+    },
 }
 
 /// How a read proves it is linearizable.
@@ -186,6 +197,8 @@ fn check_read(desc: &crate::group::RangeDescriptor, req: &ReadRequest) -> Result
     desc.check_epoch(req.epoch, EpochCheck::Version)?;
     match &req.query {
         Query::Get { key } => desc.check_key(key),
+        // Matches whatever part of the route rows the range holds.
+        Query::Match { .. } => Ok(()),
         Query::Scan { start, end, .. } => {
             if desc.contains_span(start, if end.is_empty() { &desc.end } else { end }) {
                 Ok(())

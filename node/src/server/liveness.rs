@@ -1,0 +1,74 @@
+//! SHELL. The isolation fence (CLUSTER.md section 4, step 3): this node pings every peer
+//! twice a second; a peer is reachable while its last pong is fresh. When the node cannot
+//! reach a majority of the nodes it knows (itself included) for `isolation-fence-ms`, the
+//! core closes its clients (DISCONNECT 0x9C) and refuses CONNECT (0x88) until a majority
+//! answers again. A node taking a client over from an unreachable owner waits out the same
+//! fence (x 1.2), so by its CONNACK the old connection is gone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use crate::group::NodeId;
+use crate::transport::QuicTransport;
+
+/// How often peers are pinged.
+const PING_EVERY: Duration = Duration::from_millis(500);
+/// A pong older than this no longer counts.
+const PONG_FRESH: Duration = Duration::from_millis(1500);
+
+/// Last pong per peer.
+#[derive(Default)]
+pub(crate) struct Liveness {
+    pongs: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Liveness {
+    /// `from` answered a ping.
+    pub(crate) fn pong(&self, from: NodeId) {
+        self.pongs.lock().unwrap_or_else(|e| e.into_inner()).insert(from, Instant::now());
+    }
+
+    /// Peers whose last pong is fresh at `now`, of `peers`.
+    fn reachable(&self, peers: &[NodeId], now: Instant) -> usize {
+        let pongs = self.pongs.lock().unwrap_or_else(|e| e.into_inner());
+        peers.iter().filter(|p| pongs.get(p).is_some_and(|t| now.duration_since(*t) < PONG_FRESH)).count()
+    }
+}
+
+/// Pings peers and tells the core when the node is isolated (or no longer).
+pub(crate) async fn run(
+    shared: Weak<Shared>,
+    transport: QuicTransport,
+    liveness: Arc<Liveness>,
+    fence: Duration,
+) {
+    let mut short_since: Option<Instant> = None;
+    let mut nonce = 0u64;
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        let peers: Vec<NodeId> = transport.peers().into_iter().map(|p| p.node_id).collect();
+        for &p in &peers {
+            nonce += 1;
+            transport.ping(p, nonce);
+        }
+        let now = Instant::now();
+        let reachable = 1 + liveness.reachable(&peers, now);
+        let majority = reachable * 2 > peers.len() + 1;
+        let isolated = if majority {
+            short_since = None;
+            false
+        } else {
+            let since = *short_since.get_or_insert(now);
+            now.duration_since(since) >= fence
+        };
+        let Some(shared) = shared.upgrade() else { return };
+        let mut core = shared.lock();
+        if core.broker.isolated() != isolated {
+            tracing::warn!(isolated, reachable, nodes = peers.len() + 1, "isolation fence");
+            core.broker.set_isolated(crate::clock::now(), isolated);
+            core.notify_woken(None);
+        }
+    }
+}
