@@ -10,7 +10,7 @@ mod common_cluster;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use client::{Client, Ev, Got, Proto, connect};
+use client::{Client, Ev, Got, Opts, Proto, connect, connect_opts};
 use common_cluster::{BOOTSTRAP_RANGES, ProcNode, TempDir, WAIT, bootstrap_done, table_len};
 
 /// Three nodes with the MQTT keyspace bootstrapped and known to every node.
@@ -209,4 +209,180 @@ async fn suback_then_publish_on_another_node_is_delivered() {
         }
     }
     assert_eq!(misses, 0, "publishes after SUBACK that never arrived");
+}
+
+/// Waits for the next publish on `c` within `wait`.
+async fn next_publish(c: &mut Client, wait: Duration) -> Option<Got> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.next(left).await {
+            Some(Ev::Publish(g)) => return Some(g),
+            Some(Ev::Closed(e)) => panic!("{}: closed: {e}", c.name),
+            Some(_) => {}
+            None => return None,
+        }
+    }
+}
+
+/// Three distinct nodes drawn from the seed: (first, second, third).
+fn three(rng: &mut Rng) -> (usize, usize, usize) {
+    let a = rng.below(3);
+    let b = (a + 1 + rng.below(2)) % 3;
+    (a, b, 3 - a - b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn takeover_across_nodes() {
+    let mut rng = Rng(seed());
+    let tmp = TempDir::new("mqtt-cluster-takeover");
+    let nodes = cluster(&tmp).await;
+    let (a, b, c) = three(&mut rng);
+    let persistent = Opts { clean: false, expiry: Some(300), will: None };
+    let (mut old, present) = connect_opts(nodes[a].mqtt, "car-7", Proto::V5, persistent.clone()).await;
+    assert!(!present, "a new session");
+    let mut stash = Vec::new();
+    assert_eq!(old.subscribe("cmd/car-7", 1, &mut stash).await, vec![1]);
+    let (mut new, present) = connect_opts(nodes[b].mqtt, "car-7", Proto::V5, persistent).await;
+    let connack_at = new.last_at;
+    assert!(present, "the session continues on node {}: Session Present", nodes[b].id);
+    // The old connection was told before the new CONNACK was sent (it waited for the kick).
+    let mut told = None;
+    while let Some(ev) = old.next(Duration::from_secs(10)).await {
+        match ev {
+            Ev::Disconnect(code) => told = Some((code, old.last_at)),
+            Ev::Closed(_) => break,
+            _ => {}
+        }
+    }
+    let (code, at) = told.expect("the old connection got a DISCONNECT");
+    assert_eq!(code, 0x8E, "DISCONNECT Session taken over");
+    assert!(at <= connack_at, "0x8E reached the old client after the new CONNACK");
+    // The subscription moved with the session: a publish on a third node reaches it.
+    let publisher = connect(nodes[c].mqtt, "ops-7", Proto::V4, true).await;
+    publisher.publish("cmd/car-7", 1, b"unlock".to_vec()).await;
+    let got = next_publish(&mut new, Duration::from_secs(10))
+        .await
+        .expect("the command reached the new connection");
+    assert_eq!(got.payload, b"unlock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clean_start_across_nodes_clears_routes() {
+    let mut rng = Rng(seed());
+    let tmp = TempDir::new("mqtt-cluster-clean");
+    let nodes = cluster(&tmp).await;
+    let (a, b, c) = three(&mut rng);
+    let (mut old, _) =
+        connect_opts(nodes[a].mqtt, "car-8", Proto::V5, Opts { clean: false, expiry: Some(300), will: None })
+            .await;
+    let mut stash = Vec::new();
+    assert_eq!(old.subscribe("cmd/car-8", 1, &mut stash).await, vec![1]);
+    let (mut new, present) =
+        connect_opts(nodes[b].mqtt, "car-8", Proto::V5, Opts { clean: true, expiry: None, will: None }).await;
+    assert!(!present, "clean start: no session");
+    let publisher = connect(nodes[c].mqtt, "ops-8", Proto::V5, true).await;
+    publisher.publish("cmd/car-8", 1, b"x".to_vec()).await;
+    assert!(
+        next_publish(&mut new, Duration::from_secs(2)).await.is_none(),
+        "the old subscription survived clean start"
+    );
+    drop(old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_expiry_cluster_wide() {
+    let mut rng = Rng(seed());
+    let tmp = TempDir::new("mqtt-cluster-expiry");
+    let nodes = cluster(&tmp).await;
+    let (a, b, c) = three(&mut rng);
+    // Within its expiry a session continues on another node, subscriptions included.
+    let keep = Opts { clean: false, expiry: Some(300), will: None };
+    let (mut s, _) = connect_opts(nodes[a].mqtt, "car-9", Proto::V5, keep.clone()).await;
+    let mut stash = Vec::new();
+    assert_eq!(s.subscribe("cmd/car-9", 1, &mut stash).await, vec![1]);
+    s.disconnect().await;
+    let _ = s.next(Duration::from_secs(2)).await;
+    let (mut s, present) = connect_opts(nodes[b].mqtt, "car-9", Proto::V5, keep).await;
+    assert!(present, "offline within its expiry: present on another node");
+    let mut publisher = connect(nodes[c].mqtt, "ops-9", Proto::V5, true).await;
+    publisher.publish("cmd/car-9", 1, b"a".to_vec()).await;
+    assert!(next_publish(&mut s, Duration::from_secs(10)).await.is_some(), "its subscription came along");
+    // After its expiry it is gone everywhere: not present, and a publish has no subscriber.
+    let short = Opts { clean: false, expiry: Some(1), will: None };
+    drop(s);
+    let (s, _) = connect_opts(nodes[a].mqtt, "car-9", Proto::V5, short.clone()).await;
+    s.disconnect().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut s, present) = connect_opts(nodes[b].mqtt, "car-9", Proto::V5, short).await;
+    assert!(!present, "expired: no session on any node");
+    let _ = acks(&mut publisher, 1).await;
+    publisher.publish("cmd/car-9", 1, b"b".to_vec()).await;
+    assert_eq!(acks(&mut publisher, 1).await, vec![0x10], "no subscriber anywhere: 0x10");
+    assert!(next_publish(&mut s, Duration::from_secs(1)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retained_set_on_one_node_is_seen_on_every_node_and_its_clear_too() {
+    let mut rng = Rng(seed());
+    let tmp = TempDir::new("mqtt-cluster-retained");
+    let nodes = cluster(&tmp).await;
+    let (a, _, c) = three(&mut rng);
+    let mut publisher = connect(nodes[a].mqtt, "status-pub", Proto::V5, true).await;
+    publisher.publish_retain("fleet/v42/status", 1, true, b"online".to_vec()).await;
+    assert_eq!(acks(&mut publisher, 1).await, vec![0x10], "stored, though no subscriber yet");
+    for n in &nodes {
+        for proto in [Proto::V4, Proto::V5] {
+            let mut s = connect(n.mqtt, &format!("status-sub-{}-{proto:?}", n.id), proto, true).await;
+            let mut stash = Vec::new();
+            s.subscribe("fleet/+/status", 1, &mut stash).await;
+            let got = match stash.pop() {
+                Some(g) => Some(g),
+                None => next_publish(&mut s, Duration::from_secs(10)).await,
+            };
+            let got = got.unwrap_or_else(|| panic!("no retained message on node {}", n.id));
+            assert!(got.retain && got.payload == b"online", "node {}: {got:?}", n.id);
+        }
+    }
+    // An empty retained payload on another node clears it everywhere.
+    let mut clearer = connect(nodes[c].mqtt, "status-clear", Proto::V5, true).await;
+    clearer.publish_retain("fleet/v42/status", 1, true, Vec::new()).await;
+    let _ = acks(&mut clearer, 1).await;
+    for n in &nodes {
+        let mut s = connect(n.mqtt, &format!("status-after-{}", n.id), Proto::V5, true).await;
+        let mut stash = Vec::new();
+        s.subscribe("fleet/#", 1, &mut stash).await;
+        assert!(
+            stash.is_empty() && next_publish(&mut s, Duration::from_secs(1)).await.is_none(),
+            "node {}",
+            n.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wills_reach_other_nodes_and_no_will_after_clean_disconnect() {
+    let mut rng = Rng(seed());
+    let tmp = TempDir::new("mqtt-cluster-will");
+    let nodes = cluster(&tmp).await;
+    let (a, b, _) = three(&mut rng);
+    let mut watcher = connect(nodes[b].mqtt, "watcher", Proto::V5, true).await;
+    let mut stash = Vec::new();
+    watcher.subscribe("will/#", 1, &mut stash).await;
+    let will =
+        |id: &str| Opts { clean: true, expiry: None, will: Some((format!("will/{id}"), b"gone".to_vec())) };
+    // A clean DISCONNECT: no will anywhere.
+    let (polite, _) = connect_opts(nodes[a].mqtt, "polite", Proto::V4, will("polite")).await;
+    polite.disconnect().await;
+    assert!(
+        next_publish(&mut watcher, Duration::from_secs(2)).await.is_none(),
+        "a will after a clean DISCONNECT"
+    );
+    // A dropped connection: its will reaches the other node, once.
+    let (rude, _) = connect_opts(nodes[a].mqtt, "rude", Proto::V5, will("rude")).await;
+    drop(rude);
+    let got =
+        next_publish(&mut watcher, Duration::from_secs(10)).await.expect("the will of a dropped connection");
+    assert_eq!(got.topic, "will/rude");
+    assert!(next_publish(&mut watcher, Duration::from_secs(2)).await.is_none(), "a will twice");
 }

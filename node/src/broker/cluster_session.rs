@@ -149,6 +149,7 @@ impl Broker {
         let Some(s) = self.sessions.get(&key) else {
             return false;
         };
+        tracing::debug!(client_id, epoch, here = s.cluster_epoch, "kick");
         if s.cluster_epoch >= epoch {
             return false;
         }

@@ -101,7 +101,9 @@ async fn try_acquire(
 /// waits for the answer, or for the isolation fence when there is none in time.
 async fn kick(link: &ClusterLink, node: u64, client_id: &str, epoch: u64, online: bool) {
     let body = RequestBody::Kick { client_id: client_id.as_bytes().to_vec(), epoch };
-    let answered = link.client.request_node(node, body, KICK_TIMEOUT).await.is_ok();
+    let answer = link.client.request_node(node, body, KICK_TIMEOUT).await;
+    tracing::debug!(node, client_id, epoch, ?answer, "kicked the previous owner");
+    let answered = answer.is_ok();
     if online && !answered {
         let wait = link.isolation_fence.mul_f64(1.2);
         tracing::info!(

@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,6 +24,7 @@ pub struct Got {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub dup: bool,
+    pub retain: bool,
 }
 
 /// What a client's event loop saw.
@@ -56,8 +57,10 @@ enum Handle {
 pub struct Client {
     pub name: String,
     handle: Handle,
-    pub events: mpsc::UnboundedReceiver<Ev>,
+    events: mpsc::UnboundedReceiver<(Instant, Ev)>,
     pump: JoinHandle<()>,
+    /// When the event `next` returned last arrived from the socket.
+    pub last_at: Instant,
 }
 
 impl Drop for Client {
@@ -87,9 +90,13 @@ fn v4_event(ev: rumqttc::Event) -> Option<Ev> {
     let Event::Incoming(p) = ev else { return None };
     Some(match p {
         Packet::ConnAck(a) => Ev::ConnAck { code: a.code as u8, session_present: a.session_present },
-        Packet::Publish(p) => {
-            Ev::Publish(Got { topic: p.topic, payload: p.payload.to_vec(), qos: p.qos as u8, dup: p.dup })
-        }
+        Packet::Publish(p) => Ev::Publish(Got {
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+            qos: p.qos as u8,
+            dup: p.dup,
+            retain: p.retain,
+        }),
         Packet::SubAck(s) => Ev::SubAck(
             s.return_codes
                 .iter()
@@ -110,12 +117,22 @@ fn v5_event(ev: rumqttc::v5::Event) -> Option<Ev> {
     use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
     let Event::Incoming(p) = ev else { return None };
     Some(match p {
-        Packet::ConnAck(a) => Ev::ConnAck { code: a.code as u8, session_present: a.session_present },
+        Packet::ConnAck(a) => {
+            use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
+            let code = match a.code {
+                C::Success => 0,
+                C::ServiceUnavailable => 0x88,
+                C::QuotaExceeded => 0x97,
+                _ => 0x80,
+            };
+            Ev::ConnAck { code, session_present: a.session_present }
+        }
         Packet::Publish(p) => Ev::Publish(Got {
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
             payload: p.payload.to_vec(),
             qos: p.qos as u8,
             dup: p.dup,
+            retain: p.retain,
         }),
         Packet::SubAck(s) => Ev::SubAck(
             s.return_codes
@@ -126,33 +143,83 @@ fn v5_event(ev: rumqttc::v5::Event) -> Option<Ev> {
                 })
                 .collect(),
         ),
-        Packet::PubAck(a) => Ev::Acked { qos: 1, code: a.reason as u8 },
-        Packet::PubComp(a) => Ev::Acked { qos: 2, code: a.reason as u8 },
+        Packet::PubAck(a) => {
+            use rumqttc::v5::mqttbytes::v5::PubAckReason as R;
+            let code = match a.reason {
+                R::Success => 0,
+                R::NoMatchingSubscribers => 0x10,
+                R::UnspecifiedError => 0x80,
+                R::ImplementationSpecificError => 0x83,
+                R::NotAuthorized => 0x87,
+                R::TopicNameInvalid => 0x90,
+                R::PacketIdentifierInUse => 0x91,
+                R::QuotaExceeded => 0x97,
+                R::PayloadFormatInvalid => 0x99,
+            };
+            Ev::Acked { qos: 1, code }
+        }
+        Packet::PubComp(a) => {
+            let ok = matches!(a.reason, rumqttc::v5::mqttbytes::v5::PubCompReason::Success);
+            Ev::Acked { qos: 2, code: if ok { 0 } else { 0x92 } }
+        }
         Packet::Disconnect(d) => Ev::Disconnect(d.reason_code as u8),
         _ => return None,
     })
 }
 
+/// How a test client connects.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub clean: bool,
+    /// Session Expiry Interval (v5; a 3.1.1 persistent session is `clean: false`).
+    pub expiry: Option<u32>,
+    /// Will topic and payload (QoS 1).
+    pub will: Option<(String, Vec<u8>)>,
+}
+
 /// Connects `name` to `addr`; panics unless the CONNACK accepts.
 pub async fn connect(addr: SocketAddr, name: &str, proto: Proto, clean: bool) -> Client {
+    let expiry = (!clean).then_some(3600);
+    connect_opts(addr, name, proto, Opts { clean, expiry, will: None }).await.0
+}
+
+/// Connects with `opts`; returns the client and Session Present. Panics unless accepted.
+pub async fn connect_opts(addr: SocketAddr, name: &str, proto: Proto, opts: Opts) -> (Client, bool) {
+    match try_connect(addr, name, proto, opts).await {
+        Ok(c) => c,
+        Err(code) => panic!("{name}: CONNACK refused with {code:#x}"),
+    }
+}
+
+/// Connects with `opts`; `Err(code)` if the CONNACK refuses.
+pub async fn try_connect(
+    addr: SocketAddr,
+    name: &str,
+    proto: Proto,
+    opts: Opts,
+) -> Result<(Client, bool), u8> {
+    let clean = opts.clean;
     let (tx, events) = mpsc::unbounded_channel();
     let (handle, pump) = match proto {
         Proto::V4 => {
             let mut o = rumqttc::MqttOptions::new(name, addr.ip().to_string(), addr.port());
             o.set_keep_alive(Duration::from_secs(60)).set_clean_session(clean).set_inflight(100);
+            if let Some((t, p)) = &opts.will {
+                o.set_last_will(rumqttc::LastWill::new(t, p.clone(), rumqttc::QoS::AtLeastOnce, false));
+            }
             let (client, mut el) = rumqttc::AsyncClient::new(o, 4096);
             let pump = tokio::spawn(async move {
                 loop {
                     match el.poll().await {
                         Ok(ev) => {
                             if let Some(e) = v4_event(ev)
-                                && tx.send(e).is_err()
+                                && tx.send((Instant::now(), e)).is_err()
                             {
                                 return;
                             }
                         }
                         Err(e) => {
-                            let _ = tx.send(Ev::Closed(e.to_string()));
+                            let _ = tx.send((Instant::now(), Ev::Closed(e.to_string())));
                             return;
                         }
                     }
@@ -163,8 +230,16 @@ pub async fn connect(addr: SocketAddr, name: &str, proto: Proto, clean: bool) ->
         Proto::V5 => {
             let mut o = rumqttc::v5::MqttOptions::new(name, addr.ip().to_string(), addr.port());
             o.set_keep_alive(Duration::from_secs(60)).set_clean_start(clean);
-            if !clean {
-                o.set_session_expiry_interval(Some(3600));
+            o.set_session_expiry_interval(opts.expiry);
+            if let Some((t, p)) = &opts.will {
+                let will = rumqttc::v5::mqttbytes::v5::LastWill::new(
+                    t,
+                    p.clone(),
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    None,
+                );
+                o.set_last_will(will);
             }
             let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 4096);
             let pump = tokio::spawn(async move {
@@ -172,13 +247,21 @@ pub async fn connect(addr: SocketAddr, name: &str, proto: Proto, clean: bool) ->
                     match el.poll().await {
                         Ok(ev) => {
                             if let Some(e) = v5_event(ev)
-                                && tx.send(e).is_err()
+                                && tx.send((Instant::now(), e)).is_err()
                             {
                                 return;
                             }
                         }
+                        Err(rumqttc::v5::ConnectionError::MqttState(
+                            rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+                        )) => {
+                            let _ = tx.send((Instant::now(), Ev::Disconnect(reason_code as u8)));
+                            let _ =
+                                tx.send((Instant::now(), Ev::Closed("disconnected by the server".into())));
+                            return;
+                        }
                         Err(e) => {
-                            let _ = tx.send(Ev::Closed(e.to_string()));
+                            let _ = tx.send((Instant::now(), Ev::Closed(e.to_string())));
                             return;
                         }
                     }
@@ -187,17 +270,20 @@ pub async fn connect(addr: SocketAddr, name: &str, proto: Proto, clean: bool) ->
             (Handle::V5(client), pump)
         }
     };
-    let mut c = Client { name: name.to_string(), handle, events, pump };
+    let mut c = Client { name: name.to_string(), handle, events, pump, last_at: Instant::now() };
     match c.next(Duration::from_secs(30)).await {
-        Some(Ev::ConnAck { code: 0, .. }) => c,
-        other => panic!("{name}: expected an accepting CONNACK, got {other:?}"),
+        Some(Ev::ConnAck { code: 0, session_present }) => Ok((c, session_present)),
+        Some(Ev::ConnAck { code, .. }) => Err(code),
+        other => panic!("{name}: expected a CONNACK, got {other:?}"),
     }
 }
 
 impl Client {
     /// The next event within `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<Ev> {
-        timeout(wait, self.events.recv()).await.ok().flatten()
+        let (at, ev) = timeout(wait, self.events.recv()).await.ok().flatten()?;
+        self.last_at = at;
+        Some(ev)
     }
 
     /// Subscribes and returns the SUBACK codes (publishes seen meanwhile go to `stash`).
@@ -219,9 +305,14 @@ impl Client {
 
     /// Queues a publish.
     pub async fn publish(&self, topic: &str, qos: u8, payload: Vec<u8>) {
+        self.publish_retain(topic, qos, false, payload).await;
+    }
+
+    /// Queues a publish with the retain flag as given.
+    pub async fn publish_retain(&self, topic: &str, qos: u8, retain: bool, payload: Vec<u8>) {
         match &self.handle {
-            Handle::V4(c) => c.publish(topic, qos4(qos), false, payload).await.expect("publish queued"),
-            Handle::V5(c) => c.publish(topic, qos5(qos), false, payload).await.expect("publish queued"),
+            Handle::V4(c) => c.publish(topic, qos4(qos), retain, payload).await.expect("publish queued"),
+            Handle::V5(c) => c.publish(topic, qos5(qos), retain, payload).await.expect("publish queued"),
         }
     }
 
