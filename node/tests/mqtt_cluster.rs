@@ -13,8 +13,14 @@ use std::time::Duration;
 use client::{Client, Ev, Got, Opts, Proto, connect, connect_opts};
 use common_cluster::{BOOTSTRAP_RANGES, ProcNode, TempDir, WAIT, bootstrap_done, table_len};
 
-/// Three nodes with the MQTT keyspace bootstrapped and known to every node.
-async fn cluster(tmp: &TempDir) -> [ProcNode; 3] {
+/// One cluster at a time: 21 processes of parallel tests would race for the free ports they
+/// pick and starve each other on a small machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Three nodes with the MQTT keyspace bootstrapped and known to every node; the guard keeps
+/// other tests' clusters away while it lives.
+async fn cluster(tmp: &TempDir) -> (tokio::sync::MutexGuard<'static, ()>, [ProcNode; 3]) {
+    let guard = ONE_AT_A_TIME.lock().await;
     let extra: Vec<String> = ["--pd-voters", "1,2,3"].iter().map(|s| s.to_string()).collect();
     let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), extra.clone());
     let join = vec![n1.cluster];
@@ -34,7 +40,7 @@ async fn cluster(tmp: &TempDir) -> [ProcNode; 3] {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    [n1, n2, n3]
+    (guard, [n1, n2, n3])
 }
 
 /// The run's seed: `FLOTILLA_TEST_SEED`, or the clock; printed so a failure can be replayed.
@@ -102,7 +108,7 @@ async fn publish_on_any_node_reaches_subscribers_on_every_node() {
     const PER_PUBLISHER: u32 = 150;
     let mut rng = Rng(seed());
     let tmp = TempDir::new("mqtt-cluster-fanout");
-    let nodes = cluster(&tmp).await;
+    let (_one, nodes) = cluster(&tmp).await;
     let protos = [Proto::V4, Proto::V5];
 
     // Subscribers: on every node a literal, a `+` and a `#` subscriber, each drawn v4 or v5.
@@ -180,7 +186,7 @@ async fn suback_then_publish_on_another_node_is_delivered() {
     const ROUNDS: u32 = 1000;
     let mut rng = Rng(seed());
     let tmp = TempDir::new("mqtt-cluster-suback");
-    let nodes = cluster(&tmp).await;
+    let (_one, nodes) = cluster(&tmp).await;
     let mut misses = 0;
     let mut clients: Vec<Client> = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -236,7 +242,7 @@ fn three(rng: &mut Rng) -> (usize, usize, usize) {
 async fn takeover_across_nodes() {
     let mut rng = Rng(seed());
     let tmp = TempDir::new("mqtt-cluster-takeover");
-    let nodes = cluster(&tmp).await;
+    let (_one, nodes) = cluster(&tmp).await;
     let (a, b, c) = three(&mut rng);
     let persistent = Opts { clean: false, expiry: Some(300), will: None };
     let (mut old, present) = connect_opts(nodes[a].mqtt, "car-7", Proto::V5, persistent.clone()).await;
@@ -271,7 +277,7 @@ async fn takeover_across_nodes() {
 async fn clean_start_across_nodes_clears_routes() {
     let mut rng = Rng(seed());
     let tmp = TempDir::new("mqtt-cluster-clean");
-    let nodes = cluster(&tmp).await;
+    let (_one, nodes) = cluster(&tmp).await;
     let (a, b, c) = three(&mut rng);
     let (mut old, _) =
         connect_opts(nodes[a].mqtt, "car-8", Proto::V5, Opts { clean: false, expiry: Some(300), will: None })
@@ -294,7 +300,7 @@ async fn clean_start_across_nodes_clears_routes() {
 async fn session_expiry_cluster_wide() {
     let mut rng = Rng(seed());
     let tmp = TempDir::new("mqtt-cluster-expiry");
-    let nodes = cluster(&tmp).await;
+    let (_one, nodes) = cluster(&tmp).await;
     let (a, b, c) = three(&mut rng);
     // Within its expiry a session continues on another node, subscriptions included.
     let keep = Opts { clean: false, expiry: Some(300), will: None };
@@ -326,7 +332,7 @@ async fn session_expiry_cluster_wide() {
 async fn retained_set_on_one_node_is_seen_on_every_node_and_its_clear_too() {
     let mut rng = Rng(seed());
     let tmp = TempDir::new("mqtt-cluster-retained");
-    let nodes = cluster(&tmp).await;
+    let (_one, nodes) = cluster(&tmp).await;
     let (a, _, c) = three(&mut rng);
     let mut publisher = connect(nodes[a].mqtt, "status-pub", Proto::V5, true).await;
     publisher.publish_retain("fleet/v42/status", 1, true, b"online".to_vec()).await;
@@ -364,7 +370,7 @@ async fn retained_set_on_one_node_is_seen_on_every_node_and_its_clear_too() {
 async fn wills_reach_other_nodes_and_no_will_after_clean_disconnect() {
     let mut rng = Rng(seed());
     let tmp = TempDir::new("mqtt-cluster-will");
-    let nodes = cluster(&tmp).await;
+    let (_one, nodes) = cluster(&tmp).await;
     let (a, b, _) = three(&mut rng);
     let mut watcher = connect(nodes[b].mqtt, "watcher", Proto::V5, true).await;
     let mut stash = Vec::new();
