@@ -38,6 +38,9 @@ pub enum KeyError {
     /// Tenant ids are at most 255 bytes.
     #[error("tenant id of {0} bytes exceeds 255")]
     TenantTooLong(usize),
+    /// MQTT forbids U+0000 in topic filters, and the route keys use it as the level end.
+    #[error("topic filter contains U+0000")]
+    NulInFilter,
 }
 
 /// The common prefix of every key of `family` for `tenant`.

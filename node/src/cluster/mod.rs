@@ -6,6 +6,8 @@
 //! - [`ranges`] CORE: key -> range, leader hint, epoch;
 //! - [`keys`] CORE: the MQTT key families (sessions `S`, routes `R`, retained `M`, message
 //!   logs `L`) and the ranges the bootstrap creates;
+//! - [`route_keys`] CORE: the route family's row keys (filter levels, kind, receiver);
+//! - [`route_match`] CORE: the wildcard matcher over a range's sorted route rows;
 //! - [`local`] SHELL: requests (local or from other nodes) into this node's raft store;
 //! - [`client`] SHELL: [`KvClient`], routed, retried reads and writes.
 
@@ -14,6 +16,8 @@ pub mod config;
 pub mod keys;
 pub mod local;
 pub mod ranges;
+pub mod route_keys;
+pub mod route_match;
 
 pub use client::{ClientConfig, KvClient, KvError};
 pub use config::{ClusterConfig, ClusterConfigError};
