@@ -19,6 +19,8 @@ pub enum Outcome {
     Value(Option<Vec<u8>>),
     /// A scan, in key order.
     Rows(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A match: per topic of the query, in order, the matching `(key, value)` rows.
+    Matched(Vec<Vec<(Vec<u8>, Vec<u8>)>>),
     /// A membership change was applied; the descriptor after it.
     ConfChanged(RangeDescriptor),
     /// An empty entry (a new leader's no-op); never the answer to a request.

@@ -41,7 +41,21 @@ pub enum Query {
         /// Most pairs returned.
         limit: usize,
     },
+    /// The route rows under `prefix` (one tenant's route family prefix) whose filters match
+    /// each topic, within the range (`cluster::route_match`). A topic's list holding
+    /// `limit` rows may have been cut.
+    Match {
+        /// `keys::prefix(FAMILY_ROUTES, tenant)`.
+        prefix: Vec<u8>,
+        /// Topic names, at most [`MATCH_TOPICS_MAX`].
+        topics: Vec<String>,
+        /// Most rows returned per topic.
+        limit: usize,
+    },
 }
+
+/// Most topics one [`Query::Match`] may carry.
+pub const MATCH_TOPICS_MAX: usize = 1024;
 
 /// How a read proves it is linearizable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,7 +172,8 @@ impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     }
 
     fn execute(&self, req: &ReadRequest) -> Result<Outcome, RequestError> {
-        Ok(self.kv().query(&req.query, &self.desc().end))
+        let desc = self.desc();
+        Ok(self.kv().query(&req.query, &desc.start, &desc.end))
     }
 
     /// Leadership is gone: reads in flight will never get a read index.
@@ -198,5 +213,10 @@ fn check_read(desc: &crate::group::RangeDescriptor, req: &ReadRequest) -> Result
                 })
             }
         }
+        // Answered within the range, whatever the prefix; only the size is checked.
+        Query::Match { topics, .. } if topics.len() > MATCH_TOPICS_MAX => {
+            Err(RequestError::Malformed(crate::codec::CodecError::LengthTooLarge(topics.len() as u64)))
+        }
+        Query::Match { .. } => Ok(()),
     }
 }
