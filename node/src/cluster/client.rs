@@ -204,6 +204,9 @@ impl KvClient {
         while from < end {
             let range_end = self.locate(&from).await?.desc.end;
             let stop = if range_end.is_empty() || range_end >= end { end.clone() } else { range_end };
+            if stop <= from {
+                return Err(KvError::Refused(format!("range table makes no progress at {from:?}")));
+            }
             spans.push((from, stop.clone()));
             from = stop;
         }
@@ -266,6 +269,9 @@ impl KvClient {
             let range_end = entry.desc.end;
             if range_end.is_empty() || range_end >= stop {
                 return Ok(lists);
+            }
+            if range_end <= from {
+                return Err(KvError::Refused(format!("range {} ends before {from:?}", entry.desc.id)));
             }
             from = range_end;
         }
