@@ -16,7 +16,8 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::local::LocalStore;
 use super::ranges::{RangeEntry, RangeTable};
-use crate::group::{Command, GroupId, NodeId, Outcome, Query, ReadPolicy, RequestError};
+use super::route_keys;
+use crate::group::{Command, GroupId, MATCH_TOPICS_MAX, NodeId, Outcome, Query, ReadPolicy, RequestError};
 use crate::pd::PD_GROUP;
 use crate::transport::QuicTransport;
 use crate::transport::request::{Reply, ReplyError, Request, RequestBody};
@@ -55,6 +56,13 @@ pub enum KvError {
     #[error("request refused: {0}")]
     Refused(String),
 }
+
+/// Most rows one range may return for one topic of [`KvClient::match_topics`]; more fail
+/// the call rather than drop routes silently.
+pub const MATCH_ROWS_MAX: usize = 4096;
+
+/// Rows per topic, in the order of the topics asked.
+type RowLists = Vec<Vec<(Vec<u8>, Vec<u8>)>>;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
@@ -182,37 +190,91 @@ impl KvClient {
         Ok(out)
     }
 
-    /// The route rows of `tenant` matching each of `topics` (one list per topic, in order),
-    /// from every route range of the tenant: one `Match` lease read per range, routed to
-    /// its leader.
-    pub async fn match_topics(
-        &self,
-        tenant: &[u8],
-        topics: &[String],
-    ) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, KvError> {
-        const ROWS_PER_TOPIC: usize = 4096;
-        let (start, end) =
-            super::route_keys::family_span(tenant).map_err(|e| KvError::Refused(e.to_string()))?;
-        let mut out: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); topics.len()];
+    /// The route rows of `tenant` whose filters match each topic (one list per topic, in
+    /// order, keys sorted), read linearizably (lease) from every range of the tenant's route
+    /// family at once. Fails if a range holds more than [`MATCH_ROWS_MAX`] rows for a topic.
+    pub async fn match_topics(&self, tenant: &[u8], topics: &[String]) -> Result<RowLists, KvError> {
+        let (start, end) = route_keys::family_span(tenant).map_err(|e| KvError::Refused(e.to_string()))?;
+        let mut out: RowLists = vec![Vec::new(); topics.len()];
+        if topics.is_empty() {
+            return Ok(out);
+        }
+        let mut spans = Vec::new();
         let mut from = start.clone();
         while from < end {
             let range_end = self.locate(&from).await?.desc.end;
-            let query =
-                Query::Match { prefix: start.clone(), topics: topics.to_vec(), limit: ROWS_PER_TOPIC };
-            match self.read(&from, query, ReadPolicy::Lease).await? {
-                Outcome::Matched(lists) if lists.len() == topics.len() => {
-                    for (acc, rows) in out.iter_mut().zip(lists) {
-                        acc.extend(rows);
-                    }
-                }
-                other => return Err(KvError::Refused(format!("unexpected answer {other:?}"))),
+            let stop = if range_end.is_empty() || range_end >= end { end.clone() } else { range_end };
+            if stop <= from {
+                return Err(KvError::Refused(format!("range table makes no progress at {from:?}")));
             }
-            if range_end.is_empty() || range_end >= end {
-                break;
+            spans.push((from, stop.clone()));
+            from = stop;
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (chunk_at, chunk) in topics.chunks(MATCH_TOPICS_MAX).enumerate() {
+            for (from, stop) in &spans {
+                let (client, prefix, chunk) = (self.clone(), start.clone(), chunk.to_vec());
+                let (from, stop) = (from.clone(), stop.clone());
+                tasks.spawn(async move {
+                    (chunk_at * MATCH_TOPICS_MAX, client.match_span(prefix, chunk, from, stop).await)
+                });
+            }
+        }
+        // Dropping the set on an error aborts the other tasks.
+        while let Some(joined) = tasks.join_next().await {
+            let (first, lists) = joined.map_err(|e| KvError::Refused(format!("match task: {e}")))?;
+            for (list, rows) in out[first..].iter_mut().zip(lists?) {
+                list.extend(rows);
+            }
+        }
+        for list in &mut out {
+            list.sort_unstable();
+        }
+        Ok(out)
+    }
+
+    /// Matches `topics` against the rows in `[from, stop)`, range after range.
+    async fn match_span(
+        &self,
+        prefix: Vec<u8>,
+        topics: Vec<String>,
+        mut from: Vec<u8>,
+        stop: Vec<u8>,
+    ) -> Result<RowLists, KvError> {
+        let mut lists: RowLists = vec![Vec::new(); topics.len()];
+        let query = Query::Match { prefix, topics, limit: MATCH_ROWS_MAX + 1 };
+        loop {
+            let (outcome, entry) = self
+                .call_entry(&from, true, |e| RequestBody::Read {
+                    group: e.desc.id,
+                    epoch: e.desc.epoch,
+                    policy: ReadPolicy::Lease,
+                    query: query.clone(),
+                })
+                .await?;
+            let Outcome::Matched(got) = outcome else {
+                return Err(KvError::Refused(format!("unexpected answer {outcome:?}")));
+            };
+            if got.len() != lists.len() {
+                return Err(KvError::Refused(format!("{} row lists for {} topics", got.len(), lists.len())));
+            }
+            for (list, rows) in lists.iter_mut().zip(got) {
+                if rows.len() > MATCH_ROWS_MAX {
+                    return Err(KvError::Refused(format!("more than {MATCH_ROWS_MAX} routes match a topic")));
+                }
+                // The range may have moved since the span was planned: keep only the span.
+                list.extend(rows.into_iter().filter(|(k, _)| *k >= from && *k < stop));
+            }
+            // The range that answered may end before the span does (it split meanwhile).
+            let range_end = entry.desc.end;
+            if range_end.is_empty() || range_end >= stop {
+                return Ok(lists);
+            }
+            if range_end <= from {
+                return Err(KvError::Refused(format!("range {} ends before {from:?}", entry.desc.id)));
             }
             from = range_end;
         }
-        Ok(out)
     }
 
     /// A read routed by `key`.
@@ -273,6 +335,16 @@ impl KvClient {
         idempotent: bool,
         body: impl Fn(&RangeEntry) -> RequestBody,
     ) -> Result<Outcome, KvError> {
+        self.call_entry(key, idempotent, body).await.map(|(outcome, _)| outcome)
+    }
+
+    /// As [`call`](Self::call), also returning the range (as routed) that answered.
+    async fn call_entry(
+        &self,
+        key: &[u8],
+        idempotent: bool,
+        body: impl Fn(&RangeEntry) -> RequestBody,
+    ) -> Result<(Outcome, RangeEntry), KvError> {
         let deadline = Instant::now() + self.inner.cfg.request_timeout;
         let mut backoff = BACKOFF_MIN;
         let mut rotate = 0usize;
@@ -297,7 +369,7 @@ impl KvClient {
             let wait = self.inner.cfg.attempt_timeout.min(deadline - now);
             let result = self.send(target, body(&entry), wait).await;
             let next = match result {
-                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Ok(outcome)) => return Ok((outcome, entry)),
                 Ok(Err(e)) => {
                     last = format!("node {target}, range {}: {e}", entry.desc.id);
                     if trail.len() == 8 {

@@ -41,6 +41,9 @@ pub enum KeyError {
     /// Client ids are at most 65,535 bytes.
     #[error("client id of {0} bytes exceeds 65535")]
     ClientIdTooLong(usize),
+    /// MQTT forbids U+0000 in topic filters, and the route keys use it as the level end.
+    #[error("topic filter contains U+0000")]
+    NulInFilter,
 }
 
 /// The common prefix of every key of `family` for `tenant`.

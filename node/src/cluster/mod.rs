@@ -7,7 +7,7 @@
 //! - [`keys`] CORE: the MQTT key families (sessions `S`, routes `R`, retained `M`, message
 //!   logs `L`) and the ranges the bootstrap creates;
 //! - [`retained_keys`] CORE: the retained family's rows (level-hash layout);
-//! - [`route_keys`] CORE: the route family's rows (escaped levels, node rows);
+//! - [`route_keys`] CORE: the route family's row keys (filter levels, kind, receiver);
 //! - [`route_match`] CORE: wildcard matching over route rows by seeking;
 //! - [`session_keys`] CORE: the session family's records (header fenced by epoch, subscriptions);
 //! - [`local`] SHELL: requests (local or from other nodes) into this node's raft store;

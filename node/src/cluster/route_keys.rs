@@ -1,115 +1,139 @@
-//! CORE. The route ("R") family (CLUSTER.md section 2.2): one row per (filter, receiver).
+//! CORE. The route (`R`) family's key layout: one row per (filter, receiver), ordered so that
+//! every filter with a given level prefix is one contiguous key span, which is what
+//! [`route_match`](super::route_match) walks.
 //!
 //! ```text
-//! key   := prefix(R, tenant) | (0x01 level 0x00)* | 0x00 | kind:u8 | receiver
-//! kind  := 'N' node row: receiver = node id (u64 big endian), value = incarnation:u64 max_qos:u8
+//! row    := keys::prefix('R', tenant) | level* | 0x00 | kind:u8 | receiver
+//! level  := 0x01 | level bytes | 0x00        (one per '/'-separated level of the filter)
+//! kind N := node row, receiver = node id:u64 big endian, value = NodeRow
 //! ```
 //!
-//! Each level is escaped with a leading 0x01, so empty levels (`a//b`) stay unambiguous and
-//! the lone 0x00 ends the filter; `+` and `#` are ordinary level bytes, so the rows under a
-//! level prefix are one contiguous span (the matcher seeks through them). Decoding is
-//! total: bad input gives `None`, never a panic.
+//! Invariants:
+//! - A level never holds 0x00 (MQTT forbids U+0000 in topics and filters; [`filter_key`]
+//!   refuses it), so `prefix | level_0 .. level_i` is a key prefix of exactly the filters
+//!   whose first `i + 1` levels are those, and the lone 0x00 (never a level's 0x01) ends the
+//!   filter: `a` and `a/b`, `a//b` and `a/b` are told apart.
+//! - `+` and `#` are ordinary level bytes: the filter `a/#` is the level `a` then the level
+//!   `#`, so the rows of `a/#` are the span `prefix | 0x01 a 0x00 | 0x01 # 0x00 | 0x00`.
+//! - The tenant prefix carries the tenant's length, so tenant `a` never prefixes tenant `ab`.
 
-use super::keys::{FAMILY_ROUTES, KeyError, prefix};
+use super::keys::{self, FAMILY_ROUTES, KeyError};
 use crate::group::NodeId;
 
-/// A node row: `filter -> node` for a node with a non-persistent subscriber to it.
+/// Kind of a node row: some non-persistent session on the receiver node subscribes.
 pub const KIND_NODE: u8 = b'N';
-/// Starts every level.
-pub(crate) const LEVEL: u8 = 0x01;
-/// Ends a level, and (alone) the filter.
-pub(crate) const END: u8 = 0x00;
+/// Marks the start of a level.
+pub(crate) const LEVEL_START: u8 = 0x01;
+/// Ends a level, and (alone, where a level would start) ends the filter.
+pub(crate) const LEVEL_END: u8 = 0x00;
 
-/// Appends the escaped levels of `filter` and the end marker.
-pub(crate) fn push_levels(k: &mut Vec<u8>, filter: &str) {
-    for level in filter.split('/') {
-        k.push(LEVEL);
-        k.extend_from_slice(level.as_bytes());
-        k.push(END);
+/// The value of a node row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    /// The node's incarnation when it wrote the row (a restarted node's rows are stale).
+    pub incarnation: u64,
+    /// The highest QoS any of the node's sessions was granted for the filter.
+    pub max_qos: u8,
+}
+
+/// Encoded size of a [`NodeRow`].
+const NODE_ROW_BYTES: usize = 9;
+
+impl NodeRow {
+    /// `incarnation:u64 big endian | max_qos:u8`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(NODE_ROW_BYTES);
+        v.extend_from_slice(&self.incarnation.to_be_bytes());
+        v.push(self.max_qos);
+        v
     }
-    k.push(END);
+
+    /// Reads what [`encode`](Self::encode) wrote; `None` for any other length.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        let bytes: &[u8; NODE_ROW_BYTES] = value.try_into().ok()?;
+        let (inc, qos) = bytes.split_at(8);
+        Some(Self { incarnation: u64::from_be_bytes(inc.try_into().ok()?), max_qos: qos[0] })
+    }
 }
 
-/// The key prefix of every row of `filter` (through the end marker).
+/// A parsed route row key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteRow {
+    /// The filter, levels joined with `/`.
+    pub filter: String,
+    /// The row kind ([`KIND_NODE`], ...).
+    pub kind: u8,
+    /// The receiver node of a node row; `None` for other kinds.
+    pub node: Option<NodeId>,
+}
+
+/// Appends one level's encoding.
+pub(crate) fn push_level(key: &mut Vec<u8>, level: &[u8]) {
+    key.push(LEVEL_START);
+    key.extend_from_slice(level);
+    key.push(LEVEL_END);
+}
+
+/// The key prefix of every row of `filter`: the tenant prefix, the levels, the end marker.
 pub fn filter_key(tenant: &[u8], filter: &str) -> Result<Vec<u8>, KeyError> {
-    let mut k = prefix(FAMILY_ROUTES, tenant)?;
-    push_levels(&mut k, filter);
-    Ok(k)
+    if filter.as_bytes().contains(&0) {
+        return Err(KeyError::NulInFilter);
+    }
+    let mut key = keys::prefix(FAMILY_ROUTES, tenant)?;
+    key.reserve(filter.len() + 2 * filter.split('/').count() + 10);
+    for level in filter.split('/') {
+        push_level(&mut key, level.as_bytes());
+    }
+    key.push(LEVEL_END);
+    Ok(key)
 }
 
-/// The node row of `node` for `filter`.
+/// The key of `node`'s row for `filter`.
 pub fn node_row_key(tenant: &[u8], filter: &str, node: NodeId) -> Result<Vec<u8>, KeyError> {
-    let mut k = filter_key(tenant, filter)?;
-    k.push(KIND_NODE);
-    k.extend_from_slice(&node.to_be_bytes());
-    Ok(k)
+    let mut key = filter_key(tenant, filter)?;
+    key.push(KIND_NODE);
+    key.extend_from_slice(&node.to_be_bytes());
+    Ok(key)
 }
 
-/// `[start, end)` of every route row of `tenant`.
+/// `[start, end)` holding every route key of `tenant`: the tenant prefix, and the prefix
+/// with its last byte (the key version, never 0xff) plus one.
 pub fn family_span(tenant: &[u8]) -> Result<(Vec<u8>, Vec<u8>), KeyError> {
-    let start = prefix(FAMILY_ROUTES, tenant)?;
+    let start = keys::prefix(FAMILY_ROUTES, tenant)?;
     let mut end = start.clone();
     if let Some(last) = end.last_mut() {
-        // The prefix ends with the version byte (1), never 0xFF.
-        *last += 1;
+        // The last byte is KEY_VERSION: adding one cannot overflow.
+        *last = last.saturating_add(1);
     }
     Ok((start, end))
 }
 
-/// A node row's value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NodeRow {
-    /// The writing node's incarnation (rows of an earlier one are stale).
-    pub incarnation: u64,
-    /// Highest QoS of the node's subscriptions to the filter.
-    pub max_qos: u8,
-}
-
-impl NodeRow {
-    /// The value bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = self.incarnation.to_be_bytes().to_vec();
-        b.push(self.max_qos);
-        b
+/// The length of the tenant prefix a route key starts with (`fam | tlen | tenant | ver`).
+pub fn tenant_prefix_len(key: &[u8]) -> Option<usize> {
+    if key.first() != Some(&FAMILY_ROUTES) {
+        return None;
     }
-
-    /// Decodes a value.
-    pub fn decode(v: &[u8]) -> Option<Self> {
-        let (inc, qos) = v.split_at_checked(8)?;
-        let [max_qos] = qos else { return None };
-        (*max_qos <= 2).then(|| Self {
-            incarnation: u64::from_be_bytes(inc.try_into().unwrap_or_default()),
-            max_qos: *max_qos,
-        })
-    }
+    let len = 3 + usize::from(*key.get(1)?);
+    (key.len() >= len).then_some(len)
 }
 
-/// A decoded row key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteRow {
-    /// The filter.
-    pub filter: String,
-    /// The row's kind.
-    pub kind: u8,
-    /// The receiving node, for a node row.
-    pub node: Option<NodeId>,
-}
-
-/// Decodes a row key (`tenant_prefix_len` = the length of `prefix(R, tenant)`).
+/// Parses a row key whose tenant prefix is `tenant_prefix_len` bytes long; `None` if it is
+/// not a well-formed row key (levels not UTF-8, no end marker, no kind, a node row whose
+/// receiver is not 8 bytes).
 pub fn parse_row_key(tenant_prefix_len: usize, key: &[u8]) -> Option<RouteRow> {
     let mut rest = key.get(tenant_prefix_len..)?;
     let mut levels: Vec<&str> = Vec::new();
     loop {
-        let (&b, tail) = rest.split_first()?;
-        match b {
-            END => {
-                rest = tail;
+        let (&marker, after) = rest.split_first()?;
+        match marker {
+            LEVEL_END => {
+                rest = after;
                 break;
             }
-            LEVEL => {
-                let end = tail.iter().position(|&c| c == END)?;
-                levels.push(std::str::from_utf8(&tail[..end]).ok()?);
-                rest = &tail[end + 1..];
+            LEVEL_START => {
+                let end = after.iter().position(|&b| b == LEVEL_END)?;
+                levels.push(std::str::from_utf8(&after[..end]).ok()?);
+                rest = &after[end + 1..];
             }
             _ => return None,
         }
@@ -118,32 +142,26 @@ pub fn parse_row_key(tenant_prefix_len: usize, key: &[u8]) -> Option<RouteRow> {
         return None;
     }
     let (&kind, receiver) = rest.split_first()?;
-    let node = match kind {
-        KIND_NODE => Some(u64::from_be_bytes(receiver.try_into().ok()?)),
-        _ => None,
-    };
+    let node = if kind == KIND_NODE { Some(NodeId::from_be_bytes(receiver.try_into().ok()?)) } else { None };
     Some(RouteRow { filter: levels.join("/"), kind, node })
 }
 
-/// The nodes of the node rows among `rows` (deduplicated; the highest `max_qos` per node).
+/// The node receivers among `rows` (route rows of any tenant), one per node in node order,
+/// keeping the highest `max_qos` (and the highest incarnation) any of its rows holds.
+/// Rows that are not well-formed node rows are skipped.
 pub fn node_rows(rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<(NodeId, NodeRow)> {
-    let mut out: Vec<(NodeId, NodeRow)> = Vec::new();
+    let mut out: std::collections::BTreeMap<NodeId, NodeRow> = std::collections::BTreeMap::new();
     for (key, value) in rows {
-        // The receiver is the key's last 8 bytes, after the kind byte.
-        let Some(tail) = key.len().checked_sub(9).map(|i| &key[i..]) else { continue };
-        if tail[0] != KIND_NODE {
-            continue;
-        }
-        let (Ok(node), Some(row)) = (tail[1..].try_into().map(u64::from_be_bytes), NodeRow::decode(value))
-        else {
-            continue;
-        };
-        match out.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, r)) => r.max_qos = r.max_qos.max(row.max_qos),
-            None => out.push((node, row)),
-        }
+        let Some(row) = tenant_prefix_len(key).and_then(|n| parse_row_key(n, key)) else { continue };
+        let (Some(node), Some(v)) = (row.node, NodeRow::decode(value)) else { continue };
+        out.entry(node)
+            .and_modify(|have| {
+                have.max_qos = have.max_qos.max(v.max_qos);
+                have.incarnation = have.incarnation.max(v.incarnation);
+            })
+            .or_insert(v);
     }
-    out
+    out.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -151,28 +169,68 @@ mod tests {
     use super::*;
 
     #[test]
-    fn row_keys_round_trip_and_keep_empty_levels_apart() {
-        let p = prefix(FAMILY_ROUTES, b"t").unwrap().len();
-        for f in ["a", "a/", "/a", "a//b", "+/#", "#", "a/b/c"] {
-            let k = node_row_key(b"t", f, 7).unwrap();
-            assert_eq!(
-                parse_row_key(p, &k),
-                Some(RouteRow { filter: f.into(), kind: KIND_NODE, node: Some(7) })
-            );
+    fn node_row_round_trips_and_bad_values_are_refused() {
+        let row = NodeRow { incarnation: 0x0102_0304_0506_0708, max_qos: 2 };
+        assert_eq!(row.encode(), vec![1, 2, 3, 4, 5, 6, 7, 8, 2]);
+        assert_eq!(NodeRow::decode(&row.encode()), Some(row));
+        for bad in [&[][..], &[1; 8], &[1; 10]] {
+            assert_eq!(NodeRow::decode(bad), None);
         }
+    }
+
+    #[test]
+    fn keys_parse_back_including_empty_levels_and_wildcards() {
+        for filter in ["a", "a/b", "a//b", "/", "//", "+/#", "#", "$SYS/+", "a/b/"] {
+            let key = node_row_key(b"t", filter, 7).unwrap();
+            let n = tenant_prefix_len(&key).unwrap();
+            assert_eq!(n, 4);
+            let row = parse_row_key(n, &key).unwrap();
+            assert_eq!(row, RouteRow { filter: filter.into(), kind: KIND_NODE, node: Some(7) });
+            assert!(key.starts_with(&filter_key(b"t", filter).unwrap()));
+        }
+        assert_eq!(filter_key(b"", "a//b").unwrap(), b"R\0\x01\x01a\0\x01\0\x01b\0\0".to_vec());
+        assert_eq!(filter_key(b"", "a\0b"), Err(KeyError::NulInFilter));
+        assert!(filter_key(&[0; 256], "a").is_err());
+        let key = node_row_key(b"", "a", 1).unwrap();
+        assert_eq!(parse_row_key(3, &key[..key.len() - 1]), None, "a short receiver");
+        assert_eq!(parse_row_key(3, &key[..6]), None, "no end marker");
+        assert_eq!(parse_row_key(3, b""), None);
+        assert_eq!(parse_row_key(3, b"R\0\x01\0N"), None, "no level");
+        assert_eq!(parse_row_key(3, b"R\0\x01\x07"), None, "a bad marker");
+    }
+
+    #[test]
+    fn a_filter_is_one_span_apart_from_its_extensions() {
+        // `a` and its rows sort apart from `a/b` and `ab`: prefix(a) is not a prefix of them.
         let a = filter_key(b"t", "a").unwrap();
-        let a_empty = filter_key(b"t", "a/").unwrap();
-        assert!(!a_empty.starts_with(&a) && !a.starts_with(&a_empty), "`a` and `a/` never share rows");
-        let (s, e) = family_span(b"t").unwrap();
-        let k = node_row_key(b"t", "x", 1).unwrap();
-        assert!(k >= s && k < e);
-        let other = node_row_key(b"tt", "x", 1).unwrap();
-        assert!(!(other >= s && other < e), "another tenant's rows lie outside the span");
-        let rows = vec![
-            (node_row_key(b"t", "a", 2).unwrap(), NodeRow { incarnation: 1, max_qos: 0 }.encode()),
-            (node_row_key(b"t", "+", 2).unwrap(), NodeRow { incarnation: 1, max_qos: 2 }.encode()),
-            (node_row_key(b"t", "#", 3).unwrap(), vec![1]),
-        ];
-        assert_eq!(node_rows(&rows), vec![(2, NodeRow { incarnation: 1, max_qos: 2 })]);
+        for other in ["a/b", "ab", "a/", "/a", "+"] {
+            let k = node_row_key(b"t", other, 1).unwrap();
+            assert!(!k.starts_with(&a), "{other}");
+        }
+        // Every row of a tenant lies in its family span, and no row of another tenant does.
+        let (start, end) = family_span(b"a").unwrap();
+        for (tenant, filter) in [(&b"a"[..], "x"), (b"a", "#"), (b"a", "\u{10ffff}")] {
+            let k = node_row_key(tenant, filter, u64::MAX).unwrap();
+            assert!(start <= k && k < end);
+        }
+        for tenant in [&b"ab"[..], b"", b"b", b"\x7f"] {
+            let k = node_row_key(tenant, "x", 1).unwrap();
+            assert!(!(start <= k && k < end), "{tenant:?}");
+        }
+    }
+
+    #[test]
+    fn node_rows_dedup_receivers_keeping_the_highest_qos() {
+        let row = |f: &str, node, inc, qos| {
+            (node_row_key(b"t", f, node).unwrap(), NodeRow { incarnation: inc, max_qos: qos }.encode())
+        };
+        let mut rows = vec![row("a/+", 2, 5, 0), row("a/#", 2, 5, 2), row("#", 1, 3, 1), row("a/b", 2, 5, 1)];
+        rows.push((node_row_key(b"t", "x", 4).unwrap(), b"bad".to_vec()));
+        rows.push((b"garbage".to_vec(), NodeRow { incarnation: 1, max_qos: 1 }.encode()));
+        let got = node_rows(&rows);
+        assert_eq!(
+            got,
+            vec![(1, NodeRow { incarnation: 3, max_qos: 1 }), (2, NodeRow { incarnation: 5, max_qos: 2 })]
+        );
     }
 }

@@ -14,6 +14,7 @@ use super::command::{BatchOp, Command, FENCE_HEADER_BYTES, fence_epoch, fence_ge
 use super::op::read::Query;
 use super::response::Outcome;
 use super::sm::StateMachine;
+use crate::cluster::route_match::{Bounded, SortedView, match_topic};
 use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 
 /// The ordered key-value map of one range.
@@ -196,24 +197,32 @@ impl KvState {
     }
 }
 
+impl SortedView for KvState {
+    fn seek(&self, from: &[u8]) -> Option<(&[u8], &[u8])> {
+        self.map
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+            .next()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+}
+
 impl StateMachine for KvState {
     fn apply(&mut self, cmd: &Command) -> Outcome {
         Self::apply(self, cmd)
     }
 
-    fn query(&self, query: &Query, range_end: &[u8]) -> Outcome {
+    fn query(&self, query: &Query, range_start: &[u8], range_end: &[u8]) -> Outcome {
         match query {
             Query::Get { key } => Outcome::Value(self.get(key).map(<[u8]>::to_vec)),
             Query::Scan { start, end, limit } => {
                 let end = if end.is_empty() { range_end } else { end.as_slice() };
                 Outcome::Rows(self.scan(start, end, *limit))
             }
-            Query::Match { prefix, topics, limit } => Outcome::Matched(
-                topics
-                    .iter()
-                    .map(|t| crate::cluster::route_match::match_topic(&self.map, prefix, t, *limit).rows)
-                    .collect(),
-            ),
+            Query::Match { prefix, topics, limit } => {
+                let view = Bounded::new(self, range_start, range_end);
+                let rows = topics.iter().map(|t| match_topic(&view, prefix, t, *limit).rows).collect();
+                Outcome::Matched(rows)
+            }
         }
     }
 

@@ -44,7 +44,7 @@ pub use mem_log::MemLog;
 pub use message::{GroupMessage, MessageBody};
 pub use op::conf_change::PeerChange;
 pub use op::propose::WriteRequest;
-pub use op::read::{Query, ReadPolicy, ReadRequest};
+pub use op::read::{MATCH_TOPICS_MAX, Query, ReadPolicy, ReadRequest};
 pub use peer::{GroupPeer, PeerStatus, SplitChild};
 pub use range::{Epoch, EpochCheck, GroupId, NodeId, RangeDescriptor};
 pub use response::{Outcome, Response};

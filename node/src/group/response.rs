@@ -19,6 +19,8 @@ pub enum Outcome {
     Value(Option<Vec<u8>>),
     /// A scan, in key order.
     Rows(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A match: per topic of the query, in order, the matching `(key, value)` rows.
+    Matched(Vec<Vec<(Vec<u8>, Vec<u8>)>>),
     /// A membership change was applied; the descriptor after it.
     ConfChanged(RangeDescriptor),
     /// An empty entry (a new leader's no-op); never the answer to a request.
@@ -32,8 +34,6 @@ pub enum Outcome {
         /// The epoch the key holds (`None`: absent or not a fenced record).
         current: Option<u64>,
     },
-    /// Route rows matched, one list per topic of a `Query::Match`.
-    Matched(Vec<Vec<(Vec<u8>, Vec<u8>)>>),
     /// A fence was applied.
     Fenced {
         /// The record's epoch now.

@@ -17,8 +17,9 @@ use crate::codec::CodecError;
 pub trait StateMachine: Clone + Default + std::fmt::Debug + PartialEq + Send + 'static {
     /// Applies one committed command (never `Split`: the replica applies that itself).
     fn apply(&mut self, cmd: &Command) -> Outcome;
-    /// Answers a read; `range_end` replaces an empty scan end (empty = unbounded).
-    fn query(&self, query: &Query, range_end: &[u8]) -> Outcome;
+    /// Answers a read about the range `[range_start, range_end)` (empty end = unbounded):
+    /// `range_end` replaces an empty scan end, and a match never leaves the range.
+    fn query(&self, query: &Query, range_start: &[u8], range_end: &[u8]) -> Outcome;
     /// Moves everything at or after `key` into a new state (the right half of a split).
     fn split_off(&mut self, key: &[u8]) -> Self;
     /// Where to split when no key is given (the middle, aligned to the keyspace's records).

@@ -277,3 +277,59 @@ fn conf_change_entry_with_a_group_wire_type_is_refused_at_apply() {
         assert!(!net.peer(1).desc().has_member(4));
     }
 }
+
+#[test]
+fn match_queries_return_route_rows_written_with_put() {
+    use crate::cluster::keys::{FAMILY_ROUTES, prefix};
+    use crate::cluster::route_keys::{NodeRow, node_row_key};
+    let d = RangeDescriptor::new(7, vec![FAMILY_ROUTES], vec![FAMILY_ROUTES + 1], &[1, 2, 3]);
+    let mut net = Net::new(&d);
+    net.elect(1);
+    let now = net.now;
+    let row = |f: &str, node| {
+        (node_row_key(b"t", f, node).unwrap(), NodeRow { incarnation: 1, max_qos: 1 }.encode())
+    };
+    let rows = [row("a/+", 2), row("a/#", 3), row("b", 2), row("#", 1)];
+    for (i, (key, value)) in rows.iter().enumerate() {
+        let command = Command::Put { key: key.clone(), value: value.clone() };
+        net.peer(1)
+            .propose(now, WriteRequest { request_id: i as u64, epoch: d.epoch, command })
+            .expect("put");
+    }
+    net.settle();
+    let query = Query::Match {
+        prefix: prefix(FAMILY_ROUTES, b"t").unwrap(),
+        topics: vec!["a/x".into(), "b".into(), "$x".into()],
+        limit: 10,
+    };
+    let mut want = vec![
+        vec![rows[0].clone(), rows[1].clone(), rows[3].clone()],
+        vec![rows[2].clone(), rows[3].clone()],
+        vec![],
+    ];
+    for (id, policy) in [(10, ReadPolicy::Lease), (11, ReadPolicy::ReadIndex)] {
+        let req = ReadRequest { request_id: id, epoch: d.epoch, query: query.clone(), policy };
+        net.peer(1).read(now, req).expect("read");
+        net.settle();
+        let Ok(Outcome::Matched(mut got)) = net.take(id) else { panic!("a match answer") };
+        for (g, w) in got.iter_mut().zip(&mut want) {
+            g.sort();
+            w.sort();
+        }
+        assert_eq!(got, want);
+    }
+    let req = ReadRequest { request_id: 12, epoch: d.epoch, query: query.clone(), policy: ReadPolicy::Lease };
+    assert_eq!(net.peer(2).read(now, req), Err(RequestError::NotLeader { leader_hint: Some(1) }));
+    let many =
+        Query::Match { prefix: Vec::new(), topics: vec![String::new(); MATCH_TOPICS_MAX + 1], limit: 1 };
+    let req = ReadRequest { request_id: 13, epoch: d.epoch, query: many, policy: ReadPolicy::Lease };
+    assert!(matches!(net.peer(1).read(now, req), Err(RequestError::Malformed(_))));
+    // A range never answers with keys outside itself. Key order: `#`, `a/#`, `a/+`, `b`;
+    // cut between `a/#` and `a/+`.
+    let kv = net.peers[&1].kv();
+    let cut = node_row_key(b"t", "a/#", 4).unwrap();
+    let Outcome::Matched(left) = kv.query(&query, &d.start, &cut) else { panic!("a match answer") };
+    let Outcome::Matched(right) = kv.query(&query, &cut, &d.end) else { panic!("a match answer") };
+    assert_eq!(left, vec![vec![rows[3].clone(), rows[1].clone()], vec![rows[3].clone()], vec![]]);
+    assert_eq!(right, vec![vec![rows[0].clone()], vec![rows[2].clone()], vec![]]);
+}

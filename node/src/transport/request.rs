@@ -21,15 +21,14 @@
 //!
 //! Integers are LEB128 varints; `opt` is `0 | 1 bytes`, `opt_u64` is `0 | 1 u64`. Decoding is
 //! total: hostile input gives a [`CodecError`], never a panic, and every count is checked
-//! against the remaining input before anything is allocated.
+//! against the remaining input before anything is allocated. A match carries at most
+//! [`MATCH_TOPICS_MAX`] topics, each UTF-8.
 
 use crate::codec::{CodecError, Reader, put_bytes, put_opt_bytes, put_uvarint};
 use crate::group::{
-    Command, Epoch, GroupId, NodeId, Outcome, Query, RangeDescriptor, ReadPolicy, RequestError,
+    Command, Epoch, GroupId, MATCH_TOPICS_MAX, NodeId, Outcome, Query, RangeDescriptor, ReadPolicy,
+    RequestError,
 };
-
-/// Most topics one `Match` query carries.
-pub const MATCH_TOPICS_MAX: usize = 1024;
 
 /// Smallest encoded request (id, timeout, tag, group, an empty command).
 pub(crate) const REQUEST_BYTES_MIN: usize = 5;
@@ -195,21 +194,25 @@ fn decode_query(r: &mut Reader<'_>) -> Result<Query, CodecError> {
             end: r.bytes()?.to_vec(),
             limit: usize::try_from(r.uvarint()?).unwrap_or(usize::MAX),
         },
-        3 => {
-            let prefix = r.bytes()?.to_vec();
-            let n = r.count(1)?;
-            if n > MATCH_TOPICS_MAX {
-                return Err(CodecError::LengthTooLarge(n as u64));
-            }
-            let mut topics = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t = std::str::from_utf8(r.bytes()?).map_err(|_| CodecError::UnknownTag(0xFF))?;
-                topics.push(t.to_string());
-            }
-            Query::Match { prefix, topics, limit: usize::try_from(r.uvarint()?).unwrap_or(usize::MAX) }
-        }
+        3 => decode_match(r)?,
         t => return Err(CodecError::UnknownTag(t)),
     })
+}
+
+fn decode_match(r: &mut Reader<'_>) -> Result<Query, CodecError> {
+    let prefix = r.bytes()?.to_vec();
+    let n = r.count(1)?;
+    if n > MATCH_TOPICS_MAX {
+        return Err(CodecError::LengthTooLarge(n as u64));
+    }
+    let mut topics = Vec::with_capacity(n);
+    for _ in 0..n {
+        // Bad UTF-8 is refused like a bad tag (as the PD codec does).
+        let topic = std::str::from_utf8(r.bytes()?).map_err(|_| CodecError::UnknownTag(0))?;
+        topics.push(topic.to_owned());
+    }
+    let limit = usize::try_from(r.uvarint()?).unwrap_or(usize::MAX);
+    Ok(Query::Match { prefix, topics, limit })
 }
 
 impl Reply {
@@ -280,6 +283,17 @@ fn encode_outcome(buf: &mut Vec<u8>, outcome: &Outcome) {
                 put_bytes(buf, v);
             }
         }
+        Outcome::Matched(lists) => {
+            buf.push(10);
+            put_uvarint(buf, lists.len() as u64);
+            for rows in lists {
+                put_uvarint(buf, rows.len() as u64);
+                for (k, v) in rows {
+                    put_bytes(buf, k);
+                    put_bytes(buf, v);
+                }
+            }
+        }
         Outcome::ConfChanged(desc) => {
             buf.push(5);
             desc.encode(buf);
@@ -299,17 +313,6 @@ fn encode_outcome(buf: &mut Vec<u8>, outcome: &Outcome) {
             put_uvarint(buf, *epoch);
             put_uvarint(buf, *generation);
             put_opt_bytes(buf, previous.as_deref());
-        }
-        Outcome::Matched(lists) => {
-            buf.push(10);
-            put_uvarint(buf, lists.len() as u64);
-            for rows in lists {
-                put_uvarint(buf, rows.len() as u64);
-                for (k, v) in rows {
-                    put_bytes(buf, k);
-                    put_bytes(buf, v);
-                }
-            }
         }
     }
 }
@@ -458,7 +461,7 @@ pub(crate) mod tests {
                 end,
                 limit
             }),
-            (bytes(), proptest::collection::vec(".{0,8}", 0..4), 0..10_000usize)
+            (bytes(), proptest::collection::vec("[a-z/+#$\u{e9}]{0,8}", 0..4), any::<usize>())
                 .prop_map(|(prefix, topics, limit)| Query::Match { prefix, topics, limit }),
         ]
     }
@@ -487,14 +490,14 @@ pub(crate) mod tests {
                 .prop_map(|(succeeded, previous)| Outcome::Cas { succeeded, previous }),
             proptest::option::of(bytes()).prop_map(Outcome::Value),
             proptest::collection::vec((bytes(), bytes()), 0..4).prop_map(Outcome::Rows),
+            proptest::collection::vec(proptest::collection::vec((bytes(), bytes()), 0..3), 0..4)
+                .prop_map(Outcome::Matched),
             desc().prop_map(Outcome::ConfChanged),
             desc().prop_map(Outcome::Split),
             (bytes(), proptest::option::of(any::<u64>()))
                 .prop_map(|(key, current)| Outcome::GuardFailed { key, current }),
             (any::<u64>(), any::<u64>(), proptest::option::of(bytes()))
                 .prop_map(|(epoch, generation, previous)| Outcome::Fenced { epoch, generation, previous }),
-            proptest::collection::vec(proptest::collection::vec((bytes(), bytes()), 0..3), 0..3)
-                .prop_map(Outcome::Matched),
         ]
     }
 
@@ -521,6 +524,32 @@ pub(crate) mod tests {
     pub(crate) fn reply() -> impl Strategy<Value = Reply> {
         let result = prop_oneof![outcome().prop_map(Ok), error().prop_map(Err)];
         (any::<u64>(), result).prop_map(|(id, result)| Reply { id, result })
+    }
+
+    fn match_request(topics: Vec<String>) -> Vec<u8> {
+        let query = Query::Match { prefix: b"R\0\x01".to_vec(), topics, limit: 10 };
+        let body = RequestBody::Read {
+            group: 1,
+            epoch: Epoch { version: 1, conf_ver: 1 },
+            policy: ReadPolicy::Lease,
+            query,
+        };
+        let mut buf = Vec::new();
+        Request { id: 1, timeout_ms: 5, body }.encode(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_match_of_too_many_topics_or_bad_utf8_is_refused() {
+        let ok = match_request(vec!["a".into(); MATCH_TOPICS_MAX]);
+        assert!(Request::decode(&mut Reader::new(&ok)).is_ok());
+        let many = match_request(vec!["a".into(); MATCH_TOPICS_MAX + 1]);
+        let refused = Request::decode(&mut Reader::new(&many));
+        assert_eq!(refused, Err(CodecError::LengthTooLarge(MATCH_TOPICS_MAX as u64 + 1)));
+        let mut bad = match_request(vec!["ab".into()]);
+        let at = bad.windows(2).position(|w| w == b"ab").expect("topic bytes");
+        bad[at] = 0xff;
+        assert!(Request::decode(&mut Reader::new(&bad)).is_err());
     }
 
     proptest! {

@@ -41,18 +41,21 @@ pub enum Query {
         /// Most pairs returned.
         limit: usize,
     },
-    /// The route rows under `prefix` whose filters match each topic (see
-    /// `cluster::route_match`), at most `limit` per topic: a lease read on the route range
-    /// leader answers where a publish goes.
+    /// The route rows under `prefix` (one tenant's route family prefix) whose filters match
+    /// each topic, within the range (`cluster::route_match`). A topic's list holding
+    /// `limit` rows may have been cut.
     Match {
-        /// The tenant's route key prefix.
+        /// `keys::prefix(FAMILY_ROUTES, tenant)`.
         prefix: Vec<u8>,
-        /// Topic names.
+        /// Topic names, at most [`MATCH_TOPICS_MAX`].
         topics: Vec<String>,
-        /// Most rows per topic.
+        /// Most rows returned per topic.
         limit: usize,
     },
 }
+
+/// Most topics one [`Query::Match`] may carry.
+pub const MATCH_TOPICS_MAX: usize = 1024;
 
 /// How a read proves it is linearizable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +172,8 @@ impl<L: LogStore, S: StateMachine> GroupPeer<L, S> {
     }
 
     fn execute(&self, req: &ReadRequest) -> Result<Outcome, RequestError> {
-        Ok(self.kv().query(&req.query, &self.desc().end))
+        let desc = self.desc();
+        Ok(self.kv().query(&req.query, &desc.start, &desc.end))
     }
 
     /// Leadership is gone: reads in flight will never get a read index.
@@ -197,8 +201,6 @@ fn check_read(desc: &crate::group::RangeDescriptor, req: &ReadRequest) -> Result
     desc.check_epoch(req.epoch, EpochCheck::Version)?;
     match &req.query {
         Query::Get { key } => desc.check_key(key),
-        // Matches whatever part of the route rows the range holds.
-        Query::Match { .. } => Ok(()),
         Query::Scan { start, end, .. } => {
             if desc.contains_span(start, if end.is_empty() { &desc.end } else { end }) {
                 Ok(())
@@ -211,5 +213,10 @@ fn check_read(desc: &crate::group::RangeDescriptor, req: &ReadRequest) -> Result
                 })
             }
         }
+        // Answered within the range, whatever the prefix; only the size is checked.
+        Query::Match { topics, .. } if topics.len() > MATCH_TOPICS_MAX => {
+            Err(RequestError::Malformed(crate::codec::CodecError::LengthTooLarge(topics.len() as u64)))
+        }
+        Query::Match { .. } => Ok(()),
     }
 }
