@@ -130,10 +130,10 @@ pub struct Acquired {
     pub generation: u64,
     /// The session existed and continues (Session Present).
     pub present: bool,
-    /// It was last held by another node (or another incarnation of this one): any copy
-    /// of it here is stale.
+    /// It was last held by another node: any copy of it here is stale.
     pub remote: bool,
-    /// Its subscriptions, when `present` and `remote`.
+    /// Its subscriptions, when `present` and held elsewhere or by an earlier incarnation
+    /// of this node (used when there is no copy here).
     pub subs: Vec<(ByteString, SubEntry)>,
 }
 

@@ -120,7 +120,7 @@ impl Broker {
         {
             self.forget_session(key);
         }
-        if clean_start || !a.present || !a.remote || self.by_client.contains_key(client_id) {
+        if clean_start || !a.present || self.by_client.contains_key(client_id) {
             return None;
         }
         let key = self.create_session(client_id.clone(), 0);

@@ -445,3 +445,35 @@ fn retained_messages_are_written_before_puback_and_read_for_a_new_subscription()
         "{out:?}"
     );
 }
+
+#[test]
+fn a_session_last_held_here_continues_with_its_queue() {
+    let (mut b, now) = broker();
+    let (conn, op) = connect_pending(&mut b, now, "car", false, 3600);
+    b.complete_op(now, op, acquired(1, false, false, Vec::new()));
+    drain(&mut b, now, conn);
+    subscribe(&mut b, now, conn, 1, &["cmd/car"]);
+    for (id, _) in ops(&mut b) {
+        b.complete_op(now, id, OpOutcome::Done { nodes: 0 });
+    }
+    b.close(now, conn);
+    ops(&mut b);
+    let msg = super::message::Message::new(
+        now,
+        "cmd/car".into(),
+        Bytes::from_static(b"queued"),
+        QoS::AtLeastOnce,
+        false,
+        Properties::default(),
+        None,
+    );
+    assert_eq!(b.deliver_forwarded(now, msg), 1, "queued for the offline session");
+    // Last held by this node (an earlier incarnation, or this one): the copy here continues.
+    let (conn, op) = connect_pending(&mut b, now, "car", false, 3600);
+    b.complete_op(now, op, acquired(2, true, false, Vec::new()));
+    let out = drain(&mut b, now, conn);
+    assert!(
+        matches!(out.as_slice(), [Packet::ConnAck(a), Packet::Publish(p)] if a.session_present && &p.payload[..] == b"queued"),
+        "{out:?}"
+    );
+}

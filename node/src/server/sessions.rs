@@ -73,13 +73,15 @@ async fn try_acquire(
     let Some(prev) = previous else {
         return Ok(Acquired { epoch, generation, present: false, remote: false, subs: Vec::new() });
     };
-    let remote = prev.owner_node != me || prev.owner_inc != inc;
-    if prev.owner_node != me {
+    // Held by another node: any copy here is stale. Held by an earlier incarnation of this
+    // node: the copy restored from this node's journal (if any) continues.
+    let remote = prev.owner_node != me;
+    if remote {
         kick(link, prev.owner_node, client_id, epoch, prev.online).await;
     }
     let present = !clean_start && prev.alive_at(now_ms());
     let mut subs = Vec::new();
-    if present && remote {
+    if present && (remote || prev.owner_inc != inc) {
         let (start, end) = session_keys::subs_span(&sess);
         let rows = link
             .client
