@@ -212,8 +212,10 @@ class Paho:
         name: str = "paho",
         client_id: str | None = None,
         clean_session: bool = True,
+        port: int | None = None,
     ):
         self.version = version
+        self.port = port  # None: the single broker's PORT
         self.v5 = version == MQTTv5
         self.client_id = uid(name) if client_id is None else client_id
         self.name = name
@@ -285,9 +287,9 @@ class Paho:
             if expiry is not None:
                 props = props or Properties(PacketTypes.CONNECT)
                 props.SessionExpiryInterval = expiry
-            self.c.connect(HOST, PORT, keepalive=30, clean_start=clean_start, properties=props)
+            self.c.connect(HOST, self.port or PORT, keepalive=30, clean_start=clean_start, properties=props)
         else:
-            self.c.connect(HOST, PORT, keepalive=30)
+            self.c.connect(HOST, self.port or PORT, keepalive=30)
         self.c.loop_start()
         ensure(self._connack_ev.wait(T), f"{self.name}: no CONNACK within {T}s")
         if expect_ok:
@@ -410,8 +412,8 @@ class MosqSub:
     """A running mosquitto_sub with -d (debug) output parsed line by line."""
 
     def __init__(self, version: int, topics: list[str], qos: int = 0, client_id: str | None = None,
-                 extra: list[str] | None = None, name: str = "mosquitto_sub"):
-        cmd = ["mosquitto_sub", "-h", HOST, "-p", str(PORT), "-V", MOSQ_VERSION[version], "-d",
+                 extra: list[str] | None = None, name: str = "mosquitto_sub", port: int | None = None):
+        cmd = ["mosquitto_sub", "-h", HOST, "-p", str(port or PORT), "-V", MOSQ_VERSION[version], "-d",
                "-F", MOSQ_FMT, "-q", str(qos)]
         if client_id is not None:
             cmd += ["-i", client_id]
@@ -537,8 +539,8 @@ class MosqSub:
 
 def mosq_pub(version: int, topic_: str, payload: str | None = None, qos: int = 0, retain: bool = False,
              null: bool = False, lines: list[str] | None = None, extra: list[str] | None = None,
-             client_id: str | None = None) -> str:
-    cmd = ["mosquitto_pub", "-h", HOST, "-p", str(PORT), "-V", MOSQ_VERSION[version], "-t", topic_,
+             client_id: str | None = None, port: int | None = None) -> str:
+    cmd = ["mosquitto_pub", "-h", HOST, "-p", str(port or PORT), "-V", MOSQ_VERSION[version], "-t", topic_,
            "-q", str(qos), "-i", client_id or uid("mosqpub")]
     if retain:
         cmd.append("-r")

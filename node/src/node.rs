@@ -188,6 +188,7 @@ impl ClusterNode {
             mqtt: Arc::clone(&mqtt),
             transport: transport.clone(),
         }));
+        transport.allow_faults(cfg.admin.fault_injection);
         transport.join(&cluster.join);
         let admin = match cfg.admin.listen {
             Some(addr) => {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use client::{Client, Ev, Got, Opts, Proto, connect, connect_opts};
+
 use common_cluster::{BOOTSTRAP_RANGES, ProcNode, TempDir, WAIT, bootstrap_done, table_len};
 
 /// One cluster at a time: 21 processes of parallel tests would race for the free ports they
@@ -20,8 +21,13 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// Three nodes with the MQTT keyspace bootstrapped and known to every node; the guard keeps
 /// other tests' clusters away while it lives.
 async fn cluster(tmp: &TempDir) -> (tokio::sync::MutexGuard<'static, ()>, [ProcNode; 3]) {
+    cluster_with(tmp, &[]).await
+}
+
+/// [`cluster`] with extra arguments for every node.
+async fn cluster_with(tmp: &TempDir, args: &[&str]) -> (tokio::sync::MutexGuard<'static, ()>, [ProcNode; 3]) {
     let guard = ONE_AT_A_TIME.lock().await;
-    let extra: Vec<String> = ["--pd-voters", "1,2,3"].iter().map(|s| s.to_string()).collect();
+    let extra: Vec<String> = ["--pd-voters", "1,2,3"].iter().chain(args).map(|s| s.to_string()).collect();
     let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), extra.clone());
     let join = vec![n1.cluster];
     let mut n2 = ProcNode::new(2, &tmp.0, join.clone(), extra.clone());
@@ -391,4 +397,113 @@ async fn wills_reach_other_nodes_and_no_will_after_clean_disconnect() {
         next_publish(&mut watcher, Duration::from_secs(10)).await.expect("the will of a dropped connection");
     assert_eq!(got.topic, "will/rude");
     assert!(next_publish(&mut watcher, Duration::from_secs(2)).await.is_none(), "a will twice");
+}
+
+/// Isolates (or heals) node `admin` through its fault-injection switch.
+async fn isolate(admin: std::net::SocketAddr, isolated: bool) {
+    let body = serde_json::json!({ "isolated": isolated });
+    let _: serde_json::Value = node::admin::client::call(
+        admin,
+        hyper::Method::POST,
+        "/v1/debug/isolate",
+        Some(&body),
+        common_cluster::CALL,
+    )
+    .await
+    .expect("the fault-injection switch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn isolated_node_refuses_with_reason_codes() {
+    const FENCE: Duration = Duration::from_secs(3);
+    let mut rng = Rng(seed());
+    let tmp = TempDir::new("mqtt-cluster-isolated");
+    let config = tmp.0.join("faults.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nfault-injection = true\n[cluster]\nrequest-timeout-ms = 1000\nisolation-fence-ms = 3000\n",
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let (_one, nodes) = cluster_with(&tmp, &["--config", &config]).await;
+    let (v, a, c) = three(&mut rng);
+    println!("isolating node {}", nodes[v].id);
+    let mut v5 = connect(nodes[v].mqtt, "iso-v5", Proto::V5, true).await;
+    let mut v3 = connect(nodes[v].mqtt, "iso-v3", Proto::V4, true).await;
+    let mut sub = connect(nodes[a].mqtt, "maj-sub", Proto::V5, true).await;
+    let mut stash = Vec::new();
+    assert_eq!(sub.subscribe("maj/#", 1, &mut stash).await, vec![1]);
+    isolate(nodes[v].admin, true).await;
+    let isolated_at = tokio::time::Instant::now();
+    // Inside the fence the node still serves its clients, but nothing reaches the ranges:
+    // SUBSCRIBE gets 0x80 for the filter, a QoS 1 PUBLISH gets PUBACK 0x80 (v5).
+    let mut stash = Vec::new();
+    assert_eq!(v5.subscribe("iso/x", 1, &mut stash).await, vec![0x80], "SUBACK on the minority side");
+    v5.publish("maj/from-minority", 1, b"x".to_vec()).await;
+    assert_eq!(acks(&mut v5, 1).await, vec![0x80], "PUBACK on the minority side");
+    // At the fence the node closes its clients: 0x9C to 5.0, a closed socket to 3.1.1.
+    let mut told = None;
+    while let Some(ev) = v5.next(FENCE * 3).await {
+        match ev {
+            Ev::Disconnect(code) => told = Some(code),
+            Ev::Closed(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(told, Some(0x9C), "DISCONNECT Use another server");
+    let closed_after = isolated_at.elapsed();
+    assert!(closed_after <= FENCE + Duration::from_secs(2), "closed {closed_after:?} after the isolation");
+    loop {
+        match v3.next(Duration::from_secs(5)).await {
+            Some(Ev::Closed(_)) => break,
+            Some(_) => {}
+            None => panic!("the 3.1.1 client was not closed"),
+        }
+    }
+    // New connections are refused: 0x88 (5.0), return code 3 (3.1.1).
+    let no = Opts { clean: true, expiry: None, will: None };
+    assert_eq!(client::try_connect(nodes[v].mqtt, "iso-new5", Proto::V5, no.clone()).await.err(), Some(0x88));
+    assert_eq!(client::try_connect(nodes[v].mqtt, "iso-new3", Proto::V4, no.clone()).await.err(), Some(3));
+    // The majority goes on: once ranges the victim led have failed over (an election, a
+    // few seconds), connections and publishes succeed there.
+    let start = tokio::time::Instant::now();
+    let mut publisher = loop {
+        match client::try_connect(nodes[c].mqtt, "maj-pub", Proto::V5, no.clone()).await {
+            Ok((p, _)) => break p,
+            Err(code) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "majority CONNECT refused ({code:#x}) for 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    println!("majority connect after {:?}", isolated_at.elapsed());
+    for i in 0..10u8 {
+        publisher.publish("maj/x", 1, vec![i]).await;
+    }
+    assert_eq!(acks(&mut publisher, 10).await, vec![0; 10], "majority publishes acknowledged");
+    let mut got = Vec::new();
+    collect(&mut sub, &mut got, Duration::from_secs(10), |g| g.len() >= 10).await;
+    assert_eq!(got.iter().filter(|g| g.topic == "maj/x").count(), 10);
+    // After the heal the node serves again.
+    isolate(nodes[v].admin, false).await;
+    let start = tokio::time::Instant::now();
+    let mut back = loop {
+        match client::try_connect(nodes[v].mqtt, "iso-back", Proto::V5, no.clone()).await {
+            Ok((c, _)) => break c,
+            Err(code) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "still refused ({code:#x}) 30 s after the heal"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    back.publish("maj/healed", 1, b"ok".to_vec()).await;
+    assert_eq!(acks(&mut back, 1).await, vec![0]);
+    let g = next_publish(&mut sub, Duration::from_secs(10)).await.expect("delivered from the healed node");
+    assert_eq!(g.topic, "maj/healed");
 }

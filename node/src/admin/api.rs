@@ -177,6 +177,16 @@ impl Api {
             (&Method::POST, ["v1", "kv", "load"]) => json(&self.kv_load(&parse(body)?)?),
             (&Method::POST, ["v1", "kv", "verify"]) => json(&self.kv_verify(&parse(body)?)?),
             (&Method::GET, ["v1", "kv", "ranges"]) => json(&self.kv_ranges()?),
+            (&Method::POST, ["v1", "debug", "isolate"]) => {
+                let req: serde_json::Value = parse(body)?;
+                let isolated = req["isolated"].as_bool().ok_or_else(|| ApiError::BadRequest {
+                    message: "expected {\"isolated\": true|false}".into(),
+                })?;
+                if !self.transport.set_blocked(isolated) {
+                    return Err(ApiError::NotFound);
+                }
+                json(&serde_json::json!({ "isolated": isolated }))
+            }
             (&Method::GET, ["v1", "pd"]) => json(&self.pd_status()),
             (&Method::GET, ["v1", "pd", "report"]) => json(&self.pd_report()?),
             (&Method::POST, ["v1", "pd", "nodes", id, op]) => json(&self.pd_node(id, op)?),

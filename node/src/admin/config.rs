@@ -12,6 +12,10 @@ pub struct AdminConfig {
     /// Admin HTTP endpoint address; unset = off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Fault injection for tests: `POST /v1/debug/isolate {"isolated": true}` makes the node
+    /// drop all cluster traffic, as a partition would. Never on in production (default off;
+    /// off, the endpoint does not exist).
+    pub fault_injection: bool,
 }
 
 /// Why an `[admin]` section is refused.
@@ -43,7 +47,7 @@ mod tests {
         cfg.validate().expect("loopback");
         let public = SocketAddr::from(([0, 0, 0, 0], 9946));
         assert_eq!(
-            AdminConfig { listen: Some(public) }.validate(),
+            AdminConfig { listen: Some(public), ..AdminConfig::default() }.validate(),
             Err(AdminConfigError::NotLoopback(public))
         );
         let err = toml::from_str::<AdminConfig>("admin-listen = \"127.0.0.1:9946\"\n").expect_err("old name");

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::forwarder::{ForwardOp, Forwarder};
+use super::liveness::Liveness;
 use super::{retained, sessions};
 use crate::broker::{ClusterOp, OpId, OpOutcome};
 use crate::cluster::KvClient;
@@ -57,10 +58,10 @@ pub(crate) struct Dispatch {
 
 impl Dispatch {
     /// Starts the dispatcher tasks (inside a tokio runtime).
-    pub(crate) fn start(shared: Weak<Shared>, link: ClusterLink) -> Self {
+    pub(crate) fn start(shared: Weak<Shared>, link: ClusterLink, liveness: Arc<Liveness>) -> Self {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let done = Completions { shared: shared.clone(), in_flight: in_flight.clone() };
-        let forwarder = Forwarder::start(link.clone(), done.clone());
+        let forwarder = Forwarder::start(link.clone(), liveness, done.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(intake(rx, link, done, forwarder.clone()));
         Self { tx, in_flight, forwarder }

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use super::dispatch::{ClusterLink, Completions};
+use super::liveness::Liveness;
 use crate::broker::message::Message;
 use crate::broker::{OpId, OpOutcome};
 use crate::cluster::route_keys;
@@ -63,6 +64,7 @@ struct Acks {
 /// The forward pipeline of one node.
 pub(crate) struct Forwarder {
     link: ClusterLink,
+    liveness: Arc<Liveness>,
     done: Completions,
     matched: mpsc::Sender<JoinHandle<Matched>>,
     acks: Mutex<Acks>,
@@ -73,10 +75,11 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    pub(crate) fn start(link: ClusterLink, done: Completions) -> Arc<Self> {
+    pub(crate) fn start(link: ClusterLink, liveness: Arc<Liveness>, done: Completions) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(MATCHES_IN_FLIGHT);
         let f = Arc::new(Self {
             link,
+            liveness,
             done,
             matched: tx,
             acks: Mutex::new(Acks::default()),
@@ -139,11 +142,12 @@ impl Forwarder {
         self.done.complete(done);
     }
 
-    /// Whether `node` can be sent to; `None` if it is to be skipped (unreachable for
-    /// longer than the isolation fence).
+    /// Whether `node` can be sent to; `None` if it is to be skipped (silent for longer than
+    /// the isolation fence: it has closed its clients). A node is reachable while it
+    /// answers pings, not merely while a QUIC connection to it is open.
     fn reachable(&self, node: NodeId, now: Instant) -> Option<bool> {
         let mut down = self.down_since.lock().unwrap_or_else(|e| e.into_inner());
-        if self.link.transport.is_connected(node) {
+        if self.link.transport.is_connected(node) && self.liveness.fresh(node, now) {
             down.remove(&node);
             return Some(true);
         }

@@ -30,6 +30,12 @@ impl Liveness {
         self.pongs.lock().unwrap_or_else(|e| e.into_inner()).insert(from, Instant::now());
     }
 
+    /// Whether `node`'s last pong is fresh at `now`.
+    pub(crate) fn fresh(&self, node: NodeId, now: Instant) -> bool {
+        let pongs = self.pongs.lock().unwrap_or_else(|e| e.into_inner());
+        pongs.get(&node).is_some_and(|t| now.saturating_duration_since(*t) < PONG_FRESH)
+    }
+
     /// Peers whose last pong is fresh at `now`, of `peers`.
     fn reachable(&self, peers: &[NodeId], now: Instant) -> usize {
         let pongs = self.pongs.lock().unwrap_or_else(|e| e.into_inner());

@@ -284,8 +284,8 @@ impl Server {
     pub fn attach_cluster(&self, link: ClusterLink) -> ClusterInbound {
         let transport = link.transport.clone();
         let fence = link.isolation_fence;
-        let d = dispatch::Dispatch::start(Arc::downgrade(&self.shared), link);
         let live = Arc::new(liveness::Liveness::default());
+        let d = dispatch::Dispatch::start(Arc::downgrade(&self.shared), link, live.clone());
         tokio::spawn(liveness::run(Arc::downgrade(&self.shared), transport.clone(), live.clone(), fence));
         let shell = ClusterShell {
             in_flight: d.in_flight.clone(),

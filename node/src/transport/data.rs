@@ -159,6 +159,10 @@ async fn write(
     conn: &quinn::Connection,
     buf: &[u8],
 ) -> Result<(), DataError> {
+    if shared.blocked.load(Ordering::Relaxed) {
+        // Fault injection: nothing this node sends arrives.
+        return Ok(());
+    }
     if open.as_ref().is_none_or(|(id, _)| *id != conn.stable_id()) {
         *open = None;
         let mut stream = conn.open_uni().await?;

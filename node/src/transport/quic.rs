@@ -125,6 +125,10 @@ pub(crate) struct Shared {
     runtime: tokio::runtime::Handle,
     /// This process's incarnation, sent in pongs: a restarted node answers with a new one.
     pub(crate) incarnation: u64,
+    /// Fault injection (`[admin] fault-injection`): whether `blocked` may be set.
+    pub(crate) faults_allowed: AtomicBool,
+    /// Fault injection: every frame to and from other nodes is dropped (an isolated node).
+    pub(crate) blocked: AtomicBool,
     /// When a handshake failure was last logged at warn level (ms since `started`).
     last_handshake_warn: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
@@ -414,6 +418,8 @@ impl QuicTransport {
             shutdown: watch::channel(false).0,
             runtime: tokio::runtime::Handle::current(),
             incarnation: crate::clock::seed() | 1,
+            faults_allowed: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             last_handshake_warn: std::sync::atomic::AtomicU64::new(0),
             started: crate::clock::now(),
         });
@@ -502,6 +508,23 @@ impl QuicTransport {
     pub fn is_connected(&self, node: NodeId) -> bool {
         node == self.shared.node_id
             || self.shared.read_peers().get(&node).is_some_and(|p| p.connected.load(Ordering::Relaxed))
+    }
+
+    /// Allows fault injection (`[admin] fault-injection`): [`Self::set_blocked`] works.
+    pub fn allow_faults(&self, allowed: bool) {
+        self.shared.faults_allowed.store(allowed, Ordering::Relaxed);
+    }
+
+    /// Fault injection: drop every frame to and from other nodes (`true`), as a network
+    /// partition around this node would, or stop dropping. Returns false (and changes
+    /// nothing) unless faults are allowed.
+    pub fn set_blocked(&self, blocked: bool) -> bool {
+        if !self.shared.faults_allowed.load(Ordering::Relaxed) {
+            return false;
+        }
+        tracing::warn!(blocked, "fault injection: cluster traffic blocked");
+        self.shared.blocked.store(blocked, Ordering::Relaxed);
+        true
     }
 
     /// This process's incarnation.

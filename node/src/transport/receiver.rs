@@ -183,6 +183,10 @@ async fn read_payload(stream: &mut quinn::RecvStream, len: usize) -> Result<Vec<
 
 /// Acts on one frame from `node`.
 fn handle_frame(shared: &Arc<Shared>, node: NodeId, frame: Frame) -> Result<(), ReadError> {
+    if shared.blocked.load(Ordering::Relaxed) {
+        // Fault injection: this node hears nothing.
+        return Ok(());
+    }
     match frame {
         Frame::Raft(msgs) => {
             for m in msgs {

@@ -158,7 +158,8 @@ async fn write_loop(
 }
 
 async fn write(shared: &Shared, stream: &mut quinn::SendStream, buf: &[u8]) -> Result<(), SendError> {
-    if buf.is_empty() {
+    // Fault injection: nothing this node sends arrives.
+    if buf.is_empty() || shared.blocked.load(Ordering::Relaxed) {
         return Ok(());
     }
     stream.write_all(buf).await?;

@@ -112,20 +112,26 @@ fn v4_event(ev: rumqttc::Event) -> Option<Ev> {
     })
 }
 
+/// The reason code of a v5 CONNACK (rumqttc's enum is not numbered by it).
+fn v5_connack_code(code: rumqttc::v5::mqttbytes::v5::ConnectReturnCode) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
+    match code {
+        C::Success => 0,
+        C::ServerUnavailable | C::ServiceUnavailable => 0x88,
+        C::ServerBusy => 0x89,
+        C::QuotaExceeded => 0x97,
+        C::UseAnotherServer => 0x9C,
+        _ => 0x80,
+    }
+}
+
 fn v5_event(ev: rumqttc::v5::Event) -> Option<Ev> {
     use rumqttc::v5::Event;
     use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
     let Event::Incoming(p) = ev else { return None };
     Some(match p {
         Packet::ConnAck(a) => {
-            use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as C;
-            let code = match a.code {
-                C::Success => 0,
-                C::ServiceUnavailable => 0x88,
-                C::QuotaExceeded => 0x97,
-                _ => 0x80,
-            };
-            Ev::ConnAck { code, session_present: a.session_present }
+            Ev::ConnAck { code: v5_connack_code(a.code), session_present: a.session_present }
         }
         Packet::Publish(p) => Ev::Publish(Got {
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
@@ -218,6 +224,11 @@ pub async fn try_connect(
                                 return;
                             }
                         }
+                        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                            let ev = Ev::ConnAck { code: code as u8, session_present: false };
+                            let _ = tx.send((Instant::now(), ev));
+                            return;
+                        }
                         Err(e) => {
                             let _ = tx.send((Instant::now(), Ev::Closed(e.to_string())));
                             return;
@@ -251,6 +262,11 @@ pub async fn try_connect(
                             {
                                 return;
                             }
+                        }
+                        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => {
+                            let ev = Ev::ConnAck { code: v5_connack_code(code), session_present: false };
+                            let _ = tx.send((Instant::now(), ev));
+                            return;
                         }
                         Err(rumqttc::v5::ConnectionError::MqttState(
                             rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
