@@ -5,8 +5,10 @@ Usage: python3 .ci/interop.py --broker target/release/flotilla [-k SUBSTRING] [-
 
 The script starts the broker on a free 127.0.0.1 port with a fresh temporary data dir
 (stderr goes to a temporary log file), runs every check in order, stops the broker with
-SIGTERM and prints one line per check (`PASS name` / `FAIL name: reason`). The last line
-is always `N passed, M failed`; the exit status is 0 only when M is 0.
+SIGTERM and prints one line per check (`PASS name` / `FAIL name: reason`). Then it starts a
+3-node cluster from the same binary on loopback (`cluster_start`, logs in another temporary
+dir) and runs the `cluster_...` checks against chosen nodes. The last line is always
+`N passed, M failed`; the exit status is 0 only when M is 0.
 
 Only the standard library and paho-mqtt (>=2,<3) are used. Every wait is bounded.
 """
@@ -14,6 +16,8 @@ Only the standard library and paho-mqtt (>=2,<3) are used. Every wait is bounded
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import pty
 import queue
@@ -27,6 +31,7 @@ import termios
 import threading
 import time
 import traceback
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -1615,31 +1620,445 @@ def shutdown_sigterm_exit_0() -> None:
     ensure(rc == 0, f"broker exited with status {rc} after SIGTERM")
 
 
+# ============================================================================================
+# CLUSTER: three `flotilla` processes from the same binary on loopback (--pd-voters 1,2,3, the
+# MQTT keyspace bootstrapped by the placement driver), started after the single broker has shut
+# down. Clients connect to chosen nodes; every check is named cluster_... and `-k` selects
+# among them like among the others. The cluster is started only when a cluster check is
+# selected; if it cannot start, one `cluster_start` failure is reported and no cluster check
+# runs.
+
+CLUSTER_RANGES = 3 + 16 * 3  # the bootstrap on three PD voters: S, R, M and 16 log slices each
+CLUSTER_READY = 120.0  # bound for the cluster to become ready for MQTT, seconds
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_json(addr: str, path: str, timeout: float = 2.0):
+    """GET http://addr/path, decoded as JSON; raises on transport errors and non-2xx answers."""
+    with urllib.request.urlopen(f"http://{addr}{path}", timeout=timeout) as r:
+        return json.loads(r.read().decode("utf-8"))
+
+
+HTTP_ERRORS = (OSError, ValueError, http.client.HTTPException)
+
+
+@dataclass
+class ClusterNode:
+    id: int
+    cluster: int  # UDP, --cluster-listen
+    admin: int
+    mqtt: int
+    data_dir: str
+    log_path: str
+    proc: subprocess.Popen | None = None
+    log_file: object = None
+
+    @property
+    def admin_addr(self) -> str:
+        return f"{HOST}:{self.admin}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return f"(cannot read node log: {e})"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Cluster:
+    def __init__(self, binary: str):
+        self.binary = binary
+        self.tmp = tempfile.mkdtemp(prefix="flotilla-interop-cluster-")
+        self.nodes: list[ClusterNode] = []
+
+    def start(self) -> None:
+        """Spawns the three nodes and waits until the MQTT keyspace is ready on every node. One
+        retry with fresh ports if a node exits during startup (a port taken meanwhile)."""
+        last_err = "not started"
+        for attempt in range(2):
+            self.stop()
+            self._spawn(attempt)
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError as e:
+                last_err = str(e)
+                if all(n.alive() for n in self.nodes):
+                    break  # slow or stuck rather than a bind failure: another try would not help
+        raise RuntimeError(last_err)
+
+    def _spawn(self, attempt: int) -> None:
+        root = os.path.join(self.tmp, f"attempt-{attempt}")
+        os.makedirs(root, exist_ok=True)
+        self.nodes = [
+            ClusterNode(i, free_udp_port(), free_port(), free_port(), os.path.join(root, f"node-{i}"),
+                        os.path.join(root, f"node-{i}.log"))
+            for i in (1, 2, 3)
+        ]
+        env = dict(os.environ, NO_COLOR="1")
+        env.pop("RUST_LOG", None)
+        for n in self.nodes:
+            cmd = [self.binary, "--node-id", str(n.id), "--pd-voters", "1,2,3",
+                   "--cluster-listen", f"{HOST}:{n.cluster}", "--admin-listen", n.admin_addr,
+                   "--data-dir", n.data_dir, "--listen", f"{HOST}:{n.mqtt}", "--log", "debug"]
+            if n.id != 1:
+                cmd += ["--join", f"{HOST}:{self.nodes[0].cluster}"]
+            n.log_file = open(n.log_path, "ab")
+            n.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=n.log_file, stderr=n.log_file, env=env)
+
+    def _check_alive(self, during: str) -> None:
+        for n in self.nodes:
+            if not n.alive():
+                raise RuntimeError(f"node {n.id} exited with {n.proc.returncode} {during}")
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + CLUSTER_READY
+        # 1. The PD reports the bootstrap done. Any node may be the PD leader; the others answer
+        # 421 (or nothing yet): ask each in turn.
+        last = "no answer yet"
+        while True:
+            self._check_alive("while the cluster was starting")
+            done = False
+            for n in self.nodes:
+                try:
+                    r = http_json(n.admin_addr, "/v1/pd/report")
+                except HTTP_ERRORS as e:
+                    last = f"node {n.id}: {e}"
+                    continue
+                last = f"node {n.id}: mqtt_bootstrap={r.get('mqtt_bootstrap')!r} ranges={r.get('ranges')}"
+                if r.get("mqtt_bootstrap") == "done" and (r.get("ranges") or 0) >= CLUSTER_RANGES:
+                    done = True
+                    break
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"MQTT bootstrap not done within {CLUSTER_READY:.0f}s (last report: {last})")
+            time.sleep(0.3)
+        # 2. Every node knows the ranges.
+        for n in self.nodes:
+            while True:
+                self._check_alive("while the nodes learned the ranges")
+                try:
+                    count = len(http_json(n.admin_addr, "/v1/kv/ranges").get("ranges") or [])
+                    last = f"{count} ranges"
+                except HTTP_ERRORS as e:
+                    count, last = 0, str(e)
+                if count >= CLUSTER_RANGES:
+                    break
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"node {n.id} did not learn the {CLUSTER_RANGES} ranges within "
+                                       f"{CLUSTER_READY:.0f}s (last: {last})")
+                time.sleep(0.2)
+        # 3. Every MQTT listener accepts connections.
+        for n in self.nodes:
+            while True:
+                try:
+                    with socket.create_connection((HOST, n.mqtt), timeout=0.5):
+                        break
+                except OSError as e:
+                    if time.monotonic() >= deadline:
+                        raise RuntimeError(f"node {n.id}: MQTT listener {HOST}:{n.mqtt} refuses: {e}") from None
+                    time.sleep(0.1)
+
+    def port(self, node: int) -> int:
+        return self.nodes[node - 1].mqtt
+
+    def dead(self) -> str | None:
+        for n in self.nodes:
+            if not n.alive():
+                return f"cluster node {n.id} is not running (exit code {n.proc.poll() if n.proc else None})"
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM to the node processes this script started (by their Popen objects), SIGKILL
+        to any still running 5 s later."""
+        for n in self.nodes:
+            if n.alive():
+                n.proc.terminate()
+        deadline = time.monotonic() + 5
+        for n in self.nodes:
+            if n.proc is None:
+                continue
+            try:
+                n.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                try:
+                    n.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            if n.log_file:
+                n.log_file.close()
+                n.log_file = None
+
+    def log_tails(self, lines: int = 40) -> str:
+        return "\n".join(f"--- node {n.id} log (tail, {n.log_path}) ---\n{n.log_tail(lines)}" for n in self.nodes)
+
+    def cleanup_dir(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+CLUSTER: Cluster | None = None
+CLUSTER_CHECKS: list[tuple[str, Callable[[], None]]] = []
+
+
+def cluster_check(fn: Callable[[], None]) -> Callable[[], None]:
+    CLUSTER_CHECKS.append((fn.__name__, fn))
+    return fn
+
+
+def cport(node: int) -> int:
+    """The MQTT port of cluster node 1, 2 or 3."""
+    return CLUSTER.port(node)
+
+
+@cluster_check
+def cluster_cross_node_qos0_qos1_qos2_mosquitto() -> None:
+    """mosquitto_sub on node 2 (`#` filter, QoS 2) gets every message mosquitto_pub publishes on
+    nodes 1 (3.1.1) and 3 (5.0) at QoS 0, 1 and 2, each once, at the QoS it was published with."""
+    base = topic("c-xnode")
+    per = 3
+    sends = []  # (node, version, topic, qos, payloads)
+    want = []  # (topic, qos, payload)
+    for node, version in ((1, MQTTv311), (3, MQTTv5)):
+        for q in (0, 1, 2):
+            t = f"{base}/n{node}/q{q}"
+            payloads = [f"n{node}-q{q}-{i}" for i in range(per)]
+            sends.append((node, version, t, q, payloads))
+            want += [(t, q, p) for p in payloads]
+    sub = MosqSub(MQTTv5, [f"{base}/#"], qos=2, client_id=uid("c-sub"), name="mosquitto_sub@node2",
+                  port=cport(2), extra=["-C", str(len(want)), "-W", "30"])
+    sub.wait_subscribed()
+    for node, version, t, q, payloads in sends:
+        mosq_pub(version, t, qos=q, lines=payloads, port=cport(node))
+    try:
+        rc = sub.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        rc = None
+    sub._reader.join(2)
+    got = []
+    while not sub.msgs.empty():
+        m = sub.msgs.get_nowait()
+        got.append((m.topic, m.qos, m.payload))
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    dups = sorted({g for g in got if got.count(g) > 1})
+    ensure(not missing and not extra and not dups,
+           f"node 2 received {len(got)} of {len(want)} messages (mosquitto_sub rc={rc}); "
+           f"missing {missing}; unexpected {extra}; more than once {dups}")
+    ensure(rc == 0, f"mosquitto_sub -C {len(want)} exited {rc} (output: {sub.output()})")
+
+
+@cluster_check
+def cluster_cross_node_paho_v5_and_v311() -> None:
+    """paho subscribers (5.0 and 3.1.1, `+` filter) on nodes 1 and 3 each get the 50 QoS 1
+    messages a paho 5.0 publisher sends on node 2, in order; every PUBACK has reason 0."""
+    base = topic("c-paho")
+    n = 50
+    subs = []
+    for node in (1, 3):
+        for version in (MQTTv5, MQTTv311):
+            s = Paho(version, f"sub-{VNAME[version]}@node{node}", port=cport(node))
+            s.connect()
+            s.subscribe(f"{base}/+/data", 1)
+            subs.append(s)
+    pub = Paho(MQTTv5, "pub@node2", port=cport(2))
+    pub.connect()
+    t = f"{base}/dev7/data"
+    want = [f"{i:03d}".encode() for i in range(n)]
+    infos = [pub.c.publish(t, p, qos=1) for p in want]
+    ensure(all(i.rc == 0 for i in infos), f"publish() return codes {[i.rc for i in infos]}")
+    deadline = time.monotonic() + 15
+    for i in infos:
+        i.wait_for_publish(max(0.01, deadline - time.monotonic()))
+    unacked = [k for k, i in enumerate(infos) if not i.is_published()]
+    ensure(not unacked, f"{len(unacked)} of {n} publishes not acknowledged within 15s (first #{unacked[:1]})")
+    reasons = [pub.pub_reasons.get(i.mid) for i in infos]
+    ensure(all(r == 0 for r in reasons), f"PUBACK reason codes {sorted(set(map(str, reasons)))}, expected all 0")
+    for s in subs:
+        got = []
+        while len(got) < n and time.monotonic() < deadline:
+            try:
+                got.append(s.msgs.get(timeout=0.2))
+            except queue.Empty:
+                pass
+        payloads = [m.payload for m in got]
+        first_bad = next((k for k, (a, b) in enumerate(zip(payloads, want)) if a != b), None)
+        ensure(payloads == want, f"{s.name}: received {len(got)} of {n}"
+               + (f"; out of order at #{first_bad}: {payloads[first_bad]!r}" if first_bad is not None else ""))
+        ensure(all(m.topic == t and m.qos == 1 for m in got),
+               f"{s.name}: topics/QoS {sorted({(m.topic, m.qos) for m in got})}")
+    for s in subs:
+        s.expect_none(0.3, "extra copy")
+
+
+@cluster_check
+def cluster_retained_set_and_clear_across_nodes() -> None:
+    """A retained message set on node 1 reaches new subscribers on nodes 2 and 3 with the retain
+    flag; an empty retained payload on node 3 clears it for a new subscriber on node 1."""
+    t = f"{topic('c-retain')}/state"
+    payload = f"kept-{uuid.uuid4().hex[:6]}"
+    mosq_pub(MQTTv311, t, payload, qos=1, retain=True, port=cport(1))
+    on_cleanup(lambda: mosq_pub(MQTTv311, t, null=True, qos=1, retain=True, port=cport(1)))
+    for node in (2, 3):
+        s = MosqSub(MQTTv5, [t], qos=1, client_id=uid(f"c-ret-n{node}"), name=f"mosquitto_sub@node{node}",
+                    port=cport(node))
+        s.wait_subscribed()
+        m = s.get()
+        ensure(m.payload == payload and m.topic == t, f"node {node}: got {m.topic!r} {m.payload!r}")
+        ensure(m.retain, f"node {node}: retained message delivered without the retain flag")
+        s.expect_none(0.3)
+        s.stop()
+    mosq_pub(MQTTv5, t, null=True, qos=1, retain=True, port=cport(3))
+    s = MosqSub(MQTTv5, [t], qos=1, client_id=uid("c-ret-n1"), name="mosquitto_sub@node1", port=cport(1))
+    s.wait_subscribed()
+    s.expect_none(QUIET)
+
+
+@cluster_check
+def cluster_takeover_across_nodes() -> None:
+    """MQTT-3.1.4-3 across nodes: client id X (session expiry 300) subscribed on node 1 connects
+    to node 2: node 1 sends DISCONNECT 0x8E and closes, node 2 answers session present, and a
+    publish on node 3 reaches the subscription on its new connection."""
+    cid = uid("c-takeover")
+    t = topic("c-takeover")
+    first = Paho(MQTTv5, "X@node1", client_id=cid, port=cport(1))
+    first.connect(clean_start=False, expiry=300)
+    first.subscribe(t, 1)
+    second = Paho(MQTTv5, "X@node2", client_id=cid, port=cport(2))
+    ack = second.connect(clean_start=False, expiry=300)
+    first.wait_disconnected()
+    reasons = [(x.reason, x.from_server) for x in first.disconnects]
+    ensure(any(r == 0x8E and f for r, f in reasons),
+           f"connection on node 1 closed with (reason, from server) {reasons}, expected DISCONNECT 0x8E")
+    deadline = time.monotonic() + T
+    while first.c.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ensure(not first.c.is_connected(), "connection on node 1 still open after DISCONNECT 0x8E")
+    ensure(ack.session_present, "CONNACK on node 2: session present 0, expected 1 (the session from node 1)")
+    pub = Paho(MQTTv5, "pub@node3", port=cport(3))
+    pub.connect()
+    reason = pub.publish(t, b"after-move", qos=1)
+    try:
+        m = second.get(what="message on the connection on node 2")
+    except CheckFailed as e:
+        raise CheckFailed(f"{e} (PUBACK reason on node 3: {reason})") from None
+    ensure(m.payload == b"after-move" and m.qos == 1, f"got {m.payload!r} QoS {m.qos}")
+    ensure(first.msgs.empty(), "the closed connection on node 1 received a message")
+    second.expect_none(0.3, "extra copy")
+    ensure(second.c.is_connected() and not second.disconnects,
+           f"connection on node 2 closed: {[(x.reason, x.from_server) for x in second.disconnects]}")
+
+
+@cluster_check
+def cluster_one_connection_per_client_id() -> None:
+    """The same client id connects to nodes 1, 2, 3, 1, 2 in turn: every earlier connection is
+    closed, the last one alone stays open and still gets messages."""
+    cid = uid("c-one")
+    order = [1, 2, 3, 1, 2]
+    conns: list[tuple[int, Paho]] = []
+    for k, node in enumerate(order):
+        c = Paho(MQTTv5, f"#{k}@node{node}", client_id=cid, port=cport(node))
+        c.connect(clean_start=(k == 0), expiry=60)
+        conns.append((node, c))
+    deadline = time.monotonic() + T
+    for _, c in conns[:-1]:
+        c._disc_ev.wait(max(0.0, deadline - time.monotonic()))
+    time.sleep(QUIET)  # a late takeover would close the last one now
+    still_open = [f"#{k}@node{node}" for k, (node, c) in enumerate(conns[:-1])
+                  if not c.disconnects or c.c.is_connected()]
+    node, last = conns[-1]
+    last_closed = [(x.reason, x.from_server) for x in last.disconnects]
+    ensure(not still_open and not last_closed and last.c.is_connected(),
+           f"earlier connections still open: {still_open}; last connection (node {node}) "
+           f"{'closed with ' + str(last_closed) if last_closed or not last.c.is_connected() else 'open'}; "
+           f"earlier ones closed with {[[(x.reason, x.from_server) for x in c.disconnects] for _, c in conns[:-1]]}")
+    t = topic("c-one")
+    last.subscribe(t, 1)
+    pub = Paho(MQTTv5, "pub@node3", port=cport(3))
+    pub.connect()
+    pub.publish(t, b"to-the-last", qos=1)
+    m = last.get(what="message on the last connection")
+    ensure(m.payload == b"to-the-last", f"got {m.payload!r}")
+    got_elsewhere = [f"#{k}" for k, (_, c) in enumerate(conns[:-1]) if not c.msgs.empty()]
+    ensure(not got_elsewhere, f"closed connections received messages: {got_elsewhere}")
+
+
 # --------------------------------------------------------------------------------------------
 
 
+def run_one(name: str, fn: Callable[[], None], args, not_running: Callable[[], str | None]) -> bool:
+    """Runs one check, prints its PASS/FAIL line, tears down what it started; True if it passed."""
+    t0 = time.monotonic()
+    try:
+        why = not_running()
+        if why:
+            raise CheckFailed(why)
+        fn()
+        print(f"PASS {name}", flush=True)
+        return True
+    except Exception as e:  # noqa: BLE001 - one failure must not stop the others
+        reason = str(e) or type(e).__name__
+        if not isinstance(e, CheckFailed):
+            reason = f"{type(e).__name__}: {reason}"
+        print(f"FAIL {name}: {reason} ({time.monotonic() - t0:.1f}s)", flush=True)
+        if args.verbose:
+            traceback.print_exc(file=sys.stdout)
+        return False
+    finally:
+        run_cleanups()
+
+
 def run_checks(args) -> tuple[int, int]:
+    def broker_down(name: str) -> str | None:
+        if not BROKER.alive() and not name.startswith("shutdown_"):
+            return f"broker is not running (exit code {BROKER.proc.poll()})"
+        return None
+
     passed = failed = 0
     for name, fn in CHECKS:
         if args.select and args.select not in name and not name.startswith("shutdown_"):
             continue
-        t0 = time.monotonic()
-        try:
-            if not BROKER.alive() and not name.startswith("shutdown_"):
-                raise CheckFailed(f"broker is not running (exit code {BROKER.proc.poll()})")
-            fn()
+        if run_one(name, fn, args, lambda n=name: broker_down(n)):
             passed += 1
-            print(f"PASS {name}", flush=True)
-        except Exception as e:  # noqa: BLE001 - one failure must not stop the others
+        else:
             failed += 1
-            reason = str(e) or type(e).__name__
-            if not isinstance(e, CheckFailed):
-                reason = f"{type(e).__name__}: {reason}"
-            print(f"FAIL {name}: {reason} ({time.monotonic() - t0:.1f}s)", flush=True)
-            if args.verbose:
-                traceback.print_exc(file=sys.stdout)
-        finally:
-            run_cleanups()
+    return passed, failed
+
+
+def run_cluster_checks(args) -> tuple[int, int]:
+    """Starts the cluster (if a cluster check is selected), runs the cluster checks, stops it."""
+    global CLUSTER
+    selected = [(n, f) for n, f in CLUSTER_CHECKS if not args.select or args.select in n]
+    if not selected and not (args.select and args.select in "cluster_start"):
+        return 0, 0
+    CLUSTER = Cluster(os.path.abspath(args.broker))
+    t0 = time.monotonic()
+    try:
+        CLUSTER.start()
+    except Exception as e:  # noqa: BLE001
+        print(f"FAIL cluster_start: {e} ({time.monotonic() - t0:.1f}s)", flush=True)
+        return 0, 1
+    print(f"PASS cluster_start ({time.monotonic() - t0:.1f}s)", flush=True)
+    passed, failed = 1, 0
+    try:
+        for name, fn in selected:
+            if run_one(name, fn, args, CLUSTER.dead):
+                passed += 1
+            else:
+                failed += 1
+    finally:
+        run_cleanups()
+        CLUSTER.stop()
     return passed, failed
 
 
@@ -1679,13 +2098,27 @@ def main() -> int:
         print("--- broker log (tail) ---")
         print(BROKER.log_tail())
         print("--- end of broker log ---")
-    print(f"(suite took {time.monotonic() - started:.1f}s)")
-    if failed:
         print(f"(full broker log kept at {BROKER.log_path})")
         if BROKER.log_file:
             BROKER.log_file.close()
     else:
         BROKER.cleanup_dir()
+
+    try:
+        c_passed, c_failed = run_cluster_checks(args)
+    finally:
+        if CLUSTER is not None:
+            CLUSTER.stop()  # no-op once stopped; by Popen object, never by name
+    if CLUSTER is not None:
+        if c_failed:
+            print(CLUSTER.log_tails())
+            print("--- end of cluster node logs ---")
+            print(f"(full cluster node logs kept under {CLUSTER.tmp})")
+        else:
+            CLUSTER.cleanup_dir()
+    passed += c_passed
+    failed += c_failed
+    print(f"(suite took {time.monotonic() - started:.1f}s)")
     print(f"{passed} passed, {failed} failed", flush=True)
     return 0 if failed == 0 else 1
 

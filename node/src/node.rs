@@ -112,9 +112,9 @@ impl Inbound for StoreInbound {
         }
     }
 
-    fn pong(&self, from: NodeId, _incarnation: u64) {
+    fn pong(&self, from: NodeId, incarnation: u64) {
         if let Some(m) = self.mqtt.get() {
-            m.pong(from);
+            m.pong(from, incarnation);
         }
     }
 

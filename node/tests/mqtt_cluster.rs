@@ -507,3 +507,42 @@ async fn isolated_node_refuses_with_reason_codes() {
     let g = next_publish(&mut sub, Duration::from_secs(10)).await.expect("delivered from the healed node");
     assert_eq!(g.topic, "maj/healed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn will_fires_once_when_owner_node_is_killed() {
+    let mut rng = Rng(seed());
+    let tmp = TempDir::new("mqtt-cluster-will-kill");
+    let config = tmp.0.join("fence.toml");
+    std::fs::write(&config, "[cluster]\nisolation-fence-ms = 3000\n").expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let (_one, mut nodes) = cluster_with(&tmp, &["--config", &config]).await;
+    let (v, a, c) = three(&mut rng);
+    println!("killing node {}", nodes[v].id);
+    let mut watchers = Vec::new();
+    for (i, proto) in [(a, Proto::V5), (c, Proto::V4)] {
+        let mut w = connect(nodes[i].mqtt, &format!("watch-{}", nodes[i].id), proto, true).await;
+        let mut stash = Vec::new();
+        assert_eq!(w.subscribe("will/#", 1, &mut stash).await, vec![1]);
+        watchers.push(w);
+    }
+    let will = Opts { clean: true, expiry: None, will: Some(("will/car-w".into(), b"lost".to_vec())) };
+    let (victim_client, _) = connect_opts(nodes[v].mqtt, "car-w", Proto::V5, will).await;
+    // The record is written before the CONNACK; the node dies with the connection open.
+    nodes[v].kill9();
+    let killed_at = tokio::time::Instant::now();
+    for w in &mut watchers {
+        let got =
+            next_publish(w, Duration::from_secs(60)).await.expect("the will of a client on the killed node");
+        assert_eq!(
+            (got.topic.as_str(), got.payload.as_slice()),
+            ("will/car-w", b"lost".as_slice()),
+            "{}",
+            w.name
+        );
+        println!("{}: will after {:?}", w.name, killed_at.elapsed());
+    }
+    for w in &mut watchers {
+        assert!(next_publish(w, Duration::from_secs(5)).await.is_none(), "{}: the will twice", w.name);
+    }
+    drop(victim_client);
+}

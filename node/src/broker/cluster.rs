@@ -56,6 +56,9 @@ pub enum ClusterOp {
         clean_start: bool,
         /// The Session Expiry Interval in force.
         expiry_secs: u32,
+        /// The connection's will, kept in the record for the majority to publish if this
+        /// node dies.
+        will: Option<Box<crate::cluster::session_keys::StoredWill>>,
     },
     /// The session's connection ended: mark the record offline at `expiry_secs`, or delete
     /// it with its subscription rows if `delete`; guarded by `epoch` (a newer owner wins).

@@ -32,10 +32,12 @@ impl Broker {
         expiry_secs: u32,
     ) {
         let client_id = super::connect::own(&connect.client_id);
+        let will = connect.will.as_ref().map(|w| Box::new(stored_will(w)));
         let op = ClusterOp::Acquire {
             client_id: client_id.clone(),
             clean_start: connect.clean_start,
             expiry_secs,
+            will,
         };
         let Some(id) = self.emit_op(op) else { return };
         self.wait_connect(conn, id, client_id, expiry_secs);
@@ -279,5 +281,46 @@ impl Broker {
     /// True while the node is isolated from the cluster's majority.
     pub fn isolated(&self) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.isolated)
+    }
+
+    /// Publishes the will of a connection whose node died, taken from its session record by
+    /// the session range's leader here (see `server::sweeper`): delivered here and forwarded.
+    pub fn publish_swept_will(&mut self, now: Instant, will: &crate::cluster::session_keys::StoredWill) {
+        let Some(qos) = crate::mqtt::packet::QoS::from_u8(will.qos) else { return };
+        let mut props = if will.properties.is_empty() {
+            crate::mqtt::properties::Properties::default()
+        } else {
+            let mut buf = Bytes::from(will.properties.clone());
+            match crate::mqtt::properties::Properties::decode(
+                &mut buf,
+                crate::mqtt::properties::PropertyContext::Will,
+            ) {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        };
+        props.will_delay_interval = None;
+        let retain = will.retain && self.config.retain_available;
+        let payload = Bytes::from(will.payload.clone());
+        let msg =
+            super::message::Message::new(now, will.topic.as_str().into(), payload, qos, retain, props, None);
+        tracing::debug!(topic = %msg.topic, "publishing the will of a connection on a dead node");
+        self.route(now, std::sync::Arc::new(msg));
+    }
+}
+
+/// A will as its session record keeps it.
+fn stored_will(w: &crate::mqtt::packet::Will) -> crate::cluster::session_keys::StoredWill {
+    let mut properties = bytes::BytesMut::new();
+    if !w.properties.is_empty() {
+        w.properties.encode(&mut properties);
+    }
+    crate::cluster::session_keys::StoredWill {
+        qos: w.qos as u8,
+        retain: w.retain,
+        delay_secs: w.properties.will_delay_interval.unwrap_or(0),
+        topic: w.topic.to_string(),
+        properties: properties.to_vec(),
+        payload: w.payload.to_vec(),
     }
 }

@@ -143,6 +143,8 @@ pub struct Broker {
     journal: Option<Box<durable::JournalState>>,
     /// The seam to the cluster; `None` in a single-node broker.
     cluster: Option<Box<cluster::ClusterState>>,
+    /// The wills of sessions restored from the journal are the cluster's to publish.
+    wills_by_cluster: bool,
 }
 
 impl Broker {
@@ -173,6 +175,7 @@ impl Broker {
             id_salt: seed,
             journal: None,
             cluster: None,
+            wills_by_cluster: false,
         };
         if b.config.sys_interval_secs > 0 {
             b.publish_sys(now);
@@ -180,6 +183,13 @@ impl Broker {
         }
         b.schedule(now + Duration::from_secs(5), Timer::RetainedPurge);
         b
+    }
+
+    /// This broker will run in a cluster: the wills of sessions its journal restores are
+    /// left to the cluster (their records hold them; see `server::sweeper`). Call before
+    /// the journal is replayed.
+    pub fn defer_wills_to_cluster(&mut self) {
+        self.wills_by_cluster = true;
     }
 
     /// The configuration in force.

@@ -91,6 +91,11 @@ impl Broker {
         key: Option<SessionKey>,
     ) {
         self.journal_will(client_id, None);
+        if self.wills_by_cluster {
+            // The session's record in the cluster still holds the will: the session range's
+            // leader publishes it, once, when it sees this node's new incarnation.
+            return;
+        }
         let mut props = will.properties;
         props.will_delay_interval = None;
         let msg = Message::new(now, will.topic, will.payload, will.qos, will.retain, props, key);

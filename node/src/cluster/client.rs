@@ -129,6 +129,17 @@ impl KvClient {
         self.read_table().lookup(key).and_then(|e| e.leader)
     }
 
+    /// The ranges whose leader is this node (as this node's replicas see it now).
+    pub fn led_here(&self) -> Vec<crate::group::RangeDescriptor> {
+        let node = self.inner.node;
+        let statuses = self.inner.local.store().statuses();
+        statuses
+            .into_iter()
+            .filter(|s| s.group_id != PD_GROUP && s.leader == Some(node))
+            .map(|s| s.desc)
+            .collect()
+    }
+
     /// The range table this client routes by.
     pub fn table(&self) -> &Arc<RwLock<RangeTable>> {
         &self.inner.table

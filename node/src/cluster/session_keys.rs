@@ -5,6 +5,8 @@
 //! sess   := prefix(S, tenant) | bucket:u16 = h16(client id) | cid_len:u16 | client id
 //! header := sess | 0x00   -> epoch:u64 | generation:u64 | owner_node:u64 | owner_inc:u64
 //!                            | online:u8 | expiry_secs:u32 | disconnected_at_ms:u64
+//!                            [ will: qos:u8 retain:u8 delay_secs:u32 topic props payload ]
+//!                            (topic u16-prefixed, props and payload u32-prefixed)
 //! sub    := sess | 0x01 | filter -> flags:u8 | sub_id:opt_u32
 //! ```
 //!
@@ -43,6 +45,15 @@ pub fn session_prefix(tenant: &[u8], client_id: &str) -> Result<Vec<u8>, KeyErro
     Ok(k)
 }
 
+/// Whether `key` (under a tenant prefix of `prefix_len` bytes) is a session header.
+pub fn is_header_key(prefix_len: usize, key: &[u8]) -> bool {
+    let Some(rest) = key.get(prefix_len..) else { return false };
+    let Some(len) = rest.get(2..4).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        return false;
+    };
+    rest.len() == 4 + len + 1 && rest[4 + len] == HEADER
+}
+
 /// The session's header key (the fenced record).
 pub fn header_key(sess: &[u8]) -> Vec<u8> {
     let mut k = sess.to_vec();
@@ -74,8 +85,26 @@ pub fn sub_filter(sess: &[u8], key: &[u8]) -> Option<String> {
     String::from_utf8(rest.to_vec()).ok()
 }
 
+/// A connection's will, kept in its session record so that the majority can publish it
+/// when the owning node dies (CLUSTER.md section 4, wills).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredWill {
+    /// QoS.
+    pub qos: u8,
+    /// Retain flag.
+    pub retain: bool,
+    /// Will Delay Interval, seconds.
+    pub delay_secs: u32,
+    /// Topic.
+    pub topic: String,
+    /// The will's v5 property block (length prefix included), or empty.
+    pub properties: Vec<u8>,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
 /// A session record's body (after the fencing header).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionHeader {
     /// The node that holds (or last held) the session's connection.
     pub owner_node: NodeId,
@@ -87,6 +116,8 @@ pub struct SessionHeader {
     pub expiry_secs: u32,
     /// Wall-clock milliseconds of the disconnect, while offline.
     pub disconnected_at_ms: u64,
+    /// The will of the connection, while online.
+    pub will: Option<StoredWill>,
 }
 
 const HEADER_BODY_BYTES: usize = 8 + 8 + 1 + 4 + 8;
@@ -100,6 +131,17 @@ impl SessionHeader {
         b.push(u8::from(self.online));
         b.extend_from_slice(&self.expiry_secs.to_be_bytes());
         b.extend_from_slice(&self.disconnected_at_ms.to_be_bytes());
+        if let Some(w) = &self.will {
+            b.push(w.qos);
+            b.push(u8::from(w.retain));
+            b.extend_from_slice(&w.delay_secs.to_be_bytes());
+            b.extend_from_slice(&(w.topic.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+            b.extend_from_slice(&w.topic.as_bytes()[..w.topic.len().min(usize::from(u16::MAX))]);
+            for part in [&w.properties, &w.payload] {
+                b.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                b.extend_from_slice(part);
+            }
+        }
         b
     }
 
@@ -108,9 +150,13 @@ impl SessionHeader {
         let (fence, body) = value.split_at_checked(FENCE_BYTES)?;
         let epoch = u64::from_be_bytes(fence[..8].try_into().ok()?);
         let generation = u64::from_be_bytes(fence[8..].try_into().ok()?);
-        if body.len() != HEADER_BODY_BYTES {
+        if body.len() < HEADER_BODY_BYTES {
             return None;
         }
+        let will = match body.len() {
+            HEADER_BODY_BYTES => None,
+            _ => Some(decode_will(&body[HEADER_BODY_BYTES..])?),
+        };
         let u64_at = |i: usize| body[i..i + 8].try_into().ok().map(u64::from_be_bytes);
         let header = Self {
             owner_node: u64_at(0)?,
@@ -122,6 +168,7 @@ impl SessionHeader {
             },
             expiry_secs: u32::from_be_bytes(body[17..21].try_into().ok()?),
             disconnected_at_ms: u64_at(21)?,
+            will,
         };
         Some((epoch, generation, header))
     }
@@ -133,6 +180,27 @@ impl SessionHeader {
             || self.expiry_secs == u32::MAX
             || now_ms < self.disconnected_at_ms.saturating_add(u64::from(self.expiry_secs) * 1000)
     }
+}
+
+fn decode_will(mut b: &[u8]) -> Option<StoredWill> {
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = b.split_at_checked(n)?;
+        b = tail;
+        Some(head)
+    };
+    let qos = take(1)?[0];
+    let retain = take(1)?[0];
+    if qos > 2 || retain > 1 {
+        return None;
+    }
+    let delay_secs = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let tlen = usize::from(u16::from_be_bytes(take(2)?.try_into().ok()?));
+    let topic = std::str::from_utf8(take(tlen)?).ok()?.to_string();
+    let plen = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+    let properties = take(plen)?.to_vec();
+    let len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+    let payload = take(len)?.to_vec();
+    b.is_empty().then_some(StoredWill { qos, retain: retain == 1, delay_secs, topic, properties, payload })
 }
 
 /// A subscription row's value.
@@ -174,6 +242,7 @@ pub fn decode_sub(value: &[u8]) -> Option<SubEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::keys::{FAMILY_SESSIONS, prefix};
 
     #[test]
     fn session_records_sort_under_their_session_and_round_trip() {
@@ -182,6 +251,8 @@ mod tests {
         let (start, end) = subs_span(&s);
         let k = sub_key(&s, "a/+");
         assert!(header_key(&s) < start && start <= k && k < end);
+        let p = prefix(FAMILY_SESSIONS, b"").unwrap().len();
+        assert!(is_header_key(p, &header_key(&s)) && !is_header_key(p, &k) && !is_header_key(p, &s));
         assert!(!(start.as_slice() <= other.as_slice() && other.as_slice() < end.as_slice()));
         assert_eq!(sub_filter(&s, &k).as_deref(), Some("a/+"));
         let h = SessionHeader {
@@ -190,10 +261,26 @@ mod tests {
             online: false,
             expiry_secs: 60,
             disconnected_at_ms: 1000,
+            will: None,
         };
         let mut value = vec![0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2];
         value.extend(h.encode());
-        assert_eq!(SessionHeader::decode_record(&value), Some((7, 2, h)));
+        assert_eq!(SessionHeader::decode_record(&value), Some((7, 2, h.clone())));
+        let will = StoredWill {
+            qos: 1,
+            retain: true,
+            delay_secs: 5,
+            topic: "will/car".into(),
+            properties: vec![0],
+            payload: b"gone".to_vec(),
+        };
+        let with = SessionHeader { will: Some(will), ..h.clone() };
+        let mut value2 = vec![0; 16];
+        value2.extend(with.encode());
+        assert_eq!(SessionHeader::decode_record(&value2).map(|r| r.2), Some(with));
+        for cut in 16 + 30..value2.len() {
+            assert_eq!(SessionHeader::decode_record(&value2[..cut]), None, "cut at {cut}");
+        }
         assert!(h.alive_at(60_999) && !h.alive_at(61_000));
         assert_eq!(SessionHeader::decode_record(&value[..20]), None);
         let e = SubEntry {

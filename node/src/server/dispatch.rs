@@ -137,10 +137,12 @@ async fn intake(
                     let _ = lanes[lane_of(client_id)].send((id, op));
                 }
                 // A fence may wait seconds for a kicked node: off the lanes.
-                ClusterOp::Acquire { client_id, clean_start, expiry_secs } => {
+                ClusterOp::Acquire { client_id, clean_start, expiry_secs, will } => {
                     let (link, done) = (link.clone(), done.clone());
                     tokio::spawn(async move {
-                        let outcome = sessions::acquire(&link, &client_id, clean_start, expiry_secs).await;
+                        let will = will.map(|w| *w);
+                        let outcome =
+                            sessions::acquire(&link, &client_id, clean_start, expiry_secs, will).await;
                         done.complete(vec![(id, outcome)]);
                     });
                 }

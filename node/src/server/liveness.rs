@@ -18,16 +18,32 @@ const PING_EVERY: Duration = Duration::from_millis(500);
 /// A pong older than this no longer counts.
 const PONG_FRESH: Duration = Duration::from_millis(1500);
 
-/// Last pong per peer.
+/// Last pong per peer, and the incarnation it came from.
 #[derive(Default)]
 pub(crate) struct Liveness {
     pongs: Mutex<HashMap<NodeId, Instant>>,
+    incarnations: Mutex<HashMap<NodeId, u64>>,
+    /// When this node started watching (a peer never heard from is silent since then).
+    started: std::sync::OnceLock<Instant>,
 }
 
 impl Liveness {
-    /// `from` answered a ping.
-    pub(crate) fn pong(&self, from: NodeId) {
+    /// `from` answered a ping as `incarnation`.
+    pub(crate) fn pong(&self, from: NodeId, incarnation: u64) {
         self.pongs.lock().unwrap_or_else(|e| e.into_inner()).insert(from, Instant::now());
+        self.incarnations.lock().unwrap_or_else(|e| e.into_inner()).insert(from, incarnation);
+    }
+
+    /// The incarnation `node` last answered from.
+    pub(crate) fn incarnation(&self, node: NodeId) -> Option<u64> {
+        self.incarnations.lock().unwrap_or_else(|e| e.into_inner()).get(&node).copied()
+    }
+
+    /// How long `node` has not answered a ping, at `now`.
+    pub(crate) fn silent_for(&self, node: NodeId, now: Instant) -> Duration {
+        let since = self.pongs.lock().unwrap_or_else(|e| e.into_inner()).get(&node).copied();
+        let since = since.unwrap_or_else(|| *self.started.get_or_init(Instant::now));
+        now.saturating_duration_since(since)
     }
 
     /// Whether `node`'s last pong is fresh at `now`.

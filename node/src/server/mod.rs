@@ -16,6 +16,7 @@ mod pending;
 mod reactor;
 mod retained;
 mod sessions;
+mod sweeper;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -232,6 +233,9 @@ impl Server {
         let mut broker_config = config.broker.clone();
         broker_config.max_connections = max_connections(&config.broker);
         let mut broker = Broker::new(broker_config, auth, now, clock::seed());
+        if config.cluster.enabled() && config.cluster.mqtt {
+            broker.defer_wills_to_cluster();
+        }
         let journal = if config.storage.persistence {
             let (open, report) = journal::open(&config.data_dir, &config.storage, &mut broker, now)?;
             tracing::info!(?report, dir = %config.data_dir.display(), "journal replayed");
@@ -285,6 +289,7 @@ impl Server {
         let transport = link.transport.clone();
         let fence = link.isolation_fence;
         let live = Arc::new(liveness::Liveness::default());
+        tokio::spawn(sweeper::run(Arc::downgrade(&self.shared), link.clone(), live.clone()));
         let d = dispatch::Dispatch::start(Arc::downgrade(&self.shared), link, live.clone());
         tokio::spawn(liveness::run(Arc::downgrade(&self.shared), transport.clone(), live.clone(), fence));
         let shell = ClusterShell {
@@ -388,12 +393,12 @@ impl ClusterInbound {
         }
     }
 
-    /// `from` answered a ping.
-    pub fn pong(&self, from: crate::group::NodeId) {
+    /// `from` answered a ping as `incarnation`.
+    pub fn pong(&self, from: crate::group::NodeId, incarnation: u64) {
         if let Some(shared) = self.shared.upgrade()
             && let Some(c) = shared.cluster.get()
         {
-            c.liveness.pong(from);
+            c.liveness.pong(from, incarnation);
         }
     }
 

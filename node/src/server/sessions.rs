@@ -17,7 +17,7 @@ use bytestring::ByteString;
 
 use super::dispatch::ClusterLink;
 use crate::broker::{Acquired, OpOutcome};
-use crate::cluster::session_keys::{self, SessionHeader};
+use crate::cluster::session_keys::{self, SessionHeader, StoredWill};
 use crate::group::command::{BatchOp, Guard};
 use crate::group::{Command, Outcome, ReadPolicy};
 use crate::route::trie::SubEntry;
@@ -38,8 +38,9 @@ pub(crate) async fn acquire(
     client_id: &str,
     clean_start: bool,
     expiry_secs: u32,
+    will: Option<StoredWill>,
 ) -> OpOutcome {
-    match try_acquire(link, client_id, clean_start, expiry_secs).await {
+    match try_acquire(link, client_id, clean_start, expiry_secs, will).await {
         Ok(a) => OpOutcome::Acquired(Box::new(a)),
         Err(e) => {
             tracing::debug!(client_id, error = %e, "cannot acquire the session record");
@@ -53,12 +54,19 @@ async fn try_acquire(
     client_id: &str,
     clean_start: bool,
     expiry_secs: u32,
+    will: Option<StoredWill>,
 ) -> Result<Acquired, String> {
     let me = link.transport.node_id();
     let inc = link.transport.incarnation();
     let sess = session_keys::session_prefix(&link.tenant, client_id).map_err(|e| e.to_string())?;
-    let header =
-        SessionHeader { owner_node: me, owner_inc: inc, online: true, expiry_secs, disconnected_at_ms: 0 };
+    let header = SessionHeader {
+        owner_node: me,
+        owner_inc: inc,
+        online: true,
+        expiry_secs,
+        disconnected_at_ms: 0,
+        will,
+    };
     let fence = Command::Fence {
         key: session_keys::header_key(&sess),
         body: header.encode(),
@@ -139,6 +147,7 @@ pub(crate) async fn release(
             online: false,
             expiry_secs,
             disconnected_at_ms: now_ms(),
+            will: None,
         };
         let mut value = Vec::with_capacity(session_keys::FENCE_BYTES + 32);
         value.extend_from_slice(&epoch.to_be_bytes());
