@@ -22,6 +22,13 @@ use crate::mqtt::topic::parse_shared;
 const EARLY_PACKETS_MAX: usize = 64;
 
 impl Broker {
+    /// This broker will run in a cluster: the wills of sessions its journal restores are
+    /// left to the cluster (their records hold them; see `server::sweeper`). Call before
+    /// the journal is replayed.
+    pub fn defer_wills_to_cluster(&mut self) {
+        self.wills_by_cluster = true;
+    }
+
     /// Starts fencing the session record for a CONNECT that passed every local check.
     pub(super) fn acquire(
         &mut self,

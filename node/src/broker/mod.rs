@@ -185,13 +185,6 @@ impl Broker {
         b
     }
 
-    /// This broker will run in a cluster: the wills of sessions its journal restores are
-    /// left to the cluster (their records hold them; see `server::sweeper`). Call before
-    /// the journal is replayed.
-    pub fn defer_wills_to_cluster(&mut self) {
-        self.wills_by_cluster = true;
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
