@@ -1938,12 +1938,9 @@ def cluster_takeover_across_nodes() -> None:
     ack = second.connect(clean_start=False, expiry=300)
     first.wait_disconnected()
     reasons = [(x.reason, x.from_server) for x in first.disconnects]
+    # paho closes its socket on a DISCONNECT from the server (its is_connected() stays True).
     ensure(any(r == 0x8E and f for r, f in reasons),
            f"connection on node 1 closed with (reason, from server) {reasons}, expected DISCONNECT 0x8E")
-    deadline = time.monotonic() + T
-    while first.c.is_connected() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ensure(not first.c.is_connected(), "connection on node 1 still open after DISCONNECT 0x8E")
     ensure(ack.session_present, "CONNACK on node 2: session present 0, expected 1 (the session from node 1)")
     pub = Paho(MQTTv5, "pub@node3", port=cport(3))
     pub.connect()
@@ -1955,14 +1952,16 @@ def cluster_takeover_across_nodes() -> None:
     ensure(m.payload == b"after-move" and m.qos == 1, f"got {m.payload!r} QoS {m.qos}")
     ensure(first.msgs.empty(), "the closed connection on node 1 received a message")
     second.expect_none(0.3, "extra copy")
-    ensure(second.c.is_connected() and not second.disconnects,
+    ensure(not second.disconnects,
            f"connection on node 2 closed: {[(x.reason, x.from_server) for x in second.disconnects]}")
 
 
 @cluster_check
 def cluster_one_connection_per_client_id() -> None:
     """The same client id connects to nodes 1, 2, 3, 1, 2 in turn: every earlier connection is
-    closed, the last one alone stays open and still gets messages."""
+    closed (DISCONNECT or end of stream; paho's is_connected() stays True after a DISCONNECT from
+    the server, so a connection counts as open while no disconnect was seen), the last one alone
+    stays open and still gets messages."""
     cid = uid("c-one")
     order = [1, 2, 3, 1, 2]
     conns: list[tuple[int, Paho]] = []
@@ -1974,13 +1973,12 @@ def cluster_one_connection_per_client_id() -> None:
     for _, c in conns[:-1]:
         c._disc_ev.wait(max(0.0, deadline - time.monotonic()))
     time.sleep(QUIET)  # a late takeover would close the last one now
-    still_open = [f"#{k}@node{node}" for k, (node, c) in enumerate(conns[:-1])
-                  if not c.disconnects or c.c.is_connected()]
+    still_open = [f"#{k}@node{node}" for k, (node, c) in enumerate(conns[:-1]) if not c.disconnects]
     node, last = conns[-1]
     last_closed = [(x.reason, x.from_server) for x in last.disconnects]
-    ensure(not still_open and not last_closed and last.c.is_connected(),
+    ensure(not still_open and not last_closed,
            f"earlier connections still open: {still_open}; last connection (node {node}) "
-           f"{'closed with ' + str(last_closed) if last_closed or not last.c.is_connected() else 'open'}; "
+           f"{'closed with ' + str(last_closed) if last_closed else 'open'}; "
            f"earlier ones closed with {[[(x.reason, x.from_server) for x in c.disconnects] for _, c in conns[:-1]]}")
     t = topic("c-one")
     last.subscribe(t, 1)
