@@ -123,10 +123,11 @@ impl Forwarder {
         {
             let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
             for id in ids {
-                let Some((to, ops, _)) = acks.batches.remove(id) else { continue };
-                if to != from {
+                // Only the destination acknowledges its batch.
+                if acks.batches.get(id).is_none_or(|b| b.0 != from) {
                     continue;
                 }
+                let Some((_, ops, _)) = acks.batches.remove(id) else { continue };
                 for op in ops {
                     if let Some(w) = acks.ops.get_mut(&op) {
                         w.batches -= 1;
@@ -175,6 +176,9 @@ impl Forwarder {
             }
         }
         // Per op: batches sent, nodes reached, failed.
+        // The acknowledgements of these batches may come back before this function ends (on
+        // loopback they do): they wait for this lock until every batch is registered.
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
         let mut state: Vec<(usize, usize, bool)> = vec![(0, 0, false); ops.len()];
         let mut sent: Vec<(u64, NodeId, Vec<OpId>)> = Vec::new();
         for ((node, stream), members) in groups {
@@ -211,7 +215,6 @@ impl Forwarder {
             }
         }
         let mut done = Vec::new();
-        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
         for (op, &(batches, nodes, failed)) in ops.iter().zip(&state) {
             let qos0 = op.msg.qos == QoS::AtMostOnce;
             if failed && !qos0 {
