@@ -150,8 +150,8 @@ pub async fn run(args: &CompareArgs) -> anyhow::Result<Comparison> {
         for t in [&args.a, &args.b] {
             let mut s = args.scenario.clone();
             let o = s.opts_mut();
-            o.broker = t.addr;
-            o.broker_pid = t.pid;
+            o.broker = t.addr.into();
+            o.broker_pid = t.pid.into_iter().collect();
             o.label = t.label.clone();
             o.run_id = None;
             eprintln!("compare: pair {}/{} {} on {} ({})", i + 1, args.pairs, s.name(), t.label, t.addr);

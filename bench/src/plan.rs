@@ -471,7 +471,7 @@ pub async fn run(args: &PlanArgs) -> anyhow::Result<(Sizing, Vec<RunResult>)> {
             runs
         }
         None => {
-            if args.opts.broker_pid.is_none() {
+            if args.opts.broker_pid.is_empty() {
                 bail!("calibration needs --broker-pid (capacities are per broker CPU-second)");
             }
             let mut results = Vec::new();

@@ -87,6 +87,30 @@ fn read(path: PathBuf) -> Result<(String, PathBuf), ProcError> {
     }
 }
 
+/// Reads every process of `pids` and sums them (a cluster's nodes): CPU seconds, RSS and
+/// peak RSS add up; the thread run times add up under a fingerprint of every process's
+/// thread set, so [`cpu_between`] uses them only when no process's threads changed.
+/// `None` if `pids` is empty or any process cannot be read.
+pub fn sample_sum(pids: &[u32]) -> Option<ProcSample> {
+    let mut total = ProcSample::default();
+    let mut threads = Some(ThreadCpu { ns: 0, tids: 0xcbf2_9ce4_8422_2325 });
+    for &pid in pids {
+        let s = sample(pid).ok()?;
+        total.cpu_secs += s.cpu_secs;
+        total.rss_bytes += s.rss_bytes;
+        total.hwm_bytes += s.hwm_bytes;
+        threads = match (threads, s.threads) {
+            (Some(t), Some(x)) => Some(ThreadCpu {
+                ns: t.ns + x.ns,
+                tids: (t.tids ^ x.tids ^ u64::from(pid)).wrapping_mul(0x100_0000_01b3),
+            }),
+            _ => None,
+        };
+    }
+    total.threads = threads;
+    (!pids.is_empty()).then_some(total)
+}
+
 /// Reads the CPU time and memory of process `pid`.
 pub fn sample(pid: u32) -> Result<ProcSample, ProcError> {
     let (stat, path) = read(PathBuf::from(format!("/proc/{pid}/stat")))?;
@@ -127,6 +151,17 @@ mod tests {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0 5 \
                     1000 200 18446744073709551615";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn sums_over_processes() {
+        let me = std::process::id();
+        let one = sample_sum(&[me]).expect("own entry");
+        let two = sample_sum(&[me, me]).expect("own entry twice");
+        assert!(two.rss_bytes >= one.rss_bytes * 2 - 4 * 1024 * 1024);
+        assert!(two.cpu_secs >= one.cpu_secs * 2.0);
+        assert!(sample_sum(&[]).is_none());
+        assert!(sample_sum(&[me, u32::MAX]).is_none());
     }
 
     #[test]

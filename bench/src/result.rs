@@ -16,10 +16,14 @@ pub struct RunResult {
     pub scenario: String,
     /// Broker label (`--label`), e.g. `flotilla` or `mosquitto`.
     pub label: String,
-    /// Broker address.
+    /// Broker address (comma separated: a cluster's nodes).
     pub broker: String,
-    /// Broker process id, when sampled.
+    /// Broker process id, when sampled (the first of `broker_pids`).
     pub broker_pid: Option<u32>,
+    /// Every broker process sampled, when there are several (a cluster's nodes); CPU and
+    /// memory figures are their sums.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_pids: Vec<u32>,
     /// Run identifier (prefix of every client id).
     pub run_id: String,
     /// Start time, milliseconds since the Unix epoch.

@@ -342,8 +342,8 @@ async fn run_all(args: &SuiteArgs, jsonl: &PathBuf) -> anyhow::Result<Vec<RunRes
                 let mut broker = LocalBroker::start(kind)?;
                 let mut s = exp.scenario.clone();
                 let o = s.opts_mut();
-                o.broker = broker.addr;
-                o.broker_pid = Some(broker.pid);
+                o.broker = broker.addr.into();
+                o.broker_pid = vec![broker.pid];
                 o.label = label.into();
                 let r = s.run().await.with_context(|| format!("{} on {label}", exp.id));
                 broker.stop();

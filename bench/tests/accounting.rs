@@ -149,7 +149,7 @@ async fn start_broker() -> Broker {
 
 fn opts(broker: SocketAddr, qos: u8) -> RunOpts {
     RunOpts {
-        broker,
+        broker: broker.into(),
         qos,
         rate: Some(400.0),
         warmup: Dur(Duration::from_millis(200)),

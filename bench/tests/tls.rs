@@ -125,7 +125,7 @@ fn start_mosquitto(test: &str) -> anyhow::Result<Option<TlsMosquitto>> {
 
 fn opts(broker: &TlsMosquitto) -> RunOpts {
     RunOpts {
-        broker: broker.addr,
+        broker: broker.addr.into(),
         qos: 1,
         rate: Some(400.0),
         warmup: Dur(Duration::from_millis(200)),

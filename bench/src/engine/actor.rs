@@ -118,7 +118,11 @@ impl Actor {
     fn connect_opts(&self) -> ConnectOpts {
         let g = self.group();
         let global = global_index(g.spec.id, g.spec.offset + self.idx);
-        ConnectOpts { source: self.ctx.source(global), ..g.connect.clone() }
+        ConnectOpts {
+            source: self.ctx.source(global),
+            broker: self.ctx.broker_of(self.g, self.idx).1,
+            ..g.connect.clone()
+        }
     }
 
     async fn life(&mut self) {
@@ -473,7 +477,7 @@ mod tests {
         let spec = WorkerSpec {
             worker: 0,
             run_id: "r".into(),
-            broker: "127.0.0.1:1".parse().expect("addr"),
+            brokers: vec!["127.0.0.1:1".parse().expect("addr")],
             sources: vec![],
             protocol: Default::default(),
             keep_alive_secs: 0,

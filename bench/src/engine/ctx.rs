@@ -17,7 +17,8 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 
 use super::pattern::Vars;
 use super::proto::{
-    Event, GroupSpec, PhaseStats, Progress, TrafficWindow, WorkerReport, WorkerSpec, global_index,
+    Event, GroupSpec, PhaseStats, Progress, TrafficWindow, WorkerReport, WorkerSpec, broker_slot,
+    global_index,
 };
 use crate::client::ConnectOpts;
 use crate::stamp::Stamp;
@@ -248,7 +249,7 @@ impl Ctx {
             .iter()
             .map(|g| Group {
                 connect: ConnectOpts {
-                    broker: spec.broker,
+                    broker: spec.brokers[0],
                     source: None,
                     protocol,
                     keep_alive_secs: spec.keep_alive_secs,
@@ -411,13 +412,42 @@ impl Ctx {
         }
     }
 
+    /// The broker address (index and address) local member `idx` of group `group` connects
+    /// to (see [`crate::scenario::layout::broker_slot`]).
+    pub(crate) fn broker_of(&self, group: usize, idx: u64) -> (usize, std::net::SocketAddr) {
+        let g = &self.groups[group].spec;
+        let slot = broker_slot(g.offset + idx, g.broker_shift, self.spec.brokers.len());
+        (slot, self.spec.brokers[slot])
+    }
+
     /// A random subscribed member (local index) of group `to`, the target of a
-    /// `TopicSpec::Peer` message; `None` if no member is subscribed.
-    pub(crate) fn peer_pick(&self, to: usize) -> Option<u64> {
+    /// `TopicSpec::Peer` message; `None` if no member is subscribed. With several broker
+    /// addresses, a member connected to another address than `avoid` (the publisher's) when
+    /// one is subscribed, so every message crosses nodes.
+    pub(crate) fn peer_pick(&self, to: usize, avoid: Option<usize>) -> Option<u64> {
         let peers = self.groups[to].peers.borrow();
         if peers.is_empty() {
             return None;
         }
-        Some(peers[self.random_below(peers.len() as u64) as usize])
+        let n = self.spec.brokers.len();
+        let start = self.random_below(peers.len() as u64) as usize;
+        let Some(avoid) = avoid.filter(|_| n > 1) else {
+            return Some(peers[start]);
+        };
+        let g = &self.groups[to].spec;
+        let elsewhere = |idx: u64| broker_slot(g.offset + idx, g.broker_shift, n) != avoid;
+        // A few random draws (each hits another node with probability about (n-1)/n), then a
+        // scan from the random start, so the choice stays bounded and uniform enough.
+        if elsewhere(peers[start]) {
+            return Some(peers[start]);
+        }
+        for _ in 0..4 {
+            let p = peers[self.random_below(peers.len() as u64) as usize];
+            if elsewhere(p) {
+                return Some(p);
+            }
+        }
+        let found = (1..peers.len()).map(|d| peers[(start + d) % peers.len()]).find(|&p| elsewhere(p));
+        Some(found.unwrap_or(peers[start]))
     }
 }

@@ -26,6 +26,14 @@ pub fn global_index(id: u32, k: u64) -> u64 {
     (u64::from(id) << GROUP_SHIFT) | k
 }
 
+/// Index of the broker address that member `k` of a group with `shift` connects to, of `n`
+/// addresses: `(k + shift) mod n`. Groups that publish get shift 1 and the others 0, so with
+/// several addresses publisher `i` and subscriber `i` are on different nodes; with one
+/// address every member gets address 0.
+pub fn broker_slot(k: u64, shift: u64, n: usize) -> usize {
+    if n <= 1 { 0 } else { ((k % n as u64 + shift % n as u64) % n as u64) as usize }
+}
+
 /// MQTT protocol version spoken by the bench clients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MqttVersion {
@@ -55,8 +63,9 @@ pub struct WorkerSpec {
     pub worker: u32,
     /// Run identifier, part of every client id so runs never share sessions.
     pub run_id: String,
-    /// Broker address.
-    pub broker: SocketAddr,
+    /// Broker addresses (one broker, or a cluster's nodes); each member connects to the one
+    /// [`crate::scenario::layout::broker_slot`] assigns it.
+    pub brokers: Vec<SocketAddr>,
     /// Local addresses clients bind to, round-robin by client; empty lets the OS choose.
     pub sources: Vec<IpAddr>,
     /// Protocol version.
@@ -103,6 +112,10 @@ pub struct GroupSpec {
     pub subscribe: Option<SubSpec>,
     /// What the members publish.
     pub publish: Option<PubSpec>,
+    /// Member `k` connects to broker address `(k + broker_shift) mod n` (1 for publishing
+    /// groups, so publishers and subscribers of the same index are on different nodes).
+    #[serde(default)]
+    pub broker_shift: u64,
 }
 
 /// Subscriptions of each member of a group.

@@ -57,6 +57,8 @@ struct Active {
 #[derive(Debug)]
 pub(crate) struct Publisher {
     group: usize,
+    /// Index of the broker address this publisher is connected to.
+    broker: usize,
     region: usize,
     pub_id: u32,
     qos: QoS,
@@ -100,6 +102,7 @@ impl Publisher {
         Some(Self {
             group,
             region: g.region(idx),
+            broker: ctx.broker_of(group, idx).0,
             pub_id: global_index(g.spec.id, g.spec.offset + idx) as u32,
             qos: QoS::from_u8(spec.qos).unwrap_or(QoS::AtMostOnce),
             payload_len: spec.payload_len as usize,
@@ -215,7 +218,7 @@ impl Publisher {
         match &mut self.target {
             Target::Own(t) => Some(t.clone()),
             Target::Peer { group, pattern, cache } => {
-                let idx = ctx.peer_pick(*group)?;
+                let idx = ctx.peer_pick(*group, Some(self.broker))?;
                 let slot = &mut cache[idx as usize];
                 let topic = slot.get_or_insert_with(|| {
                     let g = &ctx.groups[*group];

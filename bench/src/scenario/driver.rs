@@ -27,7 +27,7 @@ const STEP_MARGIN: Duration = Duration::from_secs(30);
 /// A run in progress.
 pub struct Driver {
     workers: WorkerSet,
-    broker_pid: Option<u32>,
+    broker_pids: Vec<u32>,
     step_timeout: Duration,
     started: Instant,
     next_sample: Instant,
@@ -60,9 +60,7 @@ pub fn show_progress(opts: &RunOpts) -> bool {
 impl Driver {
     /// Starts one worker per spec.
     pub async fn start(opts: &RunOpts, specs: Vec<WorkerSpec>, mode: &Mode) -> anyhow::Result<Self> {
-        if let Some(pid) = opts.broker_pid
-            && !proc::alive(pid)
-        {
+        if let Some(pid) = opts.broker_pid.iter().find(|&&p| !proc::alive(p)) {
             bail!("no process with id {pid} (--broker-pid)");
         }
         let workers = WorkerSet::start(specs, mode).await?;
@@ -80,7 +78,7 @@ impl Driver {
         let now = Instant::now();
         let mut d = Self {
             workers,
-            broker_pid: opts.broker_pid,
+            broker_pids: opts.broker_pid.clone(),
             step_timeout: opts.step_timeout.0 + STEP_MARGIN,
             started: now,
             next_sample: now,
@@ -107,9 +105,9 @@ impl Driver {
         self.redraw();
     }
 
-    /// The broker's resource use now.
+    /// The broker's resource use now, summed over its processes (a cluster's nodes).
     pub fn broker(&self) -> Option<ProcSample> {
-        self.broker_pid.and_then(|pid| proc::sample(pid).ok())
+        proc::sample_sum(&self.broker_pids)
     }
 
     /// CPU seconds used so far by the load generator's worker processes.

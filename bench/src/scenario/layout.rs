@@ -2,6 +2,7 @@
 //! near-equal share of every group, and the per-worker connect rate is the total divided
 //! by the workers.
 
+pub use crate::engine::proto::broker_slot;
 use crate::engine::proto::{GroupSpec, PubSpec, SubSpec, WorkerSpec};
 use crate::tls::TlsSpec;
 
@@ -53,6 +54,11 @@ pub fn share(total: u64, workers: u32, w: u32) -> (u64, u64) {
     (total * u64::from(w) / n, total * (u64::from(w) + 1) / n)
 }
 
+/// The broker shift of a group (see [`broker_slot`]): 1 if it publishes, else 0.
+pub fn broker_shift(g: &GroupPlan) -> u64 {
+    u64::from(g.publish.is_some())
+}
+
 /// One spec per worker.
 pub fn specs(
     opts: &RunOpts,
@@ -67,7 +73,7 @@ pub fn specs(
         .map(|w| WorkerSpec {
             worker: w,
             run_id: run_id.to_string(),
-            broker: opts.broker,
+            brokers: opts.broker.addrs().to_vec(),
             sources: sources.clone(),
             protocol: opts.mqtt,
             keep_alive_secs: opts.keep_alive,
@@ -93,6 +99,7 @@ pub fn specs(
                         regions: g.regions,
                         subscribe: g.subscribe.clone(),
                         publish: g.publish.clone(),
+                        broker_shift: broker_shift(g),
                     }
                 })
                 .collect(),

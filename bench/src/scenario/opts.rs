@@ -50,6 +50,76 @@ impl Dur {
     }
 }
 
+/// The broker addresses of a run: one broker, or the nodes of a cluster. Written as
+/// `IP:PORT` or `IP:PORT,IP:PORT,...`; never empty.
+///
+/// Clients are spread over the addresses round robin by their group-relative index `k`:
+/// members of groups that only subscribe go to address `k mod n`, members of groups that
+/// publish to `(k + 1) mod n` (see [`crate::scenario::layout::broker_slot`]), so a publisher and
+/// the subscriber with the same index are on different nodes, and with one address nothing
+/// changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerList(Vec<SocketAddr>);
+
+impl BrokerList {
+    /// A list; `None` if empty.
+    pub fn new(addrs: Vec<SocketAddr>) -> Option<Self> {
+        (!addrs.is_empty()).then_some(Self(addrs))
+    }
+
+    /// Every address, in order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.0
+    }
+
+    /// The first address (the only one of a single broker).
+    pub fn first(&self) -> SocketAddr {
+        self.0[0]
+    }
+
+    /// Number of addresses.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: a list has at least one address.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<SocketAddr> for BrokerList {
+    fn from(a: SocketAddr) -> Self {
+        Self(vec![a])
+    }
+}
+
+impl FromStr for BrokerList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let addrs = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse::<SocketAddr>().map_err(|e| format!("bad broker address {p:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(addrs).ok_or_else(|| "no broker address".to_string())
+    }
+}
+
+impl fmt::Display for BrokerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Parses the MQTT version flag.
 pub fn parse_mqtt(s: &str) -> Result<MqttVersion, String> {
     match s {
@@ -62,12 +132,15 @@ pub fn parse_mqtt(s: &str) -> Result<MqttVersion, String> {
 /// Options shared by every scenario.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunOpts {
-    /// Broker address. Only 127.0.0.0/8 unless --allow-remote.
-    #[arg(long, default_value = "127.0.0.1:1883", value_name = "IP:PORT")]
-    pub broker: SocketAddr,
-    /// Broker process id: sample its CPU time and RSS from /proc.
-    #[arg(long, value_name = "PID")]
-    pub broker_pid: Option<u32>,
+    /// Broker address, or the addresses of a cluster's nodes, comma separated: clients are
+    /// spread over them round robin (see [`BrokerList`]). Only 127.0.0.0/8 unless
+    /// --allow-remote.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "IP:PORT,...")]
+    pub broker: BrokerList,
+    /// Broker process ids, comma separated: sample their CPU time and RSS from /proc (summed
+    /// over the processes).
+    #[arg(long, value_name = "PID,...", value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
     /// Name of the broker in reports (e.g. flotilla, mosquitto).
     #[arg(long, default_value = "broker")]
     pub label: String,
@@ -169,8 +242,8 @@ pub struct RunOpts {
 impl Default for RunOpts {
     fn default() -> Self {
         Self {
-            broker: SocketAddr::from((Ipv4Addr::LOCALHOST, 1883)),
-            broker_pid: None,
+            broker: BrokerList::from(SocketAddr::from((Ipv4Addr::LOCALHOST, 1883))),
+            broker_pid: Vec::new(),
             label: "broker".into(),
             mqtt: MqttVersion::V311,
             qos: 0,
@@ -226,8 +299,8 @@ pub enum OptsError {
 impl RunOpts {
     /// Checks the options before anything runs.
     pub fn validate(&self) -> Result<(), OptsError> {
-        if !self.allow_remote && !self.broker.ip().is_loopback() {
-            return Err(OptsError::Remote(self.broker));
+        if let Some(a) = self.broker.addrs().iter().find(|a| !self.allow_remote && !a.ip().is_loopback()) {
+            return Err(OptsError::Remote(*a));
         }
         if let Some(ip) = self.source_addrs.iter().find(|ip| !ip.is_loopback() && !self.allow_remote) {
             return Err(OptsError::Source(*ip));
@@ -273,7 +346,7 @@ impl RunOpts {
             self.ca.as_deref(),
             self.tls_insecure,
             self.tls_server_name.as_deref(),
-            self.broker.ip(),
+            self.broker.first().ip(),
         )
         .map(Some)
     }
@@ -290,7 +363,7 @@ impl RunOpts {
             return self.source_addrs.clone();
         }
         let needed = conns.div_ceil(25_000);
-        if needed <= 1 || !self.broker.ip().is_loopback() {
+        if needed <= 1 || !self.broker.first().ip().is_loopback() {
             return Vec::new();
         }
         (1..=needed.min(254)).map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n as u8))).collect()
@@ -314,10 +387,21 @@ mod tests {
 
     #[test]
     fn remote_brokers_need_an_explicit_flag() {
-        let mut o = RunOpts { broker: "10.1.2.3:1883".parse().expect("addr"), ..RunOpts::default() };
+        let mut o =
+            RunOpts { broker: "127.0.0.1:1883,10.1.2.3:1883".parse().expect("addr"), ..RunOpts::default() };
         assert!(matches!(o.validate(), Err(OptsError::Remote(_))));
         o.allow_remote = true;
         assert_eq!(o.validate(), Ok(()));
+    }
+
+    #[test]
+    fn broker_lists_parse_and_print() {
+        let b: BrokerList = "127.0.0.1:1883, 127.0.0.1:1884".parse().expect("list");
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.to_string(), "127.0.0.1:1883,127.0.0.1:1884");
+        assert_eq!(b.first().port(), 1883);
+        assert!("".parse::<BrokerList>().is_err());
+        assert!("127.0.0.1:1883,nope".parse::<BrokerList>().is_err());
     }
 
     #[test]
