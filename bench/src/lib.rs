@@ -14,6 +14,7 @@
 //! - [`result`] CORE: one run's figures; [`report`]: table, JSON and HTML output.
 //! - [`compare`] SHELL: A B A B runs against two brokers; [`plan`]: fleet sizing;
 //!   [`suite`]: the goal scenarios against Flotilla and Mosquitto, written to BENCHMARKS.md.
+//! - [`cluster`] SHELL: `bench cluster-compare`, a single node against a local cluster.
 //! - [`brokers`] SHELL: local Flotilla and Mosquitto processes for the suite.
 //! - [`clock`] SHELL: the harness clock shared by worker processes.
 //! - [`tls`]: TLS settings sent to workers and the rustls client configuration (ring).
@@ -22,6 +23,7 @@
 pub mod brokers;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod compare;
 pub mod engine;
 pub mod plan;

@@ -1,9 +1,10 @@
 //! The `bench` binary: `bench SCENARIO [options]`, `bench compare`, `bench plan`,
-//! `bench report`, `bench suite`; `bench worker` is the worker-process entry point.
+//! `bench report`, `bench suite`, `bench cluster-compare`; `bench worker` is the worker-process entry point.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use bench::cluster::{self, ClusterCompareArgs};
 use bench::compare::{self, CompareArgs};
 use bench::plan::{self, PlanArgs};
 use bench::report::{html, json, table};
@@ -34,6 +35,10 @@ enum Cmd {
     /// Run the goal scenarios against Flotilla and Mosquitto (fresh brokers, alternating)
     /// and write BENCHMARKS.md, a JSON Lines file and an HTML report.
     Suite(SuiteArgs),
+    /// One single-node Flotilla against a local N-node cluster (fresh processes, clients
+    /// spread over the nodes), scenario by scenario, alternating; reports msg/s, broker CPU
+    /// per delivered message and forward wire bytes per payload byte.
+    ClusterCompare(ClusterCompareArgs),
     /// Render an HTML report from JSON Lines results.
     Report(ReportArgs),
     /// Worker process entry point (used by bench itself).
@@ -107,6 +112,15 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Suite(args) => {
             let text = suite::run(&args).await?;
             print!("{text}");
+            Ok(())
+        }
+        Cmd::ClusterCompare(args) => {
+            let (c, _runs) = cluster::run(&args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&c)?);
+            } else {
+                print!("{}", cluster::render(&c));
+            }
             Ok(())
         }
         Cmd::Report(args) => {
