@@ -68,6 +68,8 @@ pub struct LocalCluster {
     /// The nodes, node 1 first.
     pub nodes: Vec<NodeProc>,
     dir: PathBuf,
+    /// Where the nodes' logs are written (kept after the run).
+    pub logs: PathBuf,
 }
 
 fn free_tcp() -> anyhow::Result<SocketAddr> {
@@ -139,7 +141,10 @@ impl LocalCluster {
         let dir =
             std::env::temp_dir().join(format!("bench-cluster-{}-{}", std::process::id(), free_tcp()?.port()));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut c = Self { nodes: Vec::new(), dir };
+        let logs = dir.with_extension("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+        eprintln!("cluster-compare: node logs in {}", logs.display());
+        let mut c = Self { nodes: Vec::new(), dir, logs };
         let voters = (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         for id in 1..=u64::from(n) {
             let (mqtt, admin, cluster) = (free_tcp()?, free_tcp()?, free_udp()?);
@@ -162,10 +167,14 @@ impl LocalCluster {
             if let Some(first) = c.nodes.first() {
                 cmd.arg("--join").arg(first.cluster.to_string());
             }
+            // Each node's log (warnings and errors) goes to a file kept after the run.
+            let log_path = c.logs.join(format!("node{id}.log"));
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("cannot create {}", log_path.display()))?;
             let child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stderr(Stdio::from(log))
                 .spawn()
                 .with_context(|| format!("cannot start {}", exe.display()))?;
             let pid = child.id();
