@@ -37,7 +37,10 @@ pub struct ClusterCompareArgs {
     /// The Flotilla binary (target/release/flotilla).
     #[arg(long)]
     pub flotilla: PathBuf,
-    /// Scenarios, comma separated: p2p-qos0-max, p2p-qos1-max, fanin-wildcard, fanout.
+    /// Scenarios, comma separated: p2p-qos0-max, p2p-qos1-max, p2p-qos1-rate, fanin-wildcard,
+    /// fanout. (p2p-qos1-max with one publisher per subscriber overloads the subscribers: the
+    /// broker acknowledges a QoS 1 publish once queued, and disconnects a subscriber whose
+    /// queue is full; p2p-qos1-rate offers a fixed rate instead.)
     #[arg(long, value_delimiter = ',', default_value = "p2p-qos0-max,p2p-qos1-max,fanin-wildcard,fanout")]
     pub scenarios: Vec<String>,
     /// Cluster nodes.
@@ -52,6 +55,12 @@ pub struct ClusterCompareArgs {
     /// fan-in: publishers (one wildcard subscriber); fan-out: subscribers (one publisher).
     #[arg(long, default_value_t = 100)]
     pub fan: u64,
+    /// p2p-qos1-rate: total publish rate, msg/s.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub p2p_rate: f64,
+    /// Seconds of idle CPU sampled on both brokers before the scenarios.
+    #[arg(long, default_value = "5s")]
+    pub idle: Dur,
     /// fan-in: total publish rate, msg/s.
     #[arg(long, default_value_t = 5000.0)]
     pub fanin_rate: f64,
@@ -120,6 +129,8 @@ pub struct ClusterComparison {
     pub scenarios: Vec<ScenarioSummary>,
     /// Machine load average at the start and at the end.
     pub load_avg: (String, String),
+    /// CPU cores used by the idle brokers before the scenarios: single, cluster (summed).
+    pub idle_cores: (f64, f64),
 }
 
 /// The scenario for `id`, with the run's sizes.
@@ -139,6 +150,11 @@ pub fn scenario(args: &ClusterCompareArgs, id: &str) -> anyhow::Result<Scenario>
             vehicles: args.p2p_pairs,
             backends: args.p2p_pairs,
         }),
+        "p2p-qos1-rate" => Scenario::P2p(P2pArgs {
+            opts: RunOpts { qos: 1, rate: Some(args.p2p_rate), ..base.clone() },
+            vehicles: args.p2p_pairs,
+            backends: args.p2p_pairs,
+        }),
         "fanin-wildcard" => Scenario::Fanin(FaninArgs {
             opts: open(args.fanin_rate),
             vehicles: args.fan,
@@ -148,7 +164,9 @@ pub fn scenario(args: &ClusterCompareArgs, id: &str) -> anyhow::Result<Scenario>
         "fanout" => {
             Scenario::Fanout(FanoutArgs { opts: open(args.fanout_rate), vehicles: args.fan, regions: 1 })
         }
-        _ => bail!("unknown scenario {id:?} (use p2p-qos0-max, p2p-qos1-max, fanin-wildcard, fanout)"),
+        _ => bail!(
+            "unknown scenario {id:?} (use p2p-qos0-max, p2p-qos1-max, p2p-qos1-rate, fanin-wildcard, fanout)"
+        ),
     })
 }
 
@@ -190,6 +208,8 @@ pub async fn run(args: &ClusterCompareArgs) -> anyhow::Result<(ClusterComparison
         BrokerList::new(cluster.mqtt_addrs()).map(|b| b.to_string()).unwrap_or_default(),
         cluster.pids()
     );
+    let idle_cores = idle_cpu(&[single.pid], &cluster.pids(), args.idle.0).await;
+    eprintln!("cluster-compare: idle CPU cores: single {:.3}, cluster {:.3}", idle_cores.0, idle_cores.1);
     let result = run_all(args, &ids, &single, &cluster).await;
     cluster.stop();
     single.stop();
@@ -199,8 +219,21 @@ pub async fn run(args: &ClusterCompareArgs) -> anyhow::Result<(ClusterComparison
         pairs: args.pairs,
         scenarios,
         load_avg: (load_start, loadavg()),
+        idle_cores,
     };
     Ok((c, runs))
+}
+
+/// CPU cores the idle brokers use over `d`: single, cluster (NaN if unreadable).
+async fn idle_cpu(single: &[u32], cluster: &[u32], d: std::time::Duration) -> (f64, f64) {
+    let (s0, c0) = (crate::proc::sample_sum(single), crate::proc::sample_sum(cluster));
+    tokio::time::sleep(d).await;
+    let (s1, c1) = (crate::proc::sample_sum(single), crate::proc::sample_sum(cluster));
+    let cores = |a: Option<crate::proc::ProcSample>, b: Option<crate::proc::ProcSample>| match (a, b) {
+        (Some(a), Some(b)) if !d.is_zero() => crate::proc::cpu_between(&a, &b) / d.as_secs_f64(),
+        _ => f64::NAN,
+    };
+    (cores(s0, s1), cores(c0, c1))
 }
 
 async fn run_all(
@@ -297,8 +330,8 @@ pub fn render(c: &ClusterComparison) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "single node vs {}-node cluster, {} pairs per scenario (medians; load average {} at start, {} at end)\n",
-        c.nodes, c.pairs, c.load_avg.0, c.load_avg.1
+        "single node vs {}-node cluster, {} pairs per scenario (medians; load average {} at start, {} at end; idle broker CPU cores: single {:.3}, cluster {:.3})\n",
+        c.nodes, c.pairs, c.load_avg.0, c.load_avg.1, c.idle_cores.0, c.idle_cores.1
     );
     let _ = writeln!(
         out,
