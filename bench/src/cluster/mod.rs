@@ -363,12 +363,17 @@ pub fn render(c: &ClusterComparison) -> String {
         for f in &s.forwards {
             let _ = writeln!(
                 out,
-                "  cluster run: {} forwards, {} payload B, {} forward-frame B, {} dropped, {} UDP B",
+                "  cluster run: {} forwards sent in {} batches, {} received, {} dropped; {} payload B, \
+                 {} forward-frame B, {} UDP B; forward batch acks {} sent, {} received",
                 f.forwards_sent,
+                f.forward_batches_sent,
+                f.forwards_received,
+                f.forwards_dropped,
                 f.forward_payload_bytes_sent,
                 f.forward_bytes_sent,
-                f.forwards_dropped,
-                f.udp_bytes_sent
+                f.udp_bytes_sent,
+                f.forward_acks_sent,
+                f.forward_acks_received
             );
         }
     }

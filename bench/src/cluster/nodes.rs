@@ -93,6 +93,9 @@ pub struct ForwardCounters {
     pub forwards_dropped: u64,
     /// UDP bytes sent by the node's QUIC connections (all traffic, QUIC overhead included).
     pub udp_bytes_sent: u64,
+    /// Forward batches (frames) written.
+    #[serde(default)]
+    pub forward_batches_sent: u64,
     /// Forwarded publishes read from peers.
     #[serde(default)]
     pub forwards_received: u64,
@@ -115,6 +118,7 @@ impl ForwardCounters {
             forward_bytes_sent: self.forward_bytes_sent.saturating_sub(earlier.forward_bytes_sent),
             forwards_dropped: self.forwards_dropped.saturating_sub(earlier.forwards_dropped),
             udp_bytes_sent: self.udp_bytes_sent.saturating_sub(earlier.udp_bytes_sent),
+            forward_batches_sent: self.forward_batches_sent.saturating_sub(earlier.forward_batches_sent),
             forwards_received: self.forwards_received.saturating_sub(earlier.forwards_received),
             forward_acks_sent: self.forward_acks_sent.saturating_sub(earlier.forward_acks_sent),
             forward_acks_received: self.forward_acks_received.saturating_sub(earlier.forward_acks_received),
@@ -129,6 +133,7 @@ impl ForwardCounters {
             forward_bytes_sent: self.forward_bytes_sent + o.forward_bytes_sent,
             forwards_dropped: self.forwards_dropped + o.forwards_dropped,
             udp_bytes_sent: self.udp_bytes_sent + o.udp_bytes_sent,
+            forward_batches_sent: self.forward_batches_sent + o.forward_batches_sent,
             forwards_received: self.forwards_received + o.forwards_received,
             forward_acks_sent: self.forward_acks_sent + o.forward_acks_sent,
             forward_acks_received: self.forward_acks_received + o.forward_acks_received,
