@@ -41,7 +41,7 @@ pub struct ClusterCompareArgs {
     /// fanout. (p2p-qos1-max with one publisher per subscriber overloads the subscribers: the
     /// broker acknowledges a QoS 1 publish once queued, and disconnects a subscriber whose
     /// queue is full; p2p-qos1-rate offers a fixed rate instead.)
-    #[arg(long, value_delimiter = ',', default_value = "p2p-qos0-max,p2p-qos1-max,fanin-wildcard,fanout")]
+    #[arg(long, value_delimiter = ',', default_value = "p2p-qos0-max,p2p-qos1-rate,fanin-wildcard,fanout")]
     pub scenarios: Vec<String>,
     /// Cluster nodes.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=7))]
