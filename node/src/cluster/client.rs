@@ -362,6 +362,7 @@ impl KvClient {
         let mut hops = 0u32;
         let mut last = String::from("no attempt");
         let mut trail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut silent: Vec<NodeId> = Vec::new();
         let started = Instant::now();
         loop {
             let now = Instant::now();
@@ -375,18 +376,35 @@ impl KvClient {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             };
-            let candidates = entry.candidates();
+            let mut candidates = entry.candidates();
+            // Replicas that timed out in this call go last: one cut off behind a connection
+            // that still looks open must not take every attempt.
+            candidates.sort_by_key(|c| silent.contains(c));
             let target = candidates[rotate % candidates.len().max(1)];
             let wait = self.inner.cfg.attempt_timeout.min(deadline - now);
             let result = self.send(target, body(&entry), wait).await;
             let next = match result {
-                Ok(Ok(outcome)) => return Ok((outcome, entry)),
+                Ok(Ok(outcome)) => {
+                    // Only a range's leader serves proposals and reads: remember who did.
+                    if entry.leader != Some(target) {
+                        self.write_table().set_leader(entry.desc.id, Some(target));
+                    }
+                    return Ok((outcome, entry));
+                }
                 Ok(Err(e)) => {
                     last = format!("node {target}, range {}: {e}", entry.desc.id);
                     if trail.len() == 8 {
                         trail.pop_front();
                     }
                     trail.push_back(format!("{}ms n{target}: {e}", started.elapsed().as_millis()));
+                    match &e {
+                        ReplyError::Timeout if !silent.contains(&target) => silent.push(target),
+                        // A replica names the leader: it gets its turn again.
+                        ReplyError::Group(RequestError::NotLeader { leader_hint: Some(l) }) => {
+                            silent.retain(|n| n != l)
+                        }
+                        _ => {}
+                    }
                     self.on_error(&entry, target, e, idempotent, &mut rotate)
                 }
                 Err(NotSent(why)) => {
@@ -457,13 +475,20 @@ impl KvClient {
             ReplyError::Group(RequestError::OutcomeUnknown) | ReplyError::Timeout | ReplyError::Other(_)
                 if !idempotent =>
             {
+                // A silent leader may be cut off (its connection can look open for a while):
+                // the next call tries the other replicas instead of the same hint.
+                if matches!(e, ReplyError::Timeout) {
+                    self.write_table().set_leader(group, None);
+                }
                 Next::Fail(KvError::Unknown(e.to_string()))
             }
-            // A slow leader is still the leader: ask it again rather than a follower that
-            // would only send us back, unless the connection to it is gone.
+            // A leader that did not answer in time may be cut off behind a connection that
+            // still looks open: forget the hint; the other replicas go first from now on
+            // (they elect, or send us back to it with a hint).
             ReplyError::Timeout
                 if entry.leader == Some(target) && self.inner.transport.is_connected(target) =>
             {
+                self.write_table().set_leader(group, None);
                 *rotate = 0;
                 Next::Retry
             }

@@ -68,6 +68,7 @@ pub(crate) async fn run(
 ) {
     let mut short_since: Option<Instant> = None;
     let mut nonce = 0u64;
+    let mut silent: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
     loop {
         tokio::time::sleep(PING_EVERY).await;
         let peers: Vec<NodeId> = transport.peers().into_iter().map(|p| p.node_id).collect();
@@ -76,6 +77,17 @@ pub(crate) async fn run(
             transport.ping(p, nonce);
         }
         let now = Instant::now();
+        for &p in &peers {
+            // A peer that stopped answering while its connection stays open (a partition
+            // QUIC has not timed out yet): hibernating groups must not wait for the drop.
+            if !liveness.fresh(p, now) && liveness.incarnation(p).is_some() {
+                if silent.insert(p) {
+                    transport.report_silent(p);
+                }
+            } else {
+                silent.remove(&p);
+            }
+        }
         let reachable = 1 + liveness.reachable(&peers, now);
         let majority = reachable * 2 > peers.len() + 1;
         let isolated = if majority {

@@ -527,6 +527,12 @@ impl QuicTransport {
         true
     }
 
+    /// `node` stopped answering pings (the connection may still look open): groups that
+    /// hibernate wake up and look for their leader, as when the connection drops.
+    pub fn report_silent(&self, node: NodeId) {
+        self.shared.peer_down(node);
+    }
+
     /// This process's incarnation.
     pub fn incarnation(&self) -> u64 {
         self.shared.incarnation
