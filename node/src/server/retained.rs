@@ -4,7 +4,7 @@
 //! leaders (linearizable: never a stale answer) and keeps the rows whose topic matches.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,10 +21,6 @@ use crate::mqtt::topic::{TopicLimits, matches};
 /// Retained messages one read returns at most.
 const READ_MAX: usize = 100_000;
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Stores `msg` as its topic's retained message (an empty payload clears it).
 pub(crate) async fn write(link: &ClusterLink, msg: &Message) -> OpOutcome {
     let Ok(key) = retained_keys::topic_key(&link.tenant, &msg.topic) else { return OpOutcome::Failed };
@@ -39,7 +35,7 @@ pub(crate) async fn write(link: &ClusterLink, msg: &Message) -> OpOutcome {
             props.encode(&mut properties);
         }
         let expiry_at_ms =
-            msg.expires_at.map_or(0, |at| now_ms() + at.saturating_duration_since(now).as_millis() as u64);
+            msg.expires_at.map_or(0, |at| crate::clock::wall_ms() + at.saturating_duration_since(now).as_millis() as u64);
         let stored = StoredRetained {
             qos: msg.qos as u8,
             expiry_at_ms,
@@ -65,7 +61,7 @@ pub(crate) async fn read(link: &ClusterLink, filter: &str, limits: TopicLimits) 
     ) else {
         return OpOutcome::Failed;
     };
-    let (now, now_wall) = (Instant::now(), now_ms());
+    let (now, now_wall) = (Instant::now(), crate::clock::wall_ms());
     let mut found = Vec::new();
     for (start, end) in spans {
         let rows = match link

@@ -11,7 +11,7 @@
 //! - `Release` and `SubRow` are batches guarded by the epoch: once a newer connection
 //!   fenced the record, an old owner's writes fail.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytestring::ByteString;
 
@@ -27,10 +27,6 @@ use crate::transport::request::RequestBody;
 const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Subscription rows read for one session at most.
 const SUBS_MAX: usize = 100_000;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Fences the record of `client_id` for a new connection on this node.
 pub(crate) async fn acquire(
@@ -87,7 +83,7 @@ async fn try_acquire(
     if remote {
         kick(link, prev.owner_node, client_id, epoch, prev.online).await;
     }
-    let present = !clean_start && prev.alive_at(now_ms());
+    let present = !clean_start && prev.alive_at(crate::clock::wall_ms());
     let mut subs = Vec::new();
     if present && (remote || prev.owner_inc != inc) {
         let (start, end) = session_keys::subs_span(&sess);
@@ -146,7 +142,7 @@ pub(crate) async fn release(
             owner_inc: link.transport.incarnation(),
             online: false,
             expiry_secs,
-            disconnected_at_ms: now_ms(),
+            disconnected_at_ms: crate::clock::wall_ms(),
             will: None,
         };
         let mut value = Vec::with_capacity(session_keys::FENCE_BYTES + 32);

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::dispatch::ClusterLink;
@@ -24,10 +24,6 @@ const EVERY: Duration = Duration::from_secs(1);
 const AGAIN: Duration = Duration::from_secs(10);
 /// Records read per sweep of one range at most.
 const SCAN_MAX: usize = 1_000_000;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Which owners' online records are stale.
 struct Dead {
@@ -141,7 +137,7 @@ async fn take_offline(
 ) -> Option<StoredWill> {
     let new = (header.expiry_secs != 0).then(|| {
         let offline =
-            SessionHeader { online: false, disconnected_at_ms: now_ms(), will: None, ..header.clone() };
+            SessionHeader { online: false, disconnected_at_ms: crate::clock::wall_ms(), will: None, ..header.clone() };
         let mut v = epoch.to_be_bytes().to_vec();
         v.extend_from_slice(&generation.to_be_bytes());
         v.extend(offline.encode());
