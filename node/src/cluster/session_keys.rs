@@ -145,6 +145,16 @@ impl SessionHeader {
         b
     }
 
+    /// A whole stored value: the fencing header (`epoch`, `generation`), then the body;
+    /// what [`Self::decode_record`] reads.
+    pub fn encode_record(&self, epoch: u64, generation: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(FENCE_BYTES + HEADER_BODY_BYTES);
+        v.extend_from_slice(&epoch.to_be_bytes());
+        v.extend_from_slice(&generation.to_be_bytes());
+        v.extend(self.encode());
+        v
+    }
+
     /// Decodes a whole stored value (fencing header included): `(epoch, generation, body)`.
     pub fn decode_record(value: &[u8]) -> Option<(u64, u64, Self)> {
         let (fence, body) = value.split_at_checked(FENCE_BYTES)?;
@@ -263,8 +273,8 @@ mod tests {
             disconnected_at_ms: 1000,
             will: None,
         };
-        let mut value = vec![0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2];
-        value.extend(h.encode());
+        let value = h.encode_record(7, 2);
+        assert_eq!(&value[..16], &[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2]);
         assert_eq!(SessionHeader::decode_record(&value), Some((7, 2, h.clone())));
         let will = StoredWill {
             qos: 1,

@@ -34,8 +34,9 @@ pub(crate) async fn write(link: &ClusterLink, msg: &Message) -> OpOutcome {
             props.message_expiry_interval = None;
             props.encode(&mut properties);
         }
-        let expiry_at_ms =
-            msg.expires_at.map_or(0, |at| crate::clock::wall_ms() + at.saturating_duration_since(now).as_millis() as u64);
+        let expiry_at_ms = msg
+            .expires_at
+            .map_or(0, |at| crate::clock::wall_ms() + at.saturating_duration_since(now).as_millis() as u64);
         let stored = StoredRetained {
             qos: msg.qos as u8,
             expiry_at_ms,

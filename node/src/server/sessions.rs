@@ -145,11 +145,7 @@ pub(crate) async fn release(
             disconnected_at_ms: crate::clock::wall_ms(),
             will: None,
         };
-        let mut value = Vec::with_capacity(session_keys::FENCE_BYTES + 32);
-        value.extend_from_slice(&epoch.to_be_bytes());
-        value.extend_from_slice(&generation.to_be_bytes());
-        value.extend(header.encode());
-        vec![BatchOp::Put { key: key.clone(), value }]
+        vec![BatchOp::Put { key: key.clone(), value: header.encode_record(epoch, generation) }]
     };
     guarded(link, key, epoch, ops).await
 }

@@ -136,12 +136,13 @@ async fn take_offline(
     header: SessionHeader,
 ) -> Option<StoredWill> {
     let new = (header.expiry_secs != 0).then(|| {
-        let offline =
-            SessionHeader { online: false, disconnected_at_ms: crate::clock::wall_ms(), will: None, ..header.clone() };
-        let mut v = epoch.to_be_bytes().to_vec();
-        v.extend_from_slice(&generation.to_be_bytes());
-        v.extend(offline.encode());
-        v
+        let offline = SessionHeader {
+            online: false,
+            disconnected_at_ms: crate::clock::wall_ms(),
+            will: None,
+            ..header.clone()
+        };
+        offline.encode_record(epoch, generation)
     });
     let cas = Command::CompareAndSet { key, expected: Some(value), new };
     match link.client.propose(cas).await {
