@@ -51,12 +51,6 @@ impl Liveness {
         let pongs = self.pongs.lock().unwrap_or_else(|e| e.into_inner());
         pongs.get(&node).is_some_and(|t| now.saturating_duration_since(*t) < PONG_FRESH)
     }
-
-    /// Peers whose last pong is fresh at `now`, of `peers`.
-    fn reachable(&self, peers: &[NodeId], now: Instant) -> usize {
-        let pongs = self.pongs.lock().unwrap_or_else(|e| e.into_inner());
-        peers.iter().filter(|p| pongs.get(p).is_some_and(|t| now.duration_since(*t) < PONG_FRESH)).count()
-    }
 }
 
 /// Pings peers and tells the core when the node is isolated (or no longer).
@@ -77,18 +71,17 @@ pub(crate) async fn run(
             transport.ping(p, nonce);
         }
         let now = Instant::now();
+        let mut reachable = 1;
         for &p in &peers {
-            // A peer that stopped answering while its connection stays open (a partition
-            // QUIC has not timed out yet): hibernating groups must not wait for the drop.
-            if !liveness.fresh(p, now) && liveness.incarnation(p).is_some() {
-                if silent.insert(p) {
-                    transport.report_silent(p);
-                }
-            } else {
+            if liveness.fresh(p, now) {
+                reachable += 1;
                 silent.remove(&p);
+            } else if liveness.incarnation(p).is_some() && silent.insert(p) {
+                // A peer that stopped answering while its connection stays open (a partition
+                // QUIC has not timed out yet): hibernating groups must not wait for the drop.
+                transport.report_silent(p);
             }
         }
-        let reachable = 1 + liveness.reachable(&peers, now);
         let majority = reachable * 2 > peers.len() + 1;
         let isolated = if majority {
             short_since = None;
