@@ -15,7 +15,10 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common_cluster::{BOOTSTRAP_RANGES, CALL, ProcNode, TempDir, WAIT, bootstrap_done, report, table_len};
+use common_cluster::{
+    BOOTSTRAP_RANGES, CALL, ProcNode, TempDir, WAIT, bootstrap_done, report, three_nodes,
+    until_keyspace_known,
+};
 use hyper::Method;
 use node::admin::client::call;
 use node::admin::kv::{LoadRequest, LoadResult, VerifyRequest, VerifyResult};
@@ -26,15 +29,6 @@ use node::pd::PD_GROUP;
 /// Writes per node (writers x writes).
 const WRITERS: u32 = 4;
 const WRITES: u32 = 2_500;
-
-fn cluster(tmp: &TempDir, extra: &[&str]) -> [ProcNode; 3] {
-    let extra: Vec<String> = ["--pd-voters", "1,2,3"].iter().chain(extra).map(|s| s.to_string()).collect();
-    let n1 = ProcNode::new(1, &tmp.0, Vec::new(), extra.clone());
-    let join = vec![n1.cluster];
-    let n2 = ProcNode::new(2, &tmp.0, join.clone(), extra.clone());
-    let n3 = ProcNode::new(3, &tmp.0, join, extra);
-    [n1, n2, n3]
-}
 
 /// The ranges (not the PD group) hosted by `n`.
 async fn hosted(n: &ProcNode) -> BTreeSet<GroupId> {
@@ -72,21 +66,11 @@ async fn move_leaders(admins: Vec<(NodeId, SocketAddr)>, stop: tokio::sync::watc
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_from_every_node_reach_leaders_through_splits_and_leader_moves_with_no_error() {
     let tmp = TempDir::new("cluster-kv");
-    let [mut n1, mut n2, mut n3] = cluster(&tmp, &["--pd-split-keys", "200"]);
+    let [mut n1, mut n2, mut n3] = three_nodes(&tmp, &["--pd-split-keys", "200"]);
     for n in [&mut n1, &mut n2, &mut n3] {
         n.spawn();
     }
-    for n in [&n1, &n2, &n3] {
-        n.wait_ready(2).await;
-    }
-    bootstrap_done(n1.admin).await;
-    for n in [&n1, &n2, &n3] {
-        let start = tokio::time::Instant::now();
-        while table_len(n).await < BOOTSTRAP_RANGES {
-            assert!(start.elapsed() < WAIT, "node {} never learned the ranges", n.id);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    until_keyspace_known([&n1, &n2, &n3]).await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mover = tokio::spawn(move_leaders(vec![(1, n1.admin), (2, n2.admin), (3, n3.admin)], stop_rx));
@@ -150,7 +134,7 @@ async fn requests_from_every_node_reach_leaders_through_splits_and_leader_moves_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_survives_a_pd_leader_kill_and_a_full_restart_and_never_runs_twice() {
     let tmp = TempDir::new("cluster-bootstrap");
-    let [mut n1, mut n2, mut n3] = cluster(&tmp, &[]);
+    let [mut n1, mut n2, mut n3] = three_nodes(&tmp, &[]);
     for n in [&mut n1, &mut n2, &mut n3] {
         n.spawn();
     }

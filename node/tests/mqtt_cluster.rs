@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use client::{Client, Ev, Got, Opts, Proto, connect, connect_opts};
 
-use common_cluster::{BOOTSTRAP_RANGES, ProcNode, TempDir, WAIT, bootstrap_done, table_len};
+use common_cluster::{ProcNode, TempDir, three_nodes, until_keyspace_known};
 
 /// One cluster at a time: 21 processes of parallel tests would race for the free ports they
 /// pick and starve each other on a small machine.
@@ -27,25 +27,11 @@ async fn cluster(tmp: &TempDir) -> (tokio::sync::MutexGuard<'static, ()>, [ProcN
 /// [`cluster`] with extra arguments for every node.
 async fn cluster_with(tmp: &TempDir, args: &[&str]) -> (tokio::sync::MutexGuard<'static, ()>, [ProcNode; 3]) {
     let guard = ONE_AT_A_TIME.lock().await;
-    let extra: Vec<String> = ["--pd-voters", "1,2,3"].iter().chain(args).map(|s| s.to_string()).collect();
-    let mut n1 = ProcNode::new(1, &tmp.0, Vec::new(), extra.clone());
-    let join = vec![n1.cluster];
-    let mut n2 = ProcNode::new(2, &tmp.0, join.clone(), extra.clone());
-    let mut n3 = ProcNode::new(3, &tmp.0, join, extra);
+    let [mut n1, mut n2, mut n3] = three_nodes(tmp, args);
     for n in [&mut n1, &mut n2, &mut n3] {
         n.spawn();
     }
-    for n in [&n1, &n2, &n3] {
-        n.wait_ready(2).await;
-    }
-    bootstrap_done(n1.admin).await;
-    for n in [&n1, &n2, &n3] {
-        let start = tokio::time::Instant::now();
-        while table_len(n).await < BOOTSTRAP_RANGES {
-            assert!(start.elapsed() < WAIT, "node {} never learned the ranges", n.id);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    until_keyspace_known([&n1, &n2, &n3]).await;
     (guard, [n1, n2, n3])
 }
 

@@ -241,3 +241,29 @@ pub async fn table_len(n: &ProcNode) -> usize {
         call::<(), _>(n.admin, Method::GET, "/v1/kv/ranges", None, CALL).await.expect("ranges");
     v["ranges"].as_array().map_or(0, Vec::len)
 }
+
+/// Nodes 1, 2 and 3 (not started) with `--pd-voters 1,2,3` and `extra`, 2 and 3 joining 1.
+pub fn three_nodes(tmp: &TempDir, extra: &[&str]) -> [ProcNode; 3] {
+    let extra: Vec<String> = ["--pd-voters", "1,2,3"].iter().chain(extra).map(|s| s.to_string()).collect();
+    let n1 = ProcNode::new(1, &tmp.0, Vec::new(), extra.clone());
+    let join = vec![n1.cluster];
+    let n2 = ProcNode::new(2, &tmp.0, join.clone(), extra.clone());
+    let n3 = ProcNode::new(3, &tmp.0, join, extra);
+    [n1, n2, n3]
+}
+
+/// Waits until the nodes see each other, the PD (on the first) reports the MQTT keyspace
+/// bootstrapped, and every node's range table holds its ranges.
+pub async fn until_keyspace_known(nodes: [&ProcNode; 3]) {
+    for n in nodes {
+        n.wait_ready(2).await;
+    }
+    bootstrap_done(nodes[0].admin).await;
+    for n in nodes {
+        let start = tokio::time::Instant::now();
+        while table_len(n).await < BOOTSTRAP_RANGES {
+            assert!(start.elapsed() < WAIT, "node {} never learned the ranges", n.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
