@@ -18,6 +18,7 @@ use super::forward::ForwardBatch;
 use super::frame::Frame;
 use super::metrics::TransportMetrics;
 use super::quic::{Control, Peer, QuicTransport, Shared, stopped};
+use super::sender::{self, SendError, open_stream};
 use crate::group::NodeId;
 
 /// Data streams' priority: below control (2) and raft (1), above snapshots (-1).
@@ -79,21 +80,6 @@ impl DataQueues {
     }
 }
 
-/// Why a data stream write failed.
-#[derive(Debug, thiserror::Error)]
-enum DataError {
-    #[error("no connection")]
-    Disconnected,
-    #[error("connection: {0}")]
-    Connection(#[from] quinn::ConnectionError),
-    #[error("write: {0}")]
-    Write(#[from] quinn::WriteError),
-    #[error("stream closed: {0}")]
-    Closed(#[from] quinn::ClosedStream),
-    #[error("frame: {0}")]
-    Frame(#[from] super::frame::FrameError),
-}
-
 /// The task of data stream `index` to `peer`: takes what is queued, writes it in one go on
 /// the stream of the current connection (opened on first use), until shutdown.
 pub(crate) async fn run_stream(
@@ -128,7 +114,7 @@ pub(crate) async fn run_stream(
         let conn = conn_rx.borrow().clone();
         let result = match conn {
             Some(conn) => write(&shared, &mut open, &conn, &buf).await,
-            None => Err(DataError::Disconnected),
+            None => Err(SendError::Disconnected),
         };
         peer.data.release(buf.len() as u64);
         let m = &shared.metrics;
@@ -140,7 +126,6 @@ pub(crate) async fn run_stream(
                 TransportMetrics::add(&m.forward_payload_bytes_sent, payload);
                 TransportMetrics::add(&m.forward_bytes_sent, buf.len() as u64);
                 TransportMetrics::add(&m.frames_sent, frames);
-                TransportMetrics::add(&m.bytes_sent, buf.len() as u64);
             }
             Err(e) => {
                 open = None;
@@ -158,27 +143,19 @@ async fn write(
     open: &mut Option<(usize, quinn::SendStream)>,
     conn: &quinn::Connection,
     buf: &[u8],
-) -> Result<(), DataError> {
+) -> Result<(), SendError> {
     if shared.blocked.load(Ordering::Relaxed) {
-        // Fault injection: nothing this node sends arrives.
+        // Fault injection: nothing this node sends arrives (no stream is opened either).
         return Ok(());
     }
     if open.as_ref().is_none_or(|(id, _)| *id != conn.stable_id()) {
         *open = None;
-        let mut stream = conn.open_uni().await?;
-        stream.set_priority(PRIORITY_DATA)?;
-        let mut hello = Vec::new();
-        Frame::Hello { node_id: shared.node_id, addr: shared.addr }.encode(&mut hello, u32::MAX)?;
-        stream.write_all(&hello).await?;
-        TransportMetrics::add(&shared.metrics.frames_sent, 1);
-        TransportMetrics::add(&shared.metrics.bytes_sent, hello.len() as u64);
-        *open = Some((conn.stable_id(), stream));
+        *open = Some((conn.stable_id(), open_stream(shared, conn, PRIORITY_DATA).await?));
     }
     let Some((_, stream)) = open.as_mut() else {
-        return Err(DataError::Disconnected);
+        return Err(SendError::Disconnected);
     };
-    stream.write_all(buf).await?;
-    Ok(())
+    sender::write(shared, stream, buf).await
 }
 
 impl QuicTransport {

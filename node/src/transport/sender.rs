@@ -27,7 +27,9 @@ const ACKS_PER_FRAME: usize = 16_384;
 
 /// Why a connection's writer stopped.
 #[derive(Debug, thiserror::Error)]
-enum SendError {
+pub(super) enum SendError {
+    #[error("no connection")]
+    Disconnected,
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
     #[error("connection: {0}")]
@@ -157,7 +159,25 @@ async fn write_loop(
     }
 }
 
-async fn write(shared: &Shared, stream: &mut quinn::SendStream, buf: &[u8]) -> Result<(), SendError> {
+/// Opens a stream on `conn` at `priority` and sends the `Hello` every stream begins with.
+pub(super) async fn open_stream(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    priority: i32,
+) -> Result<quinn::SendStream, SendError> {
+    let mut stream = conn.open_uni().await?;
+    stream.set_priority(priority)?;
+    let mut buf = Vec::new();
+    encode_frame(shared, &Frame::Hello { node_id: shared.node_id, addr: shared.addr }, 0, &mut buf);
+    write(shared, &mut stream, &buf).await?;
+    Ok(stream)
+}
+
+pub(super) async fn write(
+    shared: &Shared,
+    stream: &mut quinn::SendStream,
+    buf: &[u8],
+) -> Result<(), SendError> {
     // Fault injection: nothing this node sends arrives.
     if buf.is_empty() || shared.blocked.load(Ordering::Relaxed) {
         return Ok(());
@@ -289,12 +309,8 @@ async fn send_snapshot(
     conn: &quinn::Connection,
     msg: GroupMessage,
 ) -> Result<(), SendError> {
-    let mut stream = conn.open_uni().await?;
-    stream.set_priority(PRIORITY_SNAPSHOT)?;
+    let mut stream = open_stream(shared, conn, PRIORITY_SNAPSHOT).await?;
     let mut buf = Vec::new();
-    let hello = Frame::Hello { node_id: shared.node_id, addr: shared.addr };
-    encode_frame(shared, &hello, 0, &mut buf);
-    write(shared, &mut stream, &buf).await?;
     let max = u32::try_from(shared.cfg.snapshot_bytes_max).unwrap_or(u32::MAX);
     let mut whole = Vec::new();
     if let Err(e) = Frame::Raft(vec![msg]).encode(&mut whole, max) {
@@ -408,11 +424,8 @@ async fn control_loop(
     rx: &mut mpsc::Receiver<Control>,
     conn_rx: &mut watch::Receiver<Option<quinn::Connection>>,
 ) -> Result<(), SendError> {
-    let mut stream = conn.open_uni().await?;
-    stream.set_priority(PRIORITY_CONTROL)?;
+    let mut stream = open_stream(shared, conn, PRIORITY_CONTROL).await?;
     let mut buf = Vec::with_capacity(shared.cfg.frame_bytes_target as usize);
-    encode_frame(shared, &Frame::Hello { node_id: shared.node_id, addr: shared.addr }, 0, &mut buf);
-    write(shared, &mut stream, &buf).await?;
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         buf.clear();
