@@ -92,6 +92,8 @@ fn batch(id: u64, stream: usize, seq: u64, n: usize, size: usize) -> ForwardBatc
                 retain: false,
                 properties: Vec::new(),
                 publisher: format!("client-{stream}").into_bytes(),
+                plain: true,
+                shares: Vec::new(),
             }
         })
         .collect();

@@ -414,7 +414,7 @@ async fn mqtt_3_2_2_2_resumed_session_gets_session_present_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_3_8_empty_client_id_with_clean_session_0_rejected_with_code_2() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send(&np::Packet::Connect(Box::new(raw_connect("", false, 30)))).await;
     let bytes = raw.bytes_until_close().await;
     // CONNACK, session present 0 [MQTT-3.2.2-4], return code 2 (identifier rejected), close.
@@ -464,7 +464,7 @@ async fn mqtt_3_2_2_5_bad_password_refused_with_code_4_and_closed() {
     let mut bad = raw_connect("auth-raw", true, 30);
     bad.username = Some("alice".into());
     bad.password = Some(Bytes::from_static(b"wrong"));
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send(&np::Packet::Connect(Box::new(bad))).await;
     assert_eq!(raw.bytes_until_close().await, [0x20, 0x02, 0x00, 0x04]);
 
@@ -486,7 +486,7 @@ async fn mqtt_3_2_2_5_bad_password_refused_with_code_4_and_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_0_2_second_connect_closes_connection() {
     let broker = TestBroker::start().await;
-    let (mut raw, ack) = Raw::connect(broker.addr, raw_connect("twice", true, 30)).await;
+    let (mut raw, ack) = Raw::connect(broker.addr(), raw_connect("twice", true, 30)).await;
     assert_eq!(ack.reason_code, 0);
     raw.send(&np::Packet::Connect(Box::new(raw_connect("twice", true, 30)))).await;
     let bytes = raw.bytes_until_close().await;
@@ -499,17 +499,17 @@ async fn mqtt_3_1_0_2_second_connect_closes_connection() {
 async fn mqtt_3_1_0_1_first_packet_not_connect_closes_connection() {
     let broker = TestBroker::start_with(|c| c.broker.connect_timeout_secs = 120).await;
     // PINGREQ first: no PINGRESP, just a close.
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send(&np::Packet::PingReq).await;
     assert!(raw.bytes_until_close().await.is_empty());
     // SUBSCRIBE first.
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send(&raw_subscribe(1, &[("x", np::QoS::AtMostOnce)])).await;
     assert!(raw.bytes_until_close().await.is_empty());
     // PUBLISH first: must not be routed.
     let mut sub = connect_id(&broker, "first-sub").await;
     sub.subscribe_ok("first/t", QoS::AtMostOnce).await;
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send(&np::Packet::Publish(raw_publish("first/t", np::QoS::AtMostOnce, 0, b"sneaky"))).await;
     assert!(raw.bytes_until_close().await.is_empty());
     sub.assert_nothing_delivered("PUBLISH before CONNECT").await;
@@ -539,7 +539,7 @@ async fn mqtt_4_3_2_qos1_at_least_once_both_directions() {
     let mut sub = connect_id(&broker, "q1-sub").await;
     sub.subscribe_ok("q1/t", QoS::AtLeastOnce).await;
     // Inbound: the raw publisher gets PUBACK with its packet id [MQTT-4.3.2-4 server side].
-    let (mut raw, _) = Raw::connect(broker.addr, raw_connect("q1-raw", true, 30)).await;
+    let (mut raw, _) = Raw::connect(broker.addr(), raw_connect("q1-raw", true, 30)).await;
     raw.send(&np::Packet::Publish(raw_publish("q1/t", np::QoS::AtLeastOnce, 77, b"one"))).await;
     match raw.recv().await {
         Some(np::Packet::PubAck(r)) => assert_eq!(r.packet_id, 77),
@@ -552,7 +552,7 @@ async fn mqtt_4_3_2_qos1_at_least_once_both_directions() {
     assert_ne!(m.pkid, 0);
     assert!(!m.dup && !m.retain);
     // Outbound at packet level: a raw subscriber that acks; nothing is resent afterwards.
-    let (mut rsub, _) = Raw::connect(broker.addr, raw_connect("q1-rsub", true, 30)).await;
+    let (mut rsub, _) = Raw::connect(broker.addr(), raw_connect("q1-rsub", true, 30)).await;
     rsub.send(&raw_subscribe(3, &[("q1/t", np::QoS::AtLeastOnce)])).await;
     assert!(matches!(rsub.recv().await, Some(np::Packet::SubAck(_))));
     let mut publ = connect_id(&broker, "q1-pub").await;
@@ -571,7 +571,7 @@ async fn mqtt_4_3_3_qos2_exactly_once() {
 
     // Inbound from a raw publisher that retransmits the PUBLISH (DUP=1) before PUBREL: the
     // message must be delivered once [MQTT-4.3.3-2].
-    let (mut raw, _) = Raw::connect(broker.addr, raw_connect("q2-raw", true, 30)).await;
+    let (mut raw, _) = Raw::connect(broker.addr(), raw_connect("q2-raw", true, 30)).await;
     let mut publish = raw_publish("q2/t", np::QoS::ExactlyOnce, 10, b"once");
     raw.send(&np::Packet::Publish(publish.clone())).await;
     match raw.recv().await {
@@ -596,7 +596,7 @@ async fn mqtt_4_3_3_qos2_exactly_once() {
     assert!(rest.is_empty(), "QoS 2 message delivered more than once: {rest:?}");
 
     // Outbound to a raw subscriber: PUBLISH, PUBREC -> PUBREL, PUBCOMP, then nothing more.
-    let (mut rsub, _) = Raw::connect(broker.addr, raw_connect("q2-rsub", true, 30)).await;
+    let (mut rsub, _) = Raw::connect(broker.addr(), raw_connect("q2-rsub", true, 30)).await;
     rsub.send(&raw_subscribe(4, &[("q2/t", np::QoS::ExactlyOnce)])).await;
     assert!(matches!(rsub.recv().await, Some(np::Packet::SubAck(_))));
     let mut publ = connect_id(&broker, "q2-pub").await;
@@ -903,7 +903,7 @@ async fn mqtt_3_1_2_24_keep_alive_timeout_disconnects_and_publishes_will() {
         retain: false,
         properties: Default::default(),
     });
-    let (mut raw, ack) = Raw::connect(broker.addr, silent).await;
+    let (mut raw, ack) = Raw::connect(broker.addr(), silent).await;
     assert_eq!(ack.reason_code, 0);
     // Silent from now on; the broker must close the connection (1.5 x 1 s; the bound here
     // is only a hang guard).
@@ -962,7 +962,7 @@ async fn mqtt_3_1_2_5_offline_qos1_and_qos2_messages_delivered_after_reconnect()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_4_0_1_unacked_qos1_resent_with_dup_on_reconnect() {
     let broker = TestBroker::start().await;
-    let (mut raw, ack) = Raw::connect(broker.addr, raw_connect("dup-q1", false, 30)).await;
+    let (mut raw, ack) = Raw::connect(broker.addr(), raw_connect("dup-q1", false, 30)).await;
     assert!(!ack.session_present);
     raw.send(&raw_subscribe(1, &[("dup/t", np::QoS::AtLeastOnce)])).await;
     match raw.recv().await {
@@ -976,7 +976,7 @@ async fn mqtt_4_4_0_1_unacked_qos1_resent_with_dup_on_reconnect() {
     // No PUBACK; the connection drops.
     drop(raw);
 
-    let (mut raw, ack) = Raw::connect(broker.addr, raw_connect("dup-q1", false, 30)).await;
+    let (mut raw, ack) = Raw::connect(broker.addr(), raw_connect("dup-q1", false, 30)).await;
     assert!(ack.session_present);
     let again = raw.recv_publish().await;
     assert_eq!(again.packet_id, first.packet_id, "original packet id [MQTT-4.4.0-1]");
@@ -993,7 +993,7 @@ async fn mqtt_4_4_0_1_unacked_qos1_resent_with_dup_on_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_4_4_0_1_unacked_pubrel_resent_on_reconnect() {
     let broker = TestBroker::start().await;
-    let (mut raw, _) = Raw::connect(broker.addr, raw_connect("dup-q2", false, 30)).await;
+    let (mut raw, _) = Raw::connect(broker.addr(), raw_connect("dup-q2", false, 30)).await;
     raw.send(&raw_subscribe(1, &[("rel/t", np::QoS::ExactlyOnce)])).await;
     assert!(matches!(raw.recv().await, Some(np::Packet::SubAck(_))));
     let mut publ = connect_id(&broker, "rel-pub").await;
@@ -1007,7 +1007,7 @@ async fn mqtt_4_4_0_1_unacked_pubrel_resent_on_reconnect() {
     }
     // No PUBCOMP; reconnect.
     drop(raw);
-    let (mut raw, ack) = Raw::connect(broker.addr, raw_connect("dup-q2", false, 30)).await;
+    let (mut raw, ack) = Raw::connect(broker.addr(), raw_connect("dup-q2", false, 30)).await;
     assert!(ack.session_present);
     match raw.recv().await {
         Some(np::Packet::PubRel(r)) => assert_eq!(r.packet_id, p.packet_id),
@@ -1086,7 +1086,7 @@ async fn mqtt_3_10_4_4_unsubscribe_stops_delivery_and_unsuback_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_10_4_5_unsuback_sent_even_if_nothing_was_subscribed() {
     let broker = TestBroker::start().await;
-    let (mut raw, _) = Raw::connect(broker.addr, raw_connect("uns-raw", true, 30)).await;
+    let (mut raw, _) = Raw::connect(broker.addr(), raw_connect("uns-raw", true, 30)).await;
     raw.send(&np::Packet::Unsubscribe(np::Unsubscribe {
         packet_id: 42,
         properties: Default::default(),
@@ -1102,7 +1102,7 @@ async fn mqtt_3_10_4_5_unsuback_sent_even_if_nothing_was_subscribed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_9_3_2_invalid_filter_gets_return_code_0x80() {
     let broker = TestBroker::start().await;
-    let (mut raw, _) = Raw::connect(broker.addr, raw_connect("badfilter", true, 30)).await;
+    let (mut raw, _) = Raw::connect(broker.addr(), raw_connect("badfilter", true, 30)).await;
     raw.send(&raw_subscribe(
         9,
         &[("a/#/b", np::QoS::AtLeastOnce), ("ok/+", np::QoS::AtLeastOnce), ("a/b#", np::QoS::AtMostOnce)],
@@ -1125,7 +1125,7 @@ async fn mqtt_3_9_3_2_invalid_filter_gets_return_code_0x80() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_12_4_1_pingreq_gets_pingresp() {
     let broker = TestBroker::start().await;
-    let (mut raw, _) = Raw::connect(broker.addr, raw_connect("pinger", true, 30)).await;
+    let (mut raw, _) = Raw::connect(broker.addr(), raw_connect("pinger", true, 30)).await;
     for _ in 0..3 {
         raw.send_bytes(&[0xC0, 0x00]).await;
         assert_eq!(raw.recv().await, Some(np::Packet::PingResp));
@@ -1164,7 +1164,7 @@ async fn shared_subscription_each_message_to_exactly_one_member_round_robin() {
 async fn shared_subscription_unacked_messages_go_to_remaining_member() {
     let broker = TestBroker::start().await;
     // A raw member that never acknowledges.
-    let (mut lazy, _) = Raw::connect(broker.addr, raw_connect("sh-lazy", true, 30)).await;
+    let (mut lazy, _) = Raw::connect(broker.addr(), raw_connect("sh-lazy", true, 30)).await;
     lazy.send(&raw_subscribe(1, &[("$share/g2/shr/t", np::QoS::AtLeastOnce)])).await;
     match lazy.recv().await {
         Some(np::Packet::SubAck(a)) => assert_eq!(a.reason_codes, [1]),
@@ -1242,7 +1242,7 @@ async fn limit_max_packet_size_oversized_publish_closes_only_that_connection() {
     let mut other = connect_id(&broker, "mps-other").await;
     other.subscribe_ok("big/#", QoS::AtLeastOnce).await;
 
-    let (mut raw, _) = Raw::connect(broker.addr, raw_connect("mps-big", true, 30)).await;
+    let (mut raw, _) = Raw::connect(broker.addr(), raw_connect("mps-big", true, 30)).await;
     let big = np::Publish {
         payload: Bytes::from(vec![b'x'; 2000]),
         ..raw_publish("big/t", np::QoS::AtLeastOnce, 5, b"")

@@ -599,7 +599,7 @@ async fn mqtt5_3_2_2_9_maximum_qos_announced_and_granted_qos_capped() {
 #[tokio::test]
 async fn mqtt5_3_2_2_11_publish_above_maximum_qos_gets_disconnect_0x9b() {
     let broker = TestBroker::start_with(|c| c.broker.max_qos = 1).await;
-    let mut raw = Raw::connect(broker.addr, "qos2-too-high").await;
+    let mut raw = Raw::connect(broker.addr(), "qos2-too-high").await;
     raw.send(Packet::Publish(wire_publish("mq/t", WireQoS::ExactlyOnce, 1, b"x"))).await;
     raw.expect_disconnect(reason::QOS_NOT_SUPPORTED).await;
 }
@@ -614,7 +614,7 @@ async fn mqtt5_3_2_2_12_will_qos_above_maximum_qos_refused_with_0x9b() {
         qos: WireQoS::ExactlyOnce,
         ..Will::default()
     });
-    let (mut raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert_eq!(ack.reason_code, reason::QOS_NOT_SUPPORTED, "CONNACK {ack:?}");
     assert!(!ack.session_present, "[MQTT-3.2.2-6]");
     raw.expect_closed().await;
@@ -623,7 +623,7 @@ async fn mqtt5_3_2_2_12_will_qos_above_maximum_qos_refused_with_0x9b() {
 #[tokio::test]
 async fn mqtt5_3_2_2_14_retain_unavailable_announced_and_retained_publish_gets_0x9a() {
     let broker = TestBroker::start_with(|c| c.broker.retain_available = false).await;
-    let (mut raw, ack) = Raw::connect_with(broker.addr, v5_connect("no-retain")).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), v5_connect("no-retain")).await;
     assert_eq!(ack.reason_code, reason::SUCCESS);
     assert_eq!(ack.properties.retain_available, Some(0), "Retain Available");
     let mut p = wire_publish("nr/t", WireQoS::AtMostOnce, 0, b"x");
@@ -642,7 +642,7 @@ async fn mqtt5_3_2_2_13_will_retain_without_retain_support_refused_with_0x9a() {
         retain: true,
         ..Will::default()
     });
-    let (mut raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert_eq!(ack.reason_code, reason::RETAIN_NOT_SUPPORTED, "CONNACK {ack:?}");
     raw.expect_closed().await;
 }
@@ -723,7 +723,7 @@ async fn mqtt5_3_14_2_2_2_disconnect_session_expiry_0_ends_session() {
     let broker = TestBroker::start().await;
     let mut c = v5_connect("disc-expiry-0");
     c.properties.session_expiry_interval = Some(300);
-    let (mut raw, ack) = Raw::connect_with(broker.addr, c.clone()).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), c.clone()).await;
     assert_eq!(ack.reason_code, reason::SUCCESS);
     raw.subscribe(1, &[("de0/t", sub_opts(WireQoS::AtLeastOnce))], None).await;
     let properties = Properties { session_expiry_interval: Some(0), ..Properties::default() };
@@ -734,7 +734,7 @@ async fn mqtt5_3_14_2_2_2_disconnect_session_expiry_0_ends_session() {
     let code = publisher.publish_acked("de0/t", false, b"x", None).await;
     assert_eq!(code, PubAckReason::NoMatchingSubscribers, "session ended at DISCONNECT");
     c.clean_start = false;
-    let (_raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (_raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert!(!ack.session_present);
 }
 
@@ -743,7 +743,7 @@ async fn mqtt5_3_14_2_2_2_disconnect_can_extend_session_expiry() {
     let broker = TestBroker::start().await;
     let mut c = v5_connect("disc-expiry-up");
     c.properties.session_expiry_interval = Some(1);
-    let (mut raw, _) = Raw::connect_with(broker.addr, c.clone()).await;
+    let (mut raw, _) = Raw::connect_with(broker.addr(), c.clone()).await;
     raw.subscribe(1, &[("deu/t", sub_opts(WireQoS::AtLeastOnce))], None).await;
     let properties = Properties { session_expiry_interval: Some(300), ..Properties::default() };
     raw.send(Packet::Disconnect(Disconnect { reason_code: reason::SUCCESS, properties })).await;
@@ -756,7 +756,7 @@ async fn mqtt5_3_14_2_2_2_disconnect_can_extend_session_expiry() {
     assert_eq!(code, PubAckReason::Success, "the session lives on with the new interval");
     c.clean_start = false;
     c.properties.session_expiry_interval = Some(300);
-    let (mut raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert!(ack.session_present, "session extended by DISCONNECT");
     let p = raw.expect_publish().await;
     assert_eq!(&*p.topic, "deu/t");
@@ -767,13 +767,13 @@ async fn mqtt5_3_14_2_2_2_disconnect_can_extend_session_expiry() {
 async fn mqtt5_3_14_2_2_2_raising_session_expiry_from_0_is_protocol_error() {
     let broker = TestBroker::start().await;
     let mut c = v5_connect("disc-expiry-raise");
-    let (mut raw, _) = Raw::connect_with(broker.addr, c.clone()).await;
+    let (mut raw, _) = Raw::connect_with(broker.addr(), c.clone()).await;
     let properties = Properties { session_expiry_interval: Some(60), ..Properties::default() };
     raw.send(Packet::Disconnect(Disconnect { reason_code: reason::SUCCESS, properties })).await;
     let d = raw.expect_disconnect(reason::PROTOCOL_ERROR).await;
     assert!(d.properties.reason_string.is_some(), "reason string on the error");
     c.clean_start = false;
-    let (_raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (_raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert!(!ack.session_present, "the session was not kept");
 }
 
@@ -892,7 +892,7 @@ async fn mqtt5_3_14_2_1_disconnect_with_will_message_0x04_publishes_will() {
         qos: WireQoS::AtLeastOnce,
         ..Will::default()
     });
-    let (mut raw, _) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, _) = Raw::connect_with(broker.addr(), c).await;
     raw.send(Packet::Disconnect(Disconnect {
         reason_code: reason::DISCONNECT_WITH_WILL,
         properties: Properties::default(),
@@ -949,7 +949,7 @@ async fn mqtt5_3_3_2_12_client_topic_alias_set_then_used_with_empty_topic() {
 #[tokio::test]
 async fn mqtt5_3_3_2_8_topic_alias_0_gets_disconnect_0x94() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "alias-zero").await;
+    let mut raw = Raw::connect(broker.addr(), "alias-zero").await;
     let mut p = wire_publish("alias/zero", WireQoS::AtMostOnce, 0, b"x");
     p.properties.topic_alias = Some(0);
     raw.send(Packet::Publish(p)).await;
@@ -960,7 +960,7 @@ async fn mqtt5_3_3_2_8_topic_alias_0_gets_disconnect_0x94() {
 #[tokio::test]
 async fn mqtt5_3_3_2_9_topic_alias_above_maximum_gets_disconnect_0x94() {
     let broker = TestBroker::start_with(|c| c.broker.topic_alias_max = 4).await;
-    let (mut raw, ack) = Raw::connect_with(broker.addr, v5_connect("alias-high")).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), v5_connect("alias-high")).await;
     assert_eq!(ack.properties.topic_alias_maximum, Some(4));
     // Alias 4 is fine [MQTT-3.3.2-12]; 5 is above the maximum.
     let mut p = wire_publish("alias/high", WireQoS::AtLeastOnce, 1, b"x");
@@ -978,7 +978,7 @@ async fn mqtt5_3_3_2_9_topic_alias_above_maximum_gets_disconnect_0x94() {
 #[tokio::test]
 async fn mqtt5_3_3_2_3_4_unknown_topic_alias_with_empty_topic_gets_disconnect_0x82() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "alias-unknown").await;
+    let mut raw = Raw::connect(broker.addr(), "alias-unknown").await;
     let mut p = wire_publish("", WireQoS::AtMostOnce, 0, b"x");
     p.properties.topic_alias = Some(3);
     raw.send(Packet::Publish(p)).await;
@@ -990,7 +990,7 @@ async fn mqtt5_3_3_2_7_topic_alias_not_carried_across_connections() {
     let broker = TestBroker::start().await;
     let mut c = v5_connect("alias-carry");
     c.properties.session_expiry_interval = Some(60);
-    let (mut raw, _) = Raw::connect_with(broker.addr, c.clone()).await;
+    let (mut raw, _) = Raw::connect_with(broker.addr(), c.clone()).await;
     let mut p = wire_publish("alias/carry", WireQoS::AtLeastOnce, 1, b"x");
     p.properties.topic_alias = Some(1);
     raw.send(Packet::Publish(p)).await;
@@ -999,7 +999,7 @@ async fn mqtt5_3_3_2_7_topic_alias_not_carried_across_connections() {
     raw.expect_closed().await;
 
     c.clean_start = false;
-    let (mut raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert!(ack.session_present);
     let mut p = wire_publish("", WireQoS::AtMostOnce, 0, b"x");
     p.properties.topic_alias = Some(1);
@@ -1044,7 +1044,7 @@ async fn mqtt5_3_3_2_11_broker_sends_topic_aliases_within_client_maximum() {
     let broker = TestBroker::start().await;
     let mut c = v5_connect("alias-out");
     c.properties.topic_alias_maximum = Some(2);
-    let (mut sub, _) = Raw::connect_with(broker.addr, c).await;
+    let (mut sub, _) = Raw::connect_with(broker.addr(), c).await;
     sub.subscribe(1, &[("alias/out/#", sub_opts(WireQoS::AtMostOnce))], None).await;
 
     let (publisher, _) = Mq::connect(opts(&broker, "alias-out-pub")).await;
@@ -1076,7 +1076,7 @@ async fn mqtt5_3_3_2_11_broker_sends_topic_aliases_within_client_maximum() {
 #[tokio::test]
 async fn mqtt5_3_1_2_27_no_topic_alias_sent_without_client_maximum() {
     let broker = TestBroker::start().await;
-    let mut sub = Raw::connect(broker.addr, "alias-none").await;
+    let mut sub = Raw::connect(broker.addr(), "alias-none").await;
     sub.subscribe(1, &[("alias/none", sub_opts(WireQoS::AtMostOnce))], None).await;
     let (publisher, _) = Mq::connect(opts(&broker, "alias-none-pub")).await;
     publisher.publish_qos0("alias/none", b"1").await;
@@ -1094,7 +1094,7 @@ async fn mqtt5_3_1_2_25_discarded_oversized_publish_does_not_establish_topic_ali
     let mut c = v5_connect("alias-oversize");
     c.properties.topic_alias_maximum = Some(5);
     c.properties.maximum_packet_size = Some(200);
-    let (mut sub, _) = Raw::connect_with(broker.addr, c).await;
+    let (mut sub, _) = Raw::connect_with(broker.addr(), c).await;
     sub.subscribe(1, &[("alias/big", sub_opts(WireQoS::AtMostOnce))], None).await;
     let (publisher, _) = Mq::connect(opts(&broker, "alias-oversize-pub")).await;
     publisher.publish_qos0("alias/big", &[b'x'; 500]).await;
@@ -1111,7 +1111,7 @@ async fn mqtt5_3_1_2_25_discarded_oversized_publish_does_not_establish_topic_ali
 #[tokio::test]
 async fn mqtt5_3_3_4_7_exceeding_receive_maximum_gets_disconnect_0x93() {
     let broker = TestBroker::start_with(|c| c.broker.max_inflight = 2).await;
-    let (mut raw, ack) = Raw::connect_with(broker.addr, v5_connect("recv-max-in")).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), v5_connect("recv-max-in")).await;
     assert_eq!(ack.properties.receive_maximum, Some(2));
     for id in 1..=2 {
         raw.send(Packet::Publish(wire_publish("rm/in", WireQoS::ExactlyOnce, id, b"x"))).await;
@@ -1135,7 +1135,7 @@ async fn mqtt5_3_3_4_9_broker_respects_client_receive_maximum() {
     let broker = TestBroker::start().await;
     let mut c = v5_connect("recv-max-out");
     c.properties.receive_maximum = Some(2);
-    let (mut sub, _) = Raw::connect_with(broker.addr, c).await;
+    let (mut sub, _) = Raw::connect_with(broker.addr(), c).await;
     sub.subscribe(1, &[("rm/out", sub_opts(WireQoS::AtLeastOnce))], None).await;
 
     let (mut publisher, _) = Mq::connect(opts(&broker, "recv-max-out-pub")).await;
@@ -1175,7 +1175,7 @@ async fn mqtt5_3_1_2_24_message_over_client_maximum_packet_size_not_sent() {
     let broker = TestBroker::start().await;
     let mut c = v5_connect("max-size-out");
     c.properties.maximum_packet_size = Some(256);
-    let (mut sub, _) = Raw::connect_with(broker.addr, c).await;
+    let (mut sub, _) = Raw::connect_with(broker.addr(), c).await;
     sub.subscribe(1, &[("size/out", sub_opts(WireQoS::AtLeastOnce))], None).await;
 
     let (mut publisher, _) = Mq::connect(opts(&broker, "max-size-out-pub")).await;
@@ -1191,7 +1191,7 @@ async fn mqtt5_3_1_2_24_message_over_client_maximum_packet_size_not_sent() {
 #[tokio::test]
 async fn mqtt5_3_2_2_15_publish_over_broker_maximum_packet_size_gets_disconnect_0x95() {
     let broker = TestBroker::start_with(|c| c.broker.max_packet_size = 1024).await;
-    let (mut raw, ack) = Raw::connect_with(broker.addr, v5_connect("max-size-in")).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), v5_connect("max-size-in")).await;
     assert_eq!(ack.properties.maximum_packet_size, Some(1024));
     raw.send(Packet::Publish(wire_publish("size/in", WireQoS::AtMostOnce, 0, &[b'x'; 2000]))).await;
     raw.expect_disconnect(reason::PACKET_TOO_LARGE).await;
@@ -1313,7 +1313,7 @@ async fn mqtt5_3_3_4_4_overlapping_subscriptions_deliver_all_identifiers() {
 #[tokio::test]
 async fn mqtt5_3_8_2_1_2_subscription_identifier_0_gets_disconnect_0x82() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "subid-zero").await;
+    let mut raw = Raw::connect(broker.addr(), "subid-zero").await;
     let properties = Properties { subscription_identifiers: vec![0], ..Properties::default() };
     raw.send(Packet::Subscribe(Subscribe {
         packet_id: 1,
@@ -1563,7 +1563,7 @@ async fn mqtt5_3_1_2_29_reason_string_on_puback_error_only_when_problem_informat
     for (id, problem_info) in [("problem-info-default", None), ("problem-info-0", Some(0))] {
         let mut c = v5_connect(id);
         c.properties.request_problem_information = problem_info;
-        let (mut raw, _) = Raw::connect_with(broker.addr, c).await;
+        let (mut raw, _) = Raw::connect_with(broker.addr(), c).await;
         let mut p = wire_publish("pi/t", WireQoS::AtLeastOnce, 1, b"\xff");
         p.properties.payload_format_indicator = Some(1);
         raw.send(Packet::Publish(p)).await;
@@ -1597,7 +1597,7 @@ async fn mqtt5_3_4_2_1_puback_0x10_when_no_matching_subscribers() {
 #[tokio::test]
 async fn mqtt5_3_9_3_1_suback_0x8f_for_invalid_filters_in_order() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "suback-invalid").await;
+    let mut raw = Raw::connect(broker.addr(), "suback-invalid").await;
     let ack = raw
         .subscribe(
             7,
@@ -1669,7 +1669,7 @@ async fn mqtt5_3_11_3_2_unsuback_0x11_when_no_subscription_existed() {
 #[tokio::test]
 async fn mqtt5_4_12_0_2_enhanced_auth_challenge_response_succeeds() {
     let broker = TestBroker::start_with_auth(Box::new(ChallengeAuth), |_| {}).await;
-    let mut raw = cr_connect(broker.addr, "cr-ok").await;
+    let mut raw = cr_connect(broker.addr(), "cr-ok").await;
     // The connection is usable.
     let ack = raw.subscribe(1, &[("cr/t", sub_opts(WireQoS::AtMostOnce))], None).await;
     assert_eq!(ack.reason_codes, vec![reason::SUCCESS]);
@@ -1679,7 +1679,7 @@ async fn mqtt5_4_12_0_2_enhanced_auth_challenge_response_succeeds() {
 #[tokio::test]
 async fn mqtt5_4_12_0_4_enhanced_auth_wrong_response_refused() {
     let broker = TestBroker::start_with_auth(Box::new(ChallengeAuth), |_| {}).await;
-    let (mut raw, _challenge) = cr_start(broker.addr, "cr-wrong").await;
+    let (mut raw, _challenge) = cr_start(broker.addr(), "cr-wrong").await;
     raw.send(auth_packet(reason::CONTINUE_AUTHENTICATION, Some(Bytes::from_static(b"guess")))).await;
     let p = raw.expect("CONNACK").await;
     let Packet::ConnAck(ack) = p else {
@@ -1711,7 +1711,7 @@ async fn mqtt5_4_12_0_1_unknown_authentication_method_gets_connack_0x8c() {
     // Same over the raw client, to see the exact code and the close.
     let mut c = v5_connect("cr-unknown-raw");
     c.properties.authentication_method = Some("NO-SUCH-METHOD".into());
-    let (mut raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert_eq!(ack.reason_code, reason::BAD_AUTHENTICATION_METHOD);
     raw.expect_closed().await;
 }
@@ -1719,7 +1719,7 @@ async fn mqtt5_4_12_0_1_unknown_authentication_method_gets_connack_0x8c() {
 #[tokio::test]
 async fn mqtt5_4_12_1_1_reauthentication_succeeds_with_auth_0x00() {
     let broker = TestBroker::start_with_auth(Box::new(ChallengeAuth), |_| {}).await;
-    let mut raw = cr_connect(broker.addr, "cr-reauth").await;
+    let mut raw = cr_connect(broker.addr(), "cr-reauth").await;
     raw.send(auth_packet(reason::RE_AUTHENTICATE, Some(Bytes::from_static(b"again")))).await;
     let p = raw.expect("AUTH 0x18").await;
     let Packet::Auth(a) = p else {
@@ -1742,7 +1742,7 @@ async fn mqtt5_4_12_1_1_reauthentication_succeeds_with_auth_0x00() {
 #[tokio::test]
 async fn mqtt5_4_12_1_2_failed_reauthentication_disconnects() {
     let broker = TestBroker::start_with_auth(Box::new(ChallengeAuth), |_| {}).await;
-    let mut raw = cr_connect(broker.addr, "cr-reauth-bad").await;
+    let mut raw = cr_connect(broker.addr(), "cr-reauth-bad").await;
     raw.send(auth_packet(reason::RE_AUTHENTICATE, Some(Bytes::from_static(b"again")))).await;
     assert!(matches!(raw.expect("AUTH 0x18").await, Packet::Auth(_)));
     raw.send(auth_packet(reason::CONTINUE_AUTHENTICATION, Some(Bytes::from_static(b"wrong")))).await;
@@ -1757,7 +1757,7 @@ async fn mqtt5_4_12_1_2_failed_reauthentication_disconnects() {
 #[tokio::test]
 async fn mqtt5_4_12_1_1_reauthentication_with_another_method_is_protocol_error() {
     let broker = TestBroker::start_with_auth(Box::new(ChallengeAuth), |_| {}).await;
-    let mut raw = cr_connect(broker.addr, "cr-reauth-method").await;
+    let mut raw = cr_connect(broker.addr(), "cr-reauth-method").await;
     raw.send(Packet::Auth(Auth {
         reason_code: reason::RE_AUTHENTICATE,
         properties: Properties { authentication_method: Some("OTHER".into()), ..Properties::default() },
@@ -1769,7 +1769,7 @@ async fn mqtt5_4_12_1_1_reauthentication_with_another_method_is_protocol_error()
 #[tokio::test]
 async fn mqtt5_4_12_0_7_auth_without_authentication_method_in_connect_is_protocol_error() {
     let broker = TestBroker::start_with_auth(Box::new(ChallengeAuth), |_| {}).await;
-    let mut raw = Raw::connect(broker.addr, "cr-no-method").await;
+    let mut raw = Raw::connect(broker.addr(), "cr-no-method").await;
     raw.send(auth_packet(reason::RE_AUTHENTICATE, None)).await;
     raw.expect_disconnect(reason::PROTOCOL_ERROR).await;
 }
@@ -1777,7 +1777,7 @@ async fn mqtt5_4_12_0_7_auth_without_authentication_method_in_connect_is_protoco
 #[tokio::test]
 async fn mqtt5_3_1_2_33_non_auth_packet_during_authentication_is_protocol_error() {
     let broker = TestBroker::start_with_auth(Box::new(ChallengeAuth), |_| {}).await;
-    let (mut raw, _challenge) = cr_start(broker.addr, "cr-early").await;
+    let (mut raw, _challenge) = cr_start(broker.addr(), "cr-early").await;
     raw.send(Packet::PingReq).await;
     let p = raw.expect("CONNACK").await;
     let Packet::ConnAck(ack) = p else {
@@ -1793,7 +1793,7 @@ async fn mqtt5_3_1_2_33_non_auth_packet_during_authentication_is_protocol_error(
 #[tokio::test]
 async fn mqtt5_3_14_1_graceful_shutdown_sends_disconnect_0x8b() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "shutdown-raw").await;
+    let mut raw = Raw::connect(broker.addr(), "shutdown-raw").await;
     let (mut mq, _) = Mq::connect(opts(&broker, "shutdown-mq")).await;
     let stop = tokio::spawn(broker.stop());
     raw.expect_disconnect(reason::SERVER_SHUTTING_DOWN).await;
@@ -1814,14 +1814,18 @@ async fn mqtt5_4_7_2_1_sys_topics_published_and_not_matched_by_leading_wildcard(
     // sent on SUBSCRIBE may date from before anyone connected).
     let mut values = HashMap::new();
     let wanted = ["$SYS/broker/version", "$SYS/broker/uptime", "$SYS/broker/clients/connected"];
+    // $SYS is per node: in a cluster the two clients are on different nodes.
+    let connected_here = if common::cluster_size() == 1 { 2 } else { 1 };
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
     loop {
+        assert!(tokio::time::Instant::now() < deadline, "no $SYS update showing the clients: {values:?}");
         let p = sys.next_publish().await;
         let topic = topic_of(&p).to_string();
         assert!(topic.starts_with("$SYS/broker/"), "{topic}");
         values.insert(topic, String::from_utf8_lossy(&p.payload).into_owned());
         let live = values
             .get("$SYS/broker/clients/connected")
-            .is_some_and(|v| v.parse::<u64>().expect("a number") >= 2);
+            .is_some_and(|v| v.parse::<u64>().expect("a number") >= connected_here);
         if live && wanted.iter().all(|w| values.contains_key(*w)) {
             break;
         }
@@ -1844,7 +1848,7 @@ async fn mqtt5_4_7_2_1_sys_topics_published_and_not_matched_by_leading_wildcard(
 #[tokio::test]
 async fn mqtt5_3_3_1_4_publish_with_qos_3_gets_disconnect_0x81() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "malformed-qos3").await;
+    let mut raw = Raw::connect(broker.addr(), "malformed-qos3").await;
     // PUBLISH, flags QoS bits 11; topic "a", packet id 1, no properties.
     raw.send_bytes(&fixed_header(0x36, &[0, 1, b'a', 0, 1, 0])).await;
     let d = raw.expect_disconnect(reason::MALFORMED_PACKET).await;
@@ -1854,7 +1858,7 @@ async fn mqtt5_3_3_1_4_publish_with_qos_3_gets_disconnect_0x81() {
 #[tokio::test]
 async fn mqtt5_3_8_1_1_subscribe_with_wrong_reserved_flags_gets_disconnect_0x81() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "malformed-sub-flags").await;
+    let mut raw = Raw::connect(broker.addr(), "malformed-sub-flags").await;
     // SUBSCRIBE with fixed header flags 0000 instead of 0010.
     raw.send_bytes(&fixed_header(0x80, &[0, 1, 0, 0, 1, b'a', 0])).await;
     raw.expect_disconnect(reason::MALFORMED_PACKET).await;
@@ -1863,7 +1867,7 @@ async fn mqtt5_3_8_1_1_subscribe_with_wrong_reserved_flags_gets_disconnect_0x81(
 #[tokio::test]
 async fn mqtt5_2_2_2_2_property_not_valid_for_packet_gets_disconnect_0x81() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "malformed-prop-id").await;
+    let mut raw = Raw::connect(broker.addr(), "malformed-prop-id").await;
     // PUBLISH QoS 0 to "a" carrying Session Expiry Interval (0x11), not a PUBLISH property.
     raw.send_bytes(&fixed_header(0x30, &[0, 1, b'a', 5, 0x11, 0, 0, 0, 5])).await;
     raw.expect_disconnect(reason::MALFORMED_PACKET).await;
@@ -1872,7 +1876,7 @@ async fn mqtt5_2_2_2_2_property_not_valid_for_packet_gets_disconnect_0x81() {
 #[tokio::test]
 async fn mqtt5_3_3_2_3_2_duplicated_property_gets_disconnect_0x82() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "dup-prop").await;
+    let mut raw = Raw::connect(broker.addr(), "dup-prop").await;
     // PUBLISH QoS 0 to "a" with Payload Format Indicator twice: "It is a Protocol Error to
     // include the Payload Format Indicator more than once" (3.3.2.3.2).
     raw.send_bytes(&fixed_header(0x30, &[0, 1, b'a', 4, 0x01, 0, 0x01, 0, b'x'])).await;
@@ -1882,7 +1886,7 @@ async fn mqtt5_3_3_2_3_2_duplicated_property_gets_disconnect_0x82() {
 #[tokio::test]
 async fn mqtt5_3_1_0_2_second_connect_gets_disconnect_0x82() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "second-connect").await;
+    let mut raw = Raw::connect(broker.addr(), "second-connect").await;
     raw.send(Packet::Connect(Box::new(v5_connect("second-connect")))).await;
     raw.expect_disconnect(reason::PROTOCOL_ERROR).await;
 }
@@ -1949,7 +1953,7 @@ async fn mqtt5_3_1_2_22_keep_alive_timeout_disconnects_with_0x8d_and_publishes_w
     c.keep_alive_secs = 1;
     c.will =
         Some(Will { topic: "will/ka".into(), payload: Bytes::from_static(b"timed out"), ..Will::default() });
-    let (mut raw, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), c).await;
     assert_eq!(ack.reason_code, reason::SUCCESS);
     // Silence for 1.5 x the keep alive.
     raw.expect_disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
@@ -1960,7 +1964,7 @@ async fn mqtt5_3_1_2_22_keep_alive_timeout_disconnects_with_0x8d_and_publishes_w
 #[tokio::test]
 async fn mqtt5_3_7_2_1_unknown_packet_identifier_gets_0x92() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::connect(broker.addr, "pid-unknown").await;
+    let mut raw = Raw::connect(broker.addr(), "pid-unknown").await;
     raw.send(Packet::PubRel(PubResp::new(9))).await;
     let p = raw.expect("PUBCOMP").await;
     assert_eq!(p, Packet::PubComp(PubResp::with_reason(9, reason::PACKET_IDENTIFIER_NOT_FOUND)));
@@ -1974,7 +1978,7 @@ async fn mqtt5_3_14_2_3_disconnect_reason_string_within_client_maximum_packet_si
     let broker = TestBroker::start().await;
     let mut c = v5_connect("disc-size");
     c.properties.maximum_packet_size = Some(16);
-    let (mut raw, _) = Raw::connect_with(broker.addr, c).await;
+    let (mut raw, _) = Raw::connect_with(broker.addr(), c).await;
     let mut p = wire_publish("disc/size", WireQoS::AtMostOnce, 0, b"x");
     p.properties.topic_alias = Some(0);
     raw.send(Packet::Publish(p)).await;
@@ -1997,7 +2001,7 @@ async fn redelivery(broker: &TestBroker, name: &str) -> (Publish, Publish) {
     let topic = format!("rs/{name}");
     let mut c = v5_connect(name);
     c.properties.session_expiry_interval = Some(300);
-    let (mut sub, _) = Raw::connect_with(broker.addr, c.clone()).await;
+    let (mut sub, _) = Raw::connect_with(broker.addr(), c.clone()).await;
     sub.subscribe(1, &[(topic.as_str(), sub_opts(WireQoS::AtLeastOnce))], Some(5)).await;
     let (mut publisher, _) = Mq::connect(opts(broker, &format!("{name}-pub"))).await;
     let props = PublishProperties { message_expiry_interval: Some(10), ..PublishProperties::default() };
@@ -2007,7 +2011,7 @@ async fn redelivery(broker: &TestBroker, name: &str) -> (Publish, Publish) {
     drop(sub);
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.clean_start = false;
-    let (mut sub, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut sub, ack) = Raw::connect_with(broker.addr(), c).await;
     assert!(ack.session_present);
     let again = sub.expect_publish().await;
     assert!(again.dup, "[MQTT-3.3.1-1]: redelivery has DUP set");
@@ -2052,7 +2056,7 @@ async fn mqtt5_3_3_2_7_broker_topic_aliases_not_carried_to_new_connection() {
     let mut c = v5_connect("alias-reset");
     c.properties.topic_alias_maximum = Some(3);
     c.properties.session_expiry_interval = Some(60);
-    let (mut sub, _) = Raw::connect_with(broker.addr, c.clone()).await;
+    let (mut sub, _) = Raw::connect_with(broker.addr(), c.clone()).await;
     sub.subscribe(1, &[("alias/reset", sub_opts(WireQoS::AtMostOnce))], None).await;
     let (publisher, _) = Mq::connect(opts(&broker, "alias-reset-pub")).await;
     publisher.publish_qos0("alias/reset", b"1").await;
@@ -2066,7 +2070,7 @@ async fn mqtt5_3_3_2_7_broker_topic_aliases_not_carried_to_new_connection() {
     sub.expect_closed().await;
 
     c.clean_start = false;
-    let (mut sub, ack) = Raw::connect_with(broker.addr, c).await;
+    let (mut sub, ack) = Raw::connect_with(broker.addr(), c).await;
     assert!(ack.session_present);
     publisher.publish_qos0("alias/reset", b"3").await;
     let p = sub.expect_publish().await;

@@ -211,7 +211,7 @@ fn hand_publish(first_byte: u8, topic: &[u8], packet_id: Option<u16>, payload: &
 
 /// Sends `bytes` on a connected client and asserts the broker closes it without reply.
 async fn connected_then_closed(broker: &TestBroker, id: &str, bytes: &[u8], what: &str) {
-    let mut raw = Raw::connected(broker.addr, id, 0).await;
+    let mut raw = Raw::connected(broker.addr(), id, 0).await;
     raw.send_bytes(bytes).await;
     raw.assert_closed_silently(what).await;
 }
@@ -230,7 +230,7 @@ async fn garbage_bytes_close_connection() {
         b"GET / HTTP/1.1\r\nHost: flotilla.example\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n",
     ];
     for bytes in cases {
-        let mut raw = Raw::open(broker.addr).await;
+        let mut raw = Raw::open(broker.addr()).await;
         raw.send_bytes(bytes).await;
         raw.assert_closed_silently(&format!("garbage {bytes:x?} before CONNECT")).await;
         assert_broker_alive(&broker).await;
@@ -252,7 +252,7 @@ async fn non_connect_first_byte_rejected_without_waiting_for_its_frame() {
         ("SUBSCRIBE header declaring 100 bytes", &[0x82, 0x64, 0x00, 0x01]),
     ];
     for (what, bytes) in cases {
-        let mut raw = Raw::open(broker.addr).await;
+        let mut raw = Raw::open(broker.addr()).await;
         raw.send_bytes(bytes).await;
         raw.assert_closed_silently(what).await;
     }
@@ -263,7 +263,7 @@ async fn non_connect_first_byte_rejected_without_waiting_for_its_frame() {
 async fn remaining_length_of_five_bytes_is_malformed() {
     let broker = TestBroker::start_with(|c| c.broker.connect_timeout_secs = 120).await;
     // Before CONNECT.
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x04]).await;
     raw.assert_closed_silently("5-byte remaining length on CONNECT").await;
     assert_broker_alive(&broker).await;
@@ -284,12 +284,12 @@ async fn huge_declared_remaining_length_rejected_without_buffering() {
     let broker = TestBroker::start_with(|c| c.broker.connect_timeout_secs = 120).await;
     // 268,435,455 bytes declared, a few sent: the broker must not wait for (or allocate) the
     // rest.
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&[0x10, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x04, b'M', b'Q']).await;
     raw.assert_closed_silently("huge CONNECT").await;
     assert_broker_alive(&broker).await;
 
-    let mut raw = Raw::connected(broker.addr, "huge", 0).await;
+    let mut raw = Raw::connected(broker.addr(), "huge", 0).await;
     raw.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x01, b't']).await;
     raw.assert_closed_silently("huge PUBLISH").await;
     assert_broker_alive(&broker).await;
@@ -297,7 +297,7 @@ async fn huge_declared_remaining_length_rejected_without_buffering() {
     // Several at once do not add up to anything either.
     let mut many = Vec::new();
     for i in 0..20 {
-        let mut raw = Raw::connected(broker.addr, &format!("huge-{i}"), 0).await;
+        let mut raw = Raw::connected(broker.addr(), &format!("huge-{i}"), 0).await;
         raw.send_bytes(&[0x30, 0xFE, 0xFF, 0xFF, 0x7F]).await;
         many.push(raw);
     }
@@ -321,7 +321,7 @@ async fn connect_with_bad_protocol_name_closes_connection() {
         body.extend_from_slice(&[0x04, 0x02, 0x00, 0x1E, 0x00, 0x03, b'b', b'a', b'd']);
         let mut bytes = vec![0x10, body.len() as u8];
         bytes.extend_from_slice(&body);
-        let mut raw = Raw::open(broker.addr).await;
+        let mut raw = Raw::open(broker.addr()).await;
         raw.send_bytes(&bytes).await;
         // [MQTT-3.1.2-1]: the broker may disconnect; it must not accept the client.
         let got = raw.bytes_until_close(&format!("protocol name {name:?}")).await;
@@ -338,7 +338,7 @@ async fn connect_with_bad_protocol_name_closes_connection() {
 async fn mqtt_3_1_2_2_protocol_level_6_gets_return_code_1_then_close() {
     let broker = TestBroker::start().await;
     // "MQTT", level 6, clean session, keep alive 30, client id "lvl6".
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&[
         0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x1E, 0x00, 0x04, b'l', b'v', b'l',
         b'6',
@@ -352,7 +352,7 @@ async fn mqtt_3_1_2_2_protocol_level_6_gets_return_code_1_then_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_1_2_2_protocol_level_3_with_name_mqtt_gets_return_code_1_then_close() {
     let broker = TestBroker::start().await;
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&[
         0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x03, 0x02, 0x00, 0x1E, 0x00, 0x04, b'l', b'v', b'l',
         b'3',
@@ -371,7 +371,7 @@ async fn reserved_flag_bits_set_close_connection() {
     let broker = TestBroker::start_with(|c| c.broker.connect_timeout_secs = 120).await;
 
     // CONNECT reserved flag (bit 0 of the connect flags) [MQTT-3.1.2-3].
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&[
         0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x03, 0x00, 0x1E, 0x00, 0x04, b'r', b's', b'v',
         b'd',
@@ -383,7 +383,7 @@ async fn reserved_flag_bits_set_close_connection() {
     // CONNECT fixed header flags must be 0 [MQTT-2.2.2-1].
     let mut connect = encode(&connect_packet("hdrflags", 0));
     connect[0] |= 0x01;
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&connect).await;
     raw.assert_closed_silently("CONNECT fixed header flags").await;
     assert_broker_alive(&broker).await;
@@ -419,7 +419,7 @@ async fn reserved_flag_bits_set_close_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_1_5_3_1_invalid_utf8_in_topic_closes_connection() {
     let broker = TestBroker::start().await;
-    let mut watcher = raw_subscriber(broker.addr, "utf8-watch", "#").await;
+    let mut watcher = raw_subscriber(broker.addr(), "utf8-watch", "#").await;
     for (i, topic) in [&[0xFF, 0xFE][..], &[b'a', 0xC3], &[0xED, 0xA0, 0x80]].into_iter().enumerate() {
         let bytes = hand_publish(0x30, topic, None, b"x");
         connected_then_closed(&broker, &format!("utf8-{i}"), &bytes, &format!("topic {topic:x?}")).await;
@@ -455,7 +455,7 @@ async fn mqtt_1_5_3_2_topic_with_null_character_closes_connection() {
     connected_then_closed(&broker, "nul-sub", &sub, "SUBSCRIBE filter with U+0000").await;
     assert_broker_alive(&broker).await;
     // In the CONNECT client id.
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&[
         0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x1E, 0x00, 0x04, b'n', 0x00, b'u',
         b'l',
@@ -469,7 +469,7 @@ async fn mqtt_1_5_3_2_topic_with_null_character_closes_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_3_3_1_4_publish_with_qos_3_closes_connection() {
     let broker = TestBroker::start().await;
-    let mut watcher = raw_subscriber(broker.addr, "qos3-watch", "q3/#").await;
+    let mut watcher = raw_subscriber(broker.addr(), "qos3-watch", "q3/#").await;
     let bytes = hand_publish(0x36, b"q3/t", Some(1), b"x");
     connected_then_closed(&broker, "qos3", &bytes, "PUBLISH QoS 3").await;
     assert_broker_alive(&broker).await;
@@ -533,11 +533,11 @@ async fn mqtt_3_8_3_3_subscribe_with_no_filters_closes_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_packet_then_stall_does_not_affect_other_clients() {
     let broker = TestBroker::start().await;
-    let mut sub = raw_subscriber(broker.addr, "half-sub", "half/t").await;
+    let mut sub = raw_subscriber(broker.addr(), "half-sub", "half/t").await;
     let full = encode(&publish_packet("half/t", np::QoS::AtLeastOnce, 7, b"completed later"));
     let (head, tail) = full.split_at(full.len() / 2);
     // Keep alive 0: no timeout applies once connected.
-    let mut staller = Raw::connected(broker.addr, "half-staller", 0).await;
+    let mut staller = Raw::connected(broker.addr(), "half-staller", 0).await;
     staller.send_bytes(head).await;
     // Other clients are served while the half packet sits in the broker.
     assert_broker_alive(&broker).await;
@@ -559,7 +559,7 @@ async fn half_packet_then_stall_does_not_affect_other_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_packet_stalled_past_keep_alive_is_disconnected() {
     let broker = TestBroker::start().await;
-    let mut staller = Raw::connected(broker.addr, "half-ka", 1).await;
+    let mut staller = Raw::connected(broker.addr(), "half-ka", 1).await;
     let full = encode(&publish_packet("half/ka", np::QoS::AtMostOnce, 0, b"never completed"));
     staller.send_bytes(&full[..full.len() / 2]).await;
     // [MQTT-3.1.2-24]: no complete control packet within 1.5 x keep alive.
@@ -570,7 +570,7 @@ async fn half_packet_stalled_past_keep_alive_is_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_packet_does_not_extend_keep_alive() {
     let broker = TestBroker::start().await;
-    let mut staller = Raw::connected(broker.addr, "trickle", 1).await;
+    let mut staller = Raw::connected(broker.addr(), "trickle", 1).await;
     // A PUBLISH declaring 1000 bytes, sent one byte every 300 ms: bytes keep arriving but no
     // control packet completes within 1.5 x keep alive [MQTT-3.1.2-24].
     let header = [0x30u8, 0xE8, 0x07, 0x00, 0x01, b't'];
@@ -609,7 +609,7 @@ async fn trickled_packet_does_not_extend_keep_alive() {
 async fn half_connect_stalled_is_closed_by_connect_timeout() {
     let broker = TestBroker::start_with(|c| c.broker.connect_timeout_secs = 1).await;
     let full = encode(&connect_packet("half-connect", 0));
-    let mut raw = Raw::open(broker.addr).await;
+    let mut raw = Raw::open(broker.addr()).await;
     raw.send_bytes(&full[..full.len() / 2]).await;
     assert_broker_alive(&broker).await;
     raw.assert_closed_silently("half CONNECT past the connect timeout").await;
@@ -621,7 +621,7 @@ async fn many_connections_without_connect_do_not_block_service() {
     let broker = TestBroker::start_with(|c| c.broker.connect_timeout_secs = 2).await;
     let mut idle = Vec::new();
     for _ in 0..200 {
-        idle.push(Raw::open(broker.addr).await);
+        idle.push(Raw::open(broker.addr()).await);
     }
     // Served while 200 sockets sit there without CONNECT.
     assert_broker_alive(&broker).await;

@@ -35,7 +35,7 @@ fn opts(qos: QoS) -> SubOptions {
 #[tokio::test]
 async fn publish_with_more_user_properties_than_max_user_properties_gets_disconnect_0x95() {
     let broker = TestBroker::start_with(|c| c.broker.max_user_properties = 8).await;
-    let mut raw = Raw::connect(broker.addr, Protocol::V5, "up-count").await;
+    let mut raw = Raw::connect(broker.addr(), Protocol::V5, "up-count").await;
     // At the limit: accepted.
     let at_limit = Properties { user_properties: user_props(8, 1), ..Properties::default() };
     raw.send(publish("up/t", QoS::AtLeastOnce, 1, at_limit)).await;
@@ -49,7 +49,7 @@ async fn publish_with_more_user_properties_than_max_user_properties_gets_disconn
 #[tokio::test]
 async fn user_properties_over_max_user_property_bytes_get_disconnect_0x95() {
     let broker = TestBroker::start_with(|c| c.broker.max_user_property_bytes = 1000).await;
-    let mut raw = Raw::connect(broker.addr, Protocol::V5, "up-bytes").await;
+    let mut raw = Raw::connect(broker.addr(), Protocol::V5, "up-bytes").await;
     // Two properties of 2 + 600 bytes each: 1204 bytes, over 1000.
     let over = Properties { user_properties: user_props(2, 600), ..Properties::default() };
     raw.send(publish("up/t", QoS::AtMostOnce, 0, over)).await;
@@ -68,7 +68,7 @@ async fn connect_whose_will_carries_too_many_user_properties_is_refused_with_con
         retain: false,
         properties: Properties { user_properties: user_props(3, 1), ..Properties::default() },
     });
-    let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), connect).await;
     assert_eq!(ack.reason_code, reason::PACKET_TOO_LARGE, "{ack:?}");
     raw.expect_closed().await;
 }
@@ -78,9 +78,9 @@ async fn topic_aliases_towards_a_client_are_capped_by_topic_alias_out_max() {
     let broker = TestBroker::start_with(|c| c.broker.topic_alias_out_max = 4).await;
     let mut connect = connect_packet(Protocol::V5, "alias-cap");
     connect.properties.topic_alias_maximum = Some(1000);
-    let (mut sub, _) = Raw::connect_with(broker.addr, connect).await;
+    let (mut sub, _) = Raw::connect_with(broker.addr(), connect).await;
     sub.subscribe(1, &[("ac/#", opts(QoS::AtMostOnce))]).await;
-    let mut publ = Raw::connect(broker.addr, Protocol::V5, "alias-cap-pub").await;
+    let mut publ = Raw::connect(broker.addr(), Protocol::V5, "alias-cap-pub").await;
     for i in 0..20 {
         publ.send(publish(&format!("ac/{i}"), QoS::AtMostOnce, 0, Properties::default())).await;
     }
@@ -99,7 +99,7 @@ async fn topic_aliases_towards_a_client_are_capped_by_topic_alias_out_max() {
 #[tokio::test]
 async fn subscribe_with_more_filters_than_max_filters_per_subscribe_gets_disconnect_0x97() {
     let broker = TestBroker::start_with(|c| c.broker.max_filters_per_subscribe = 10).await;
-    let mut raw = Raw::connect(broker.addr, Protocol::V5, "many-filters").await;
+    let mut raw = Raw::connect(broker.addr(), Protocol::V5, "many-filters").await;
     let filters: Vec<String> = (0..10).map(|i| format!("mf/{i}")).collect();
     let ten: Vec<(&str, SubOptions)> = filters.iter().map(|f| (f.as_str(), opts(QoS::AtMostOnce))).collect();
     let ack = raw.subscribe(1, &ten).await;
@@ -123,7 +123,7 @@ async fn response_information_is_left_out_when_prefix_and_client_id_exceed_65535
     let client_id = "c".repeat(65_530);
     let mut connect = connect_packet(Protocol::V5, &client_id);
     connect.properties.request_response_information = Some(1);
-    let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), connect).await;
     assert_eq!(ack.reason_code, reason::SUCCESS, "{ack:?}");
     assert_eq!(ack.properties.response_information, None);
     // The connection works: the CONNACK was well formed and the broker still answers.
@@ -132,7 +132,7 @@ async fn response_information_is_left_out_when_prefix_and_client_id_exceed_65535
     // A short client id still gets it.
     let mut connect = connect_packet(Protocol::V5, "short");
     connect.properties.request_response_information = Some(1);
-    let (_raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    let (_raw, ack) = Raw::connect_with(broker.addr(), connect).await;
     assert_eq!(ack.properties.response_information.as_deref(), Some("response/short"));
 }
 
@@ -141,18 +141,18 @@ async fn a_311_persistent_session_expires_after_default_session_expiry_secs() {
     let broker = TestBroker::start_with(|c| c.broker.default_session_expiry_secs = 1).await;
     let mut connect = connect_packet(Protocol::V3_1_1, "exp-311");
     connect.clean_start = false;
-    let (mut raw, ack) = Raw::connect_with(broker.addr, connect.clone()).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), connect.clone()).await;
     assert!(!ack.session_present);
     raw.subscribe(1, &[("exp/t", opts(QoS::AtLeastOnce))]).await;
     raw.send(Packet::Disconnect(Default::default())).await;
     raw.expect_closed().await;
     // Within the expiry the session is there.
-    let (mut raw, ack) = Raw::connect_with(broker.addr, connect.clone()).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), connect.clone()).await;
     assert!(ack.session_present, "session gone before its expiry");
     raw.send(Packet::Disconnect(Default::default())).await;
     raw.expect_closed().await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    let (_raw, ack) = Raw::connect_with(broker.addr(), connect).await;
     assert!(!ack.session_present, "a 3.1.1 persistent session outlived default-session-expiry-secs");
 }
 
@@ -162,10 +162,10 @@ async fn sockets_waiting_for_connect_count_toward_max_connections() {
     // Four sockets that never send CONNECT hold every slot.
     let mut idle = Vec::new();
     for _ in 0..4 {
-        idle.push(tokio::net::TcpStream::connect(broker.addr).await.expect("connect"));
+        idle.push(tokio::net::TcpStream::connect(broker.addr()).await.expect("connect"));
     }
     // A fifth socket is closed before it gets a CONNACK.
-    let mut fifth = Raw::open(broker.addr, Protocol::V5).await;
+    let mut fifth = Raw::open(broker.addr(), Protocol::V5).await;
     fifth.send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "fifth")))).await;
     fifth.expect_closed().await;
     // Once they are gone, clients connect again.
@@ -173,7 +173,7 @@ async fn sockets_waiting_for_connect_count_toward_max_connections() {
     let mut ok = None;
     for _ in 0..50 {
         // The broker may not have seen the idle sockets close yet: retry until it has.
-        let mut raw = Raw::open(broker.addr, Protocol::V5).await;
+        let mut raw = Raw::open(broker.addr(), Protocol::V5).await;
         raw.send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "after")))).await;
         if let Some(Packet::ConnAck(ack)) = raw.recv().await
             && ack.reason_code == reason::SUCCESS
@@ -189,7 +189,7 @@ async fn sockets_waiting_for_connect_count_toward_max_connections() {
 #[tokio::test]
 async fn mqtt5_3_3_4_7_qos1_beyond_receive_maximum_while_unacknowledged_gets_disconnect_0x93() {
     let broker = TestBroker::start_with(|c| c.broker.max_inflight = 2).await;
-    let mut raw = Raw::connect(broker.addr, Protocol::V5, "rm-qos1").await;
+    let mut raw = Raw::connect(broker.addr(), Protocol::V5, "rm-qos1").await;
     // Three retained QoS 1 messages in one write: each is journaled, so the broker reads all
     // three before any PUBACK can leave (PUBACK waits for the disk), and the third is one
     // more unacknowledged QoS 1 message than the Receive Maximum of 2 allows.
@@ -222,7 +222,7 @@ async fn mqtt5_3_3_4_7_qos1_beyond_receive_maximum_while_unacknowledged_gets_dis
 #[tokio::test]
 async fn retained_messages_beyond_max_queued_messages_all_reach_a_new_qos1_subscription() {
     let broker = TestBroker::start_with(|c| c.broker.max_queued_messages = 50).await;
-    let mut publ = Raw::connect(broker.addr, Protocol::V5, "ret-many-pub").await;
+    let mut publ = Raw::connect(broker.addr(), Protocol::V5, "ret-many-pub").await;
     for id in 1..=200u16 {
         let mut p = Publish {
             topic: format!("rm/{id}").into(),
@@ -237,7 +237,7 @@ async fn retained_messages_beyond_max_queued_messages_all_reach_a_new_qos1_subsc
     }
     // 200 retained QoS 1 matches, a queue of 50: the subscriber gets them all, in turn,
     // instead of being disconnected for a full queue.
-    let mut sub = Raw::connect(broker.addr, Protocol::V5, "ret-many-sub").await;
+    let mut sub = Raw::connect(broker.addr(), Protocol::V5, "ret-many-sub").await;
     sub.subscribe(1, &[("rm/#", opts(QoS::AtLeastOnce))]).await;
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 200 {
@@ -269,7 +269,7 @@ async fn client_sockets_get_tcp_keepalive_so_a_silent_dead_peer_is_found() {
     // A 3.1.1 client asking for no keep alive at all.
     let mut connect = connect_packet(Protocol::V3_1_1, "no-keep-alive");
     connect.keep_alive_secs = 0;
-    let (raw, _) = Raw::connect_with(broker.addr, connect).await;
+    let (raw, _) = Raw::connect_with(broker.addr(), connect).await;
     let client_port = raw.stream.local_addr().expect("addr").port();
     let timer = tcp_timer(broker.port(), client_port);
     assert_eq!(timer, Some(2), "the broker's socket for the client has no keepalive timer");
@@ -280,7 +280,7 @@ async fn mqtt5_3_2_2_21_a_client_asking_no_keep_alive_gets_default_keep_alive_se
     let broker = TestBroker::start_with(|c| c.broker.default_keep_alive_secs = 1).await;
     let mut connect = connect_packet(Protocol::V5, "ka-zero");
     connect.keep_alive_secs = 0;
-    let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+    let (mut raw, ack) = Raw::connect_with(broker.addr(), connect).await;
     assert_eq!(ack.properties.server_keep_alive, Some(1), "{ack:?}");
     // Silent past 1.5 x the keep alive: closed with 0x8D.
     raw.expect_disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
@@ -293,17 +293,17 @@ async fn a_connect_that_would_create_more_than_max_sessions_gets_connack_0x97() 
         let mut connect = connect_packet(Protocol::V5, id);
         connect.clean_start = false;
         connect.properties.session_expiry_interval = Some(600);
-        let (mut raw, ack) = Raw::connect_with(broker.addr, connect).await;
+        let (mut raw, ack) = Raw::connect_with(broker.addr(), connect).await;
         assert_eq!(ack.reason_code, reason::SUCCESS);
         raw.send(Packet::Disconnect(Default::default())).await;
         raw.expect_closed().await;
     }
     // Two offline sessions held: a third client id is refused, a known one resumes.
-    let (_, ack) = Raw::connect_with(broker.addr, connect_packet(Protocol::V5, "ms-3")).await;
+    let (_, ack) = Raw::connect_with(broker.addr(), connect_packet(Protocol::V5, "ms-3")).await;
     assert_eq!(ack.reason_code, reason::QUOTA_EXCEEDED, "{ack:?}");
     let mut again = connect_packet(Protocol::V5, "ms-1");
     again.clean_start = false;
-    let (_, ack) = Raw::connect_with(broker.addr, again).await;
+    let (_, ack) = Raw::connect_with(broker.addr(), again).await;
     assert_eq!(ack.reason_code, reason::SUCCESS, "{ack:?}");
     assert!(ack.session_present);
 }
@@ -311,7 +311,7 @@ async fn a_connect_that_would_create_more_than_max_sessions_gets_connack_0x97() 
 #[tokio::test]
 async fn filters_past_max_subscription_bytes_per_client_get_suback_0x97() {
     let broker = TestBroker::start_with(|c| c.broker.max_subscription_bytes_per_client = 100).await;
-    let mut raw = Raw::connect(broker.addr, Protocol::V5, "sub-bytes").await;
+    let mut raw = Raw::connect(broker.addr(), Protocol::V5, "sub-bytes").await;
     let long = format!("sb/{}", "x".repeat(60));
     let ack = raw.subscribe(1, &[(long.as_str(), opts(QoS::AtMostOnce))]).await;
     assert_eq!(ack.reason_codes, vec![0]);
@@ -326,15 +326,15 @@ async fn one_address_holds_at_most_max_pending_connects_per_address_sockets_with
     let broker = TestBroker::start_with(|c| c.broker.max_pending_connects_per_address = 3).await;
     let mut idle = Vec::new();
     for _ in 0..3 {
-        idle.push(Raw::open(broker.addr, Protocol::V5).await);
+        idle.push(Raw::open(broker.addr(), Protocol::V5).await);
     }
     // A fourth socket from 127.0.0.1 without CONNECT is closed at accept.
-    let mut fourth = Raw::open(broker.addr, Protocol::V5).await;
+    let mut fourth = Raw::open(broker.addr(), Protocol::V5).await;
     fourth.send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "fourth")))).await;
     fourth.expect_closed().await;
     // Once one of them has sent CONNECT, the address has room again.
     idle[0].send(Packet::Connect(Box::new(connect_packet(Protocol::V5, "first")))).await;
     assert!(matches!(idle[0].expect("CONNACK").await, Packet::ConnAck(_)));
-    let (_fifth, ack) = Raw::connect_with(broker.addr, connect_packet(Protocol::V5, "fifth")).await;
+    let (_fifth, ack) = Raw::connect_with(broker.addr(), connect_packet(Protocol::V5, "fifth")).await;
     assert_eq!(ack.reason_code, reason::SUCCESS);
 }

@@ -103,7 +103,7 @@ async fn slow_reader_gets_every_queued_byte_once_it_reads() {
     const MESSAGES: usize = 96;
     const PAYLOAD: usize = 64 * 1024;
     let broker = TestBroker::start_with(|c| c.broker.max_queued_messages = 1000).await;
-    let mut raw = TcpStream::connect(broker.addr).await.expect("connect");
+    let mut raw = TcpStream::connect(broker.addr()).await.expect("connect");
     let connect = np::Connect {
         protocol: Some(np::Protocol::V3_1_1),
         clean_start: true,

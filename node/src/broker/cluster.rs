@@ -36,9 +36,10 @@ pub type OpId = u64;
 #[derive(Clone, Debug)]
 pub enum ClusterOp {
     /// A local session subscribed to `filter` and no route row of this node exists yet:
-    /// write it (idempotent).
+    /// write it (idempotent). The filter is as clients send it: `$share/{group}/{filter}`
+    /// stands for the group's shared row, any other filter for the node row.
     RouteAdd {
-        /// The topic filter (the inner filter of a shared subscription).
+        /// The topic filter.
         filter: ByteString,
     },
     /// No local session subscribes to `filter` any more: delete this node's row.
@@ -98,15 +99,22 @@ pub enum ClusterOp {
         filter: ByteString,
     },
     /// Match `msg.topic` on the route ranges and send `msg` once to every other node
-    /// holding a row for a matching filter.
+    /// holding a node row for a matching filter; for each matching shared subscription pick
+    /// one node holding members (this one included) and have it deliver to one member.
     Forward {
         /// The message.
         msg: Arc<Message>,
         /// The publisher's client id (orders forwards: one publisher's messages to one
         /// topic stay in order).
         publisher: ByteString,
+        /// Only to this shared subscription, on another node if one holds members (a member
+        /// here left the message unacknowledged and no connected member remains here).
+        share: Option<ShareName>,
     },
 }
+
+/// A shared subscription: its group name and filter (`$share/{group}/{filter}`).
+pub type ShareName = (ByteString, ByteString);
 
 /// How an operation ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -240,8 +248,7 @@ impl Broker {
     /// gets its route row written.
     pub fn enable_cluster(&mut self) {
         let mut state = ClusterState::default();
-        let filters: Vec<ByteString> =
-            self.sessions.values().flat_map(|s| s.subs.keys().map(|f| route_filter(f))).collect();
+        let filters: Vec<ByteString> = self.sessions.values().flat_map(|s| s.subs.keys().cloned()).collect();
         for f in filters {
             let r = state.routes.entry(f.clone()).or_insert(FilterRoute { subscribers: 0, adding: None });
             r.subscribers += 1;
@@ -292,11 +299,19 @@ impl Broker {
         }
     }
 
-    /// A locally delivered message that arrived from another node.
-    pub fn deliver_forwarded(&mut self, now: Instant, msg: Message) -> usize {
-        let msg = Arc::new(msg);
+    /// A message routed by the cluster to this node: to every matching local subscription
+    /// that is not shared if `plain` (a node row of this node matched), and to one member
+    /// each of the shared subscriptions `shares`. Returns how many sessions took it.
+    pub fn deliver_forwarded(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        plain: bool,
+        shares: &[ShareName],
+    ) -> usize {
         let outer = self.begin_route(&msg);
-        let n = self.route_local(now, msg, false);
+        let mut n = if plain { self.route_local(now, msg.clone(), false, false) } else { 0 };
+        n += self.deliver_shares(now, &msg, shares);
         self.end_route(outer);
         n
     }
@@ -305,7 +320,7 @@ impl Broker {
     /// its SUBACK must wait for, if any.
     pub(super) fn route_ref(&mut self, filter: &str) -> Option<OpId> {
         let c = self.cluster.as_mut()?;
-        let f = route_filter(filter);
+        let f = ByteString::from(filter);
         let r = c.routes.entry(f.clone()).or_insert(FilterRoute { subscribers: 0, adding: None });
         r.subscribers += 1;
         if r.subscribers == 1 {
@@ -321,7 +336,7 @@ impl Broker {
     /// The add in flight for an existing subscription's filter, if any (a repeated
     /// SUBSCRIBE waits for it like the first).
     pub(super) fn route_pending(&self, filter: &str) -> Option<OpId> {
-        self.cluster.as_ref()?.routes.get(&*route_filter(filter))?.adding
+        self.cluster.as_ref()?.routes.get(filter)?.adding
     }
 
     /// A local subscription to `filter` was removed.
@@ -329,7 +344,7 @@ impl Broker {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
-        let f = route_filter(filter);
+        let f = ByteString::from(filter);
         let Some(r) = c.routes.get_mut(&f) else {
             return;
         };
@@ -358,15 +373,14 @@ impl Broker {
         if msg.topic.starts_with("$SYS/") {
             return None;
         }
-        Some(c.emit(ClusterOp::Forward { msg: msg.clone(), publisher: publisher.clone() }))
+        Some(c.emit(ClusterOp::Forward { msg: msg.clone(), publisher: publisher.clone(), share: None }))
     }
-}
 
-/// The filter a subscription needs a route row for: the inner filter of a shared
-/// subscription, the filter itself otherwise.
-fn route_filter(filter: &str) -> ByteString {
-    match crate::mqtt::topic::parse_shared(filter) {
-        Ok(Some(sf)) => ByteString::from(sf.filter),
-        _ => ByteString::from(filter),
+    /// Emits the forward of `msg` to one member of `share` on another node (nobody waits
+    /// for it; a failure is counted).
+    pub(super) fn forward_shared(&mut self, msg: &Arc<Message>, share: ShareName) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.emit(ClusterOp::Forward { msg: msg.clone(), publisher: ByteString::new(), share: Some(share) });
+        }
     }
 }

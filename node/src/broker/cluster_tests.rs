@@ -2,6 +2,7 @@
 //! operations, holds SUBACK and PUBACK/PUBREC until the shell completes them, and refuses
 //! with 0x80 when they fail.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -205,7 +206,7 @@ fn forwarded_messages_reach_local_subscribers_only() {
         Properties::default(),
         None,
     );
-    assert_eq!(b.deliver_forwarded(now, msg), 1);
+    assert_eq!(b.deliver_forwarded(now, Arc::new(msg), true, &[]), 1);
     assert!(ops(&mut b).is_empty(), "a forwarded message is not forwarded again");
     let out = drain(&mut b, now, c1);
     assert!(matches!(out.as_slice(), [Packet::Publish(p)] if &*p.topic == "a/b"), "{out:?}");
@@ -337,7 +338,7 @@ fn a_session_held_on_another_node_continues_here_with_its_subscriptions() {
         Properties::default(),
         None,
     );
-    assert_eq!(b.deliver_forwarded(now, msg), 1);
+    assert_eq!(b.deliver_forwarded(now, Arc::new(msg), true, &[]), 1);
 }
 
 #[test]
@@ -418,7 +419,7 @@ fn retained_messages_are_written_before_puback_and_read_for_a_new_subscription()
         Properties::default(),
         None,
     );
-    b.complete_op(now, read, OpOutcome::Retained(vec![std::sync::Arc::new(stored)]));
+    b.complete_op(now, read, OpOutcome::Retained(vec![Arc::new(stored)]));
     let out = drain(&mut b, now, s);
     assert!(
         matches!(out.as_slice(), [Packet::SubAck(_), Packet::Publish(m)] if m.retain && &*m.topic == "car/1/state"),
@@ -467,7 +468,7 @@ fn a_session_last_held_here_continues_with_its_queue() {
         Properties::default(),
         None,
     );
-    assert_eq!(b.deliver_forwarded(now, msg), 1, "queued for the offline session");
+    assert_eq!(b.deliver_forwarded(now, Arc::new(msg), true, &[]), 1, "queued for the offline session");
     // Last held by this node (an earlier incarnation, or this one): the copy here continues.
     let (conn, op) = connect_pending(&mut b, now, "car", false, 3600);
     b.complete_op(now, op, acquired(2, true, false, Vec::new()));
@@ -476,4 +477,77 @@ fn a_session_last_held_here_continues_with_its_queue() {
         matches!(out.as_slice(), [Packet::ConnAck(a), Packet::Publish(p)] if a.session_present && &p.payload[..] == b"queued"),
         "{out:?}"
     );
+}
+
+fn message(now: Instant, topic: &str, qos: QoS) -> super::message::Message {
+    super::message::Message::new(
+        now,
+        topic.into(),
+        Bytes::from_static(b"m"),
+        qos,
+        false,
+        Properties::default(),
+        None,
+    )
+}
+
+fn publishes(out: &[Packet]) -> usize {
+    out.iter().filter(|p| matches!(p, Packet::Publish(_))).count()
+}
+
+#[test]
+fn shared_members_get_messages_only_where_the_cluster_picks() {
+    let (mut b, now) = broker();
+    let (m1, m2) = (connect(&mut b, now, "m1", Protocol::V5), connect(&mut b, now, "m2", Protocol::V5));
+    subscribe(&mut b, now, m1, 1, &["$share/g/s/+"]);
+    subscribe(&mut b, now, m2, 1, &["$share/g/s/+"]);
+    let emitted = ops(&mut b);
+    let [(id, ClusterOp::RouteAdd { filter })] = emitted.as_slice() else { panic!("{emitted:?}") };
+    assert_eq!(&**filter, "$share/g/s/+", "the group's row, not a node row for s/+");
+    b.complete_op(now, *id, OpOutcome::Done { nodes: 0 });
+    drain(&mut b, now, m1);
+    drain(&mut b, now, m2);
+    // A local publish is not served to the group here: the forward picks the node.
+    let p = connect(&mut b, now, "p", Protocol::V5);
+    publish(&mut b, now, p, "s/x", QoS::AtMostOnce, 0);
+    let emitted = ops(&mut b);
+    let [(_, ClusterOp::Forward { share: None, .. })] = emitted.as_slice() else { panic!("{emitted:?}") };
+    assert_eq!(publishes(&drain(&mut b, now, m1)) + publishes(&drain(&mut b, now, m2)), 0);
+    // Picked here (or forwarded here for the group): one member gets it, round robin.
+    let shares = [("g".into(), "s/+".into())];
+    for _ in 0..2 {
+        let msg = Arc::new(message(now, "s/x", QoS::AtMostOnce));
+        assert_eq!(b.deliver_forwarded(now, msg, false, &shares), 1);
+    }
+    assert_eq!((publishes(&drain(&mut b, now, m1)), publishes(&drain(&mut b, now, m2))), (1, 1));
+    // A plain forward (a node row matched) does not reach the group.
+    let msg = Arc::new(message(now, "s/x", QoS::AtMostOnce));
+    assert_eq!(b.deliver_forwarded(now, msg, true, &[]), 0);
+    // Another group's name or filter is not this group.
+    let msg = Arc::new(message(now, "s/x", QoS::AtMostOnce));
+    assert_eq!(
+        b.deliver_forwarded(now, msg, false, &[("h".into(), "s/+".into()), ("g".into(), "s/#".into())]),
+        0
+    );
+}
+
+#[test]
+fn a_shared_message_left_unacknowledged_goes_to_another_node_when_no_member_here_is_connected() {
+    let (mut b, now) = broker();
+    let m = connect(&mut b, now, "m", Protocol::V5);
+    subscribe(&mut b, now, m, 1, &["$share/g/s/+"]);
+    for (id, _) in ops(&mut b) {
+        b.complete_op(now, id, OpOutcome::Done { nodes: 0 });
+    }
+    drain(&mut b, now, m);
+    let msg = Arc::new(message(now, "s/x", QoS::AtLeastOnce));
+    assert_eq!(b.deliver_forwarded(now, msg, false, &[("g".into(), "s/+".into())]), 1);
+    assert_eq!(publishes(&drain(&mut b, now, m)), 1, "in flight, never acknowledged");
+    b.handle_packet(now, m, Packet::Disconnect(Disconnect::default()));
+    let emitted = ops(&mut b);
+    let forward = emitted.iter().find_map(|(_, op)| match op {
+        ClusterOp::Forward { msg, share: Some(share), .. } => Some((msg.topic.to_string(), share.clone())),
+        _ => None,
+    });
+    assert_eq!(forward, Some(("s/x".into(), ("g".into(), "s/+".into()))), "{emitted:?}");
 }

@@ -59,7 +59,7 @@ use shared::SharedGroup;
 use trie::Trie;
 
 pub use crate::route::plan::Target;
-pub use cluster::{Acquired, ClusterOp, OpId, OpOutcome};
+pub use cluster::{Acquired, ClusterOp, OpId, OpOutcome, ShareName};
 
 /// Timers the core keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

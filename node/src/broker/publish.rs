@@ -155,20 +155,28 @@ impl Broker {
         let publisher = msg.publisher.and_then(|k| self.sessions.get(&k)).map(|s| s.client_id.clone());
         let mut ops: Vec<super::OpId> =
             self.forward(&msg, &publisher.unwrap_or_default()).into_iter().collect();
+        // A forwarded message's shared subscriptions are served where the forward picks.
+        let shared_here = ops.is_empty();
         // In a cluster the retained ranges hold retained messages ($SYS stays per node).
         let retain_here = !self.cluster_enabled() || msg.topic.starts_with('$');
         if !retain_here && msg.retain && !super::test_bugs::drop_retained() {
             ops.extend(self.emit_op(super::ClusterOp::Retain { msg: msg.clone() }));
         }
         let outer = self.begin_route(&msg);
-        let delivered = self.route_local(now, msg, retain_here);
+        let delivered = self.route_local(now, msg, retain_here, shared_here);
         self.end_route(outer);
         (delivered, ops)
     }
 
-    /// Delivers `msg` to this node's matching sessions (and keeps it as the topic's
-    /// retained message if `retain_here`).
-    pub(super) fn route_local(&mut self, now: Instant, msg: Arc<Message>, retain_here: bool) -> usize {
+    /// Delivers `msg` to this node's matching sessions, to shared subscriptions only if
+    /// `shared_groups` (and keeps it as the topic's retained message if `retain_here`).
+    pub(super) fn route_local(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        retain_here: bool,
+        shared_groups: bool,
+    ) -> usize {
         let mut journal_retained = false;
         if retain_here && msg.retain && !super::test_bugs::drop_retained() {
             self.retained.set(msg.clone());
@@ -186,7 +194,7 @@ impl Broker {
         for p in planned.drain(..) {
             match p {
                 Planned::Shared(group) => {
-                    if self.deliver_shared(now, group, &msg, None) {
+                    if shared_groups && self.deliver_shared(now, group, &msg, None) {
                         delivered += 1;
                     }
                 }

@@ -9,7 +9,7 @@ use bytestring::ByteString;
 
 use super::message::{Message, SessionKey};
 use super::session::{Delivery, ShareId, SubEntry};
-use super::{Broker, Target};
+use super::{Broker, ShareName, Target};
 pub(super) use crate::route::shared::SharedGroup;
 
 impl Broker {
@@ -28,7 +28,7 @@ impl Broker {
                 self.next_group += 1;
                 self.shared_index.insert(index_key, g);
                 self.trie.insert(&filter, Target::Shared(g), SubEntry::default());
-                self.shared.insert(g, SharedGroup::new(filter));
+                self.shared.insert(g, SharedGroup::new(name, filter));
                 g
             }
         };
@@ -62,11 +62,24 @@ impl Broker {
         msg: &Arc<Message>,
         exclude: Option<SessionKey>,
     ) -> bool {
+        self.deliver_shared_among(now, group, msg, exclude, true)
+    }
+
+    /// [`deliver_shared`](Self::deliver_shared), to connected members only unless
+    /// `offline_too`.
+    fn deliver_shared_among(
+        &mut self,
+        now: Instant,
+        group: ShareId,
+        msg: &Arc<Message>,
+        exclude: Option<SessionKey>,
+        offline_too: bool,
+    ) -> bool {
         let Some(g) = self.shared.get_mut(&group) else {
             return false;
         };
         let online = |k: SessionKey| self.sessions.get(&k).is_some_and(|s| s.conn.is_some());
-        let Some((key, entry)) = g.choose(exclude, online) else {
+        let Some((key, entry)) = g.choose_among(exclude, online, offline_too) else {
             return false;
         };
         let d = Delivery {
@@ -81,7 +94,9 @@ impl Broker {
         true
     }
 
-    /// A member went away holding `d`: give it to another member, or drop it if none.
+    /// A member went away holding `d`: give it to another member, or drop it if none. In a
+    /// cluster a connected member here goes first, then one on another node (the shell
+    /// picks it; with none there, a member here that is offline queues it).
     pub(super) fn redeliver_shared(&mut self, now: Instant, from: SessionKey, d: Delivery) {
         let Some(group) = d.shared else {
             return;
@@ -89,8 +104,32 @@ impl Broker {
         if d.msg.is_expired(now) {
             return;
         }
+        if self.cluster_enabled() {
+            if self.deliver_shared_among(now, group, &d.msg, Some(from), false) {
+                return;
+            }
+            if let Some(g) = self.shared.get(&group) {
+                let share = (g.name.clone(), g.filter.clone());
+                self.forward_shared(&d.msg, share);
+                return;
+            }
+        }
         if !self.deliver_shared(now, group, &d.msg, Some(from)) {
             self.stats.messages_dropped += 1;
         }
+    }
+
+    /// Delivers `msg` to one member each of the shared subscriptions `shares` (group,
+    /// filter) this node holds; returns how many took it.
+    pub(super) fn deliver_shares(&mut self, now: Instant, msg: &Arc<Message>, shares: &[ShareName]) -> usize {
+        let mut n = 0;
+        for share in shares {
+            if let Some(&g) = self.shared_index.get(share)
+                && self.deliver_shared(now, g, msg, None)
+            {
+                n += 1;
+            }
+        }
+        n
     }
 }

@@ -44,6 +44,9 @@ pub enum KeyError {
     /// MQTT forbids U+0000 in topic filters, and the route keys use it as the level end.
     #[error("topic filter contains U+0000")]
     NulInFilter,
+    /// Shared subscription group names are at most 65,535 bytes.
+    #[error("shared subscription group name of {0} bytes exceeds 65535")]
+    GroupTooLong(usize),
 }
 
 /// The common prefix of every key of `family` for `tenant`.

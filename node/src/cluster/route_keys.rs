@@ -6,6 +6,9 @@
 //! row    := keys::prefix('R', tenant) | level* | 0x00 | kind:u8 | receiver
 //! level  := 0x01 | level bytes | 0x00        (one per '/'-separated level of the filter)
 //! kind N := node row, receiver = node id:u64 big endian, value = NodeRow
+//! kind G := shared row, receiver = group length:u16 | group | node id:u64 (both big
+//!           endian), value = NodeRow: some session on the node is a member of the shared
+//!           subscription `$share/{group}/{filter}`
 //! ```
 //!
 //! Invariants:
@@ -22,6 +25,8 @@ use crate::group::NodeId;
 
 /// Kind of a node row: some non-persistent session on the receiver node subscribes.
 pub const KIND_NODE: u8 = b'N';
+/// Kind of a shared row: some session on the receiver node is a member of a shared group.
+pub const KIND_SHARED: u8 = b'G';
 /// Marks the start of a level.
 pub(crate) const LEVEL_START: u8 = 0x01;
 /// Ends a level, and (alone, where a level would start) ends the filter.
@@ -61,10 +66,12 @@ impl NodeRow {
 pub struct RouteRow {
     /// The filter, levels joined with `/`.
     pub filter: String,
-    /// The row kind ([`KIND_NODE`], ...).
+    /// The row kind ([`KIND_NODE`], [`KIND_SHARED`]).
     pub kind: u8,
-    /// The receiver node of a node row; `None` for other kinds.
+    /// The receiver node of a node or shared row; `None` for other kinds.
     pub node: Option<NodeId>,
+    /// The group of a shared row.
+    pub group: Option<String>,
 }
 
 /// Appends one level's encoding.
@@ -94,6 +101,26 @@ pub fn node_row_key(tenant: &[u8], filter: &str, node: NodeId) -> Result<Vec<u8>
     key.push(KIND_NODE);
     key.extend_from_slice(&node.to_be_bytes());
     Ok(key)
+}
+
+/// The key of `node`'s row for members of the shared group `group` on `filter`.
+pub fn shared_row_key(tenant: &[u8], filter: &str, group: &str, node: NodeId) -> Result<Vec<u8>, KeyError> {
+    let len = u16::try_from(group.len()).map_err(|_| KeyError::GroupTooLong(group.len()))?;
+    let mut key = filter_key(tenant, filter)?;
+    key.push(KIND_SHARED);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(group.as_bytes());
+    key.extend_from_slice(&node.to_be_bytes());
+    Ok(key)
+}
+
+/// The key of `node`'s row for a subscription filter as the client sent it: the group's
+/// shared row for `$share/{group}/{filter}`, the node row otherwise.
+pub fn subscription_row_key(tenant: &[u8], filter: &str, node: NodeId) -> Result<Vec<u8>, KeyError> {
+    match crate::mqtt::topic::parse_shared(filter) {
+        Ok(Some(sf)) => shared_row_key(tenant, sf.filter, sf.group, node),
+        _ => node_row_key(tenant, filter, node),
+    }
 }
 
 /// `[start, end)` holding every route key of `tenant`: the tenant prefix, and the prefix
@@ -142,8 +169,70 @@ pub fn parse_row_key(tenant_prefix_len: usize, key: &[u8]) -> Option<RouteRow> {
         return None;
     }
     let (&kind, receiver) = rest.split_first()?;
-    let node = if kind == KIND_NODE { Some(NodeId::from_be_bytes(receiver.try_into().ok()?)) } else { None };
-    Some(RouteRow { filter: levels.join("/"), kind, node })
+    let (node, group) = match kind {
+        KIND_NODE => (Some(NodeId::from_be_bytes(receiver.try_into().ok()?)), None),
+        KIND_SHARED => {
+            let (len, rest) = receiver.split_first_chunk::<2>()?;
+            let len = usize::from(u16::from_be_bytes(*len));
+            let (group, node) = (rest.get(..len)?, rest.get(len..)?);
+            let group = std::str::from_utf8(group).ok()?.to_owned();
+            (Some(NodeId::from_be_bytes(node.try_into().ok()?)), Some(group))
+        }
+        _ => (None, None),
+    };
+    Some(RouteRow { filter: levels.join("/"), kind, node, group })
+}
+
+/// Where a topic's messages go, from its matching route rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// Nodes with a node row for a matching filter, in node order.
+    pub nodes: Vec<NodeId>,
+    /// Per shared subscription `(group, filter)` matching the topic, the nodes with members,
+    /// in node order.
+    pub shared: Vec<SharedTarget>,
+}
+
+/// The nodes holding members of one shared subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedTarget {
+    /// The group name.
+    pub group: String,
+    /// The group's filter.
+    pub filter: String,
+    /// Nodes with members, in node order, at least one.
+    pub nodes: Vec<NodeId>,
+}
+
+/// The targets among `rows` (route rows of any tenant); rows that are not well-formed node
+/// or shared rows are skipped.
+pub fn targets(rows: &[(Vec<u8>, Vec<u8>)]) -> Targets {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut nodes = BTreeSet::new();
+    let mut shared: BTreeMap<(String, String), BTreeSet<NodeId>> = BTreeMap::new();
+    for (key, value) in rows {
+        let Some(row) = tenant_prefix_len(key).and_then(|n| parse_row_key(n, key)) else { continue };
+        let (Some(node), Some(_)) = (row.node, NodeRow::decode(value)) else { continue };
+        match row.group {
+            None => {
+                nodes.insert(node);
+            }
+            Some(group) => {
+                shared.entry((group, row.filter)).or_default().insert(node);
+            }
+        }
+    }
+    Targets {
+        nodes: nodes.into_iter().collect(),
+        shared: shared
+            .into_iter()
+            .map(|((group, filter), nodes)| SharedTarget {
+                group,
+                filter,
+                nodes: nodes.into_iter().collect(),
+            })
+            .collect(),
+    }
 }
 
 /// The node receivers among `rows` (route rows of any tenant), one per node in node order,
@@ -153,7 +242,7 @@ pub fn node_rows(rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<(NodeId, NodeRow)> {
     let mut out: std::collections::BTreeMap<NodeId, NodeRow> = std::collections::BTreeMap::new();
     for (key, value) in rows {
         let Some(row) = tenant_prefix_len(key).and_then(|n| parse_row_key(n, key)) else { continue };
-        let (Some(node), Some(v)) = (row.node, NodeRow::decode(value)) else { continue };
+        let (KIND_NODE, Some(node), Some(v)) = (row.kind, row.node, NodeRow::decode(value)) else { continue };
         out.entry(node)
             .and_modify(|have| {
                 have.max_qos = have.max_qos.max(v.max_qos);
@@ -185,7 +274,14 @@ mod tests {
             let n = tenant_prefix_len(&key).unwrap();
             assert_eq!(n, 4);
             let row = parse_row_key(n, &key).unwrap();
-            assert_eq!(row, RouteRow { filter: filter.into(), kind: KIND_NODE, node: Some(7) });
+            assert_eq!(row, RouteRow { filter: filter.into(), kind: KIND_NODE, node: Some(7), group: None });
+            let key = subscription_row_key(b"t", &format!("$share/g/{filter}"), 7).unwrap();
+            let row = parse_row_key(n, &key).unwrap();
+            let shared =
+                RouteRow { filter: filter.into(), kind: KIND_SHARED, node: Some(7), group: Some("g".into()) };
+            assert_eq!(row, shared);
+            assert!(key.starts_with(&filter_key(b"t", filter).unwrap()));
+            assert_eq!(parse_row_key(n, &key[..key.len() - 1]), None, "a short shared receiver");
             assert!(key.starts_with(&filter_key(b"t", filter).unwrap()));
         }
         assert_eq!(filter_key(b"", "a//b").unwrap(), b"R\0\x01\x01a\0\x01\0\x01b\0\0".to_vec());
@@ -217,6 +313,32 @@ mod tests {
             let k = node_row_key(tenant, "x", 1).unwrap();
             assert!(!(start <= k && k < end), "{tenant:?}");
         }
+    }
+
+    #[test]
+    fn targets_split_node_rows_from_shared_groups() {
+        let v = NodeRow { incarnation: 1, max_qos: 1 }.encode();
+        let row = |filter: &str, node| (subscription_row_key(b"t", filter, node).unwrap(), v.clone());
+        let rows = vec![
+            row("a/+", 3),
+            row("$share/g/a/+", 2),
+            row("$share/g/a/+", 1),
+            row("$share/g/a/#", 2),
+            row("$share/h/a/+", 2),
+            row("a/#", 3),
+            row("a/#", 1),
+            (shared_row_key(b"t", "a/b", "x", 5).unwrap(), b"bad".to_vec()),
+        ];
+        let t = targets(&rows);
+        assert_eq!(t.nodes, vec![1, 3]);
+        let shared: Vec<_> =
+            t.shared.iter().map(|s| (s.group.as_str(), s.filter.as_str(), s.nodes.clone())).collect();
+        assert_eq!(shared, vec![("g", "a/#", vec![2]), ("g", "a/+", vec![1, 2]), ("h", "a/+", vec![2])]);
+        assert_eq!(
+            node_rows(&rows).iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![1, 3],
+            "shared rows are not node rows"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! CORE. A shared subscription group (`$share/{group}/{filter}`, MQTT 5 section 4.8.2): its
 //! members and the choice of one member per message (round robin, preferring connected
-//! members). The broker owns the groups of this node's sessions; the route ranges will hold
-//! the group-to-node rows (`G` rows of CLUSTER.md 2.2) with the same choice per node.
+//! members). The broker owns the groups of this node's sessions; in a cluster the route
+//! ranges hold the group-to-node rows (`G` rows of CLUSTER.md 2.2) and the publishing node
+//! picks the node, this node the member.
 
 use bytestring::ByteString;
 
@@ -14,6 +15,8 @@ pub type ShareId = u64;
 /// One shared subscription group.
 #[derive(Debug)]
 pub struct SharedGroup {
+    /// The group's name (`{group}` in `$share/{group}/{filter}`).
+    pub name: ByteString,
     /// The filter the group subscribes to.
     pub filter: ByteString,
     /// Members and their options.
@@ -23,9 +26,9 @@ pub struct SharedGroup {
 }
 
 impl SharedGroup {
-    /// An empty group on `filter`.
-    pub fn new(filter: ByteString) -> Self {
-        Self { filter, members: Vec::new(), next: 0 }
+    /// An empty group `name` on `filter`.
+    pub fn new(name: ByteString, filter: ByteString) -> Self {
+        Self { name, filter, members: Vec::new(), next: 0 }
     }
 
     /// Adds `key` (or updates its options).
@@ -51,8 +54,18 @@ impl SharedGroup {
         exclude: Option<SessionKey>,
         online: impl Fn(SessionKey) -> bool,
     ) -> Option<(SessionKey, SubEntry)> {
+        self.choose_among(exclude, online, true)
+    }
+
+    /// [`choose`](Self::choose), considering only connected members unless `offline_too`.
+    pub fn choose_among(
+        &mut self,
+        exclude: Option<SessionKey>,
+        online: impl Fn(SessionKey) -> bool,
+        offline_too: bool,
+    ) -> Option<(SessionKey, SubEntry)> {
         let n = self.members.len();
-        for pass in 0..2 {
+        for pass in 0..1 + usize::from(offline_too) {
             for step in 0..n {
                 let i = (self.next + step) % n;
                 let (k, e) = self.members[i];
@@ -72,7 +85,7 @@ mod tests {
 
     #[test]
     fn members_take_turns_and_connected_ones_go_first() {
-        let mut g = SharedGroup::new("a/#".into());
+        let mut g = SharedGroup::new("g".into(), "a/#".into());
         for k in [1, 2, 3] {
             g.join(k, SubEntry::default());
         }
@@ -81,6 +94,7 @@ mod tests {
         assert_eq!(picks, vec![1, 2, 3, 1]);
         assert_eq!(g.choose(None, |k| k == 3).map(|(k, _)| k), Some(3), "connected first");
         assert_eq!(g.choose(Some(1), |_| false).map(|(k, _)| k), Some(2), "offline member, not the excluded");
+        assert_eq!(g.choose_among(None, |_| false, false), None, "no connected member");
         assert!(g.leave(2) && !g.leave(2));
         assert_eq!(g.choose(Some(1), |_| true).map(|(k, _)| k), Some(3));
         g.leave(1);

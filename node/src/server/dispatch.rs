@@ -20,7 +20,7 @@ use super::Shared;
 use super::forwarder::{ForwardOp, Forwarder};
 use super::liveness::Liveness;
 use super::{retained, sessions};
-use crate::broker::{ClusterOp, OpId, OpOutcome};
+use crate::broker::{ClusterOp, OpId, OpOutcome, ShareName};
 use crate::cluster::KvClient;
 use crate::cluster::route_keys::{self, NodeRow};
 use crate::group::{Command, NodeId, ReadPolicy};
@@ -82,6 +82,20 @@ pub(crate) struct Completions {
 }
 
 impl Completions {
+    /// Delivers messages to one member each of this node's shared subscriptions named.
+    pub(crate) fn deliver_local(&self, items: Vec<(Arc<crate::broker::message::Message>, Vec<ShareName>)>) {
+        if items.is_empty() {
+            return;
+        }
+        let Some(shared) = self.shared.upgrade() else { return };
+        let now = crate::clock::now();
+        let mut core = shared.lock();
+        for (msg, shares) in items {
+            core.broker.deliver_forwarded(now, msg, false, &shares);
+        }
+        core.notify_woken(None);
+    }
+
     /// Completes `done` in the core and writes what it released.
     pub(crate) fn complete(&self, done: Vec<(OpId, OpOutcome)>) {
         if done.is_empty() {
@@ -146,7 +160,9 @@ async fn intake(
                         done.complete(vec![(id, outcome)]);
                     });
                 }
-                ClusterOp::Forward { msg, publisher } => forwards.push(ForwardOp { id, msg, publisher }),
+                ClusterOp::Forward { msg, publisher, share } => {
+                    forwards.push(ForwardOp { id, msg, publisher, share });
+                }
             }
         }
         if !forwards.is_empty() {
@@ -190,7 +206,7 @@ async fn route_lane(
 
 /// Writes (`Some(value)`) or deletes this node's route row for `filter`.
 async fn route_row(link: &ClusterLink, filter: &str, value: Option<&[u8]>) -> OpOutcome {
-    let key = match route_keys::node_row_key(&link.tenant, filter, link.transport.node_id()) {
+    let key = match route_keys::subscription_row_key(&link.tenant, filter, link.transport.node_id()) {
         Ok(k) => k,
         Err(e) => {
             tracing::warn!(error = %e, "route row key");

@@ -1,9 +1,13 @@
 //! SHELL. The forward pipeline: each batch of messages the core routed is matched on the
 //! route ranges (one `Match` query per range for all its topics, a lease read on the
 //! leader), then sent once per destination node over the transport's data streams, the
-//! stream chosen by (publisher, topic) so one publisher's messages to one topic stay in
+//! stream chosen by the publisher so one publisher's messages stay in
 //! order. Matches of up to [`MATCHES_IN_FLIGHT`] batches run concurrently; their forwards
 //! leave in the order the batches arrived.
+//!
+//! Shared subscriptions: for each `(group, filter)` matching a topic, one node holding
+//! members is picked round robin among the reachable ones (this node included), and only
+//! that node delivers the message to one of its members.
 //!
 //! A QoS 1/2 message is done when every destination acknowledged its batch (the
 //! destination has queued it to its sessions). A destination that is unreachable for
@@ -26,8 +30,8 @@ use super::Shared;
 use super::dispatch::{ClusterLink, Completions};
 use super::liveness::Liveness;
 use crate::broker::message::Message;
-use crate::broker::{OpId, OpOutcome};
-use crate::cluster::route_keys;
+use crate::broker::{OpId, OpOutcome, ShareName};
+use crate::cluster::route_keys::{self, Targets};
 use crate::group::NodeId;
 use crate::mqtt::packet::QoS;
 use crate::mqtt::properties::{Properties, PropertyContext};
@@ -37,16 +41,29 @@ use crate::transport::forward::{ForwardBatch, ForwardMsg};
 const MATCHES_IN_FLIGHT: usize = 8;
 /// Topics per match query.
 const TOPICS_PER_MATCH: usize = 1024;
+/// Shared subscriptions whose round-robin position is kept (forgotten all at once beyond).
+const SHARE_CURSORS_MAX: usize = 65_536;
 
 /// One message to forward.
 pub(crate) struct ForwardOp {
     pub(crate) id: OpId,
     pub(crate) msg: Arc<Message>,
     pub(crate) publisher: ByteString,
+    /// Only to this shared subscription, on another node if one holds members.
+    pub(crate) share: Option<ShareName>,
 }
 
-/// What a matched batch carries to the sender: the ops and, per op, the nodes to reach.
-type Matched = (Vec<ForwardOp>, Result<Vec<Vec<NodeId>>, String>);
+/// What a matched batch carries to the sender: the ops and, per op, its targets.
+type Matched = (Vec<ForwardOp>, Result<Vec<Targets>, String>);
+
+/// What one destination node gets of one message.
+#[derive(Default)]
+struct Dest {
+    /// Its subscriptions that are not shared.
+    plain: bool,
+    /// Shared subscriptions it serves the message to.
+    shares: Vec<(String, String)>,
+}
 
 /// A forward waiting for acknowledgements.
 struct Waiting {
@@ -70,6 +87,8 @@ pub(crate) struct Forwarder {
     acks: Mutex<Acks>,
     next_batch: AtomicU64,
     down_since: Mutex<HashMap<NodeId, Instant>>,
+    /// Round-robin position per shared subscription `(group, filter)`.
+    share_cursors: Mutex<HashMap<(String, String), usize>>,
     /// Messages not forwarded to a node: QoS 0 to an unreachable node, or skipped nodes.
     pub(crate) dropped: AtomicU64,
 }
@@ -85,6 +104,7 @@ impl Forwarder {
             acks: Mutex::new(Acks::default()),
             next_batch: AtomicU64::new(1),
             down_since: Mutex::new(HashMap::new()),
+            share_cursors: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
         });
         tokio::spawn(send_loop(Arc::downgrade(&f), rx));
@@ -103,10 +123,7 @@ impl Forwarder {
             let task = tokio::spawn(async move {
                 let topics: Vec<String> = chunk.iter().map(|o| o.msg.topic.to_string()).collect();
                 let result = match client.match_topics(&tenant, &topics).await {
-                    Ok(rows) => Ok(rows
-                        .iter()
-                        .map(|r| route_keys::node_rows(r).into_iter().map(|(n, _)| n).collect())
-                        .collect()),
+                    Ok(rows) => Ok(rows.iter().map(|r| route_keys::targets(r)).collect()),
                     Err(e) => Err(e.to_string()),
                 };
                 (chunk, result)
@@ -156,10 +173,69 @@ impl Forwarder {
         if now.duration_since(since) > self.link.isolation_fence { None } else { Some(false) }
     }
 
+    /// The node `(group, filter)`'s next message goes to: round robin over `candidates`
+    /// (not empty).
+    fn pick(&self, group: &str, filter: &str, candidates: &[NodeId]) -> NodeId {
+        let mut cursors = self.share_cursors.lock().unwrap_or_else(|e| e.into_inner());
+        if cursors.len() >= SHARE_CURSORS_MAX {
+            cursors.clear();
+        }
+        let cursor = cursors.entry((group.to_owned(), filter.to_owned())).or_insert(0);
+        let node = candidates[*cursor % candidates.len()];
+        *cursor = cursor.wrapping_add(1);
+        node
+    }
+
+    /// Where `op` goes, per destination node, and the shared subscriptions this node
+    /// serves it to.
+    fn plan(
+        &self,
+        op: &ForwardOp,
+        t: &Targets,
+        me: NodeId,
+        now: Instant,
+    ) -> (Vec<(NodeId, Dest)>, Vec<ShareName>) {
+        let mut dests: std::collections::BTreeMap<NodeId, Dest> = std::collections::BTreeMap::new();
+        let mut local = Vec::new();
+        if op.share.is_none() {
+            for &n in t.nodes.iter().filter(|n| **n != me) {
+                dests.entry(n).or_default().plain = true;
+            }
+        }
+        for s in &t.shared {
+            if op.share.as_ref().is_some_and(|(g, f)| *g != *s.group || *f != *s.filter) {
+                continue;
+            }
+            // A redelivery goes to another node; a new message to any reachable one.
+            let mut candidates: Vec<NodeId> = if op.share.is_some() {
+                s.nodes.iter().copied().filter(|&n| n != me && self.reachable(n, now) == Some(true)).collect()
+            } else {
+                s.nodes.iter().copied().filter(|&n| n == me || self.reachable(n, now) == Some(true)).collect()
+            };
+            if candidates.is_empty() && op.share.is_none() {
+                candidates.clone_from(&s.nodes);
+            }
+            let node = if candidates.is_empty() { me } else { self.pick(&s.group, &s.filter, &candidates) };
+            if node == me {
+                local.push((ByteString::from(s.group.as_str()), ByteString::from(s.filter.as_str())));
+            } else {
+                dests.entry(node).or_default().shares.push((s.group.clone(), s.filter.clone()));
+            }
+        }
+        // A redelivery whose group holds no member elsewhere stays here.
+        if let Some(share) = &op.share
+            && local.is_empty()
+            && dests.is_empty()
+        {
+            local.push(share.clone());
+        }
+        (dests.into_iter().collect(), local)
+    }
+
     /// Sends one matched batch.
-    fn send(&self, ops: Vec<ForwardOp>, nodes: Result<Vec<Vec<NodeId>>, String>) {
-        let nodes = match nodes {
-            Ok(n) => n,
+    fn send(&self, ops: Vec<ForwardOp>, targets: Result<Vec<Targets>, String>) {
+        let targets = match targets {
+            Ok(t) => t,
             Err(e) => {
                 tracing::debug!(error = %e, messages = ops.len(), "route match failed");
                 let failed: Vec<_> = ops.iter().map(|o| (o.id, OpOutcome::Failed)).collect();
@@ -168,21 +244,29 @@ impl Forwarder {
         };
         let me = self.link.transport.node_id();
         let now = Instant::now();
-        let mut groups: HashMap<(NodeId, usize), Vec<usize>> = HashMap::new();
-        for (i, (op, dests)) in ops.iter().zip(&nodes).enumerate() {
-            let stream = stream_of(&op.publisher, &op.msg.topic);
-            for &n in dests.iter().filter(|n| **n != me) {
-                groups.entry((n, stream)).or_default().push(i);
+        let mut groups: HashMap<(NodeId, usize), Vec<(usize, Dest)>> = HashMap::new();
+        let mut local: Vec<(Arc<Message>, Vec<ShareName>)> = Vec::new();
+        // Per op: batches sent, nodes reached, failed.
+        let mut state: Vec<(usize, usize, bool)> = vec![(0, 0, false); ops.len()];
+        for (i, (op, t)) in ops.iter().zip(&targets).enumerate() {
+            let stream = stream_of(&op.publisher);
+            let (dests, shares) = self.plan(op, t, me, now);
+            for (n, d) in dests {
+                groups.entry((n, stream)).or_default().push((i, d));
+            }
+            if !shares.is_empty() {
+                state[i].1 += 1;
+                local.push((op.msg.clone(), shares));
             }
         }
-        // Per op: batches sent, nodes reached, failed.
+        // Before any completion: a PUBACK released by one must follow these deliveries.
+        self.done.deliver_local(local);
         // The acknowledgements of these batches may come back before this function ends (on
         // loopback they do): they wait for this lock until every batch is registered.
         let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut state: Vec<(usize, usize, bool)> = vec![(0, 0, false); ops.len()];
         let mut sent: Vec<(u64, NodeId, Vec<OpId>)> = Vec::new();
         for ((node, stream), members) in groups {
-            let acked = members.iter().any(|&i| ops[i].msg.qos != QoS::AtMostOnce);
+            let acked = members.iter().any(|(i, _)| ops[*i].msg.qos != QoS::AtMostOnce);
             match self.reachable(node, now) {
                 None => {
                     self.dropped.fetch_add(members.len() as u64, Ordering::Relaxed);
@@ -190,27 +274,29 @@ impl Forwarder {
                 }
                 Some(false) => {
                     self.dropped.fetch_add(members.len() as u64, Ordering::Relaxed);
-                    members.iter().for_each(|&i| state[i].2 = true);
+                    members.iter().for_each(|(i, _)| state[*i].2 = true);
                     continue;
                 }
                 Some(true) => {}
             }
             let id = if acked { self.next_batch.fetch_add(1, Ordering::Relaxed) } else { 0 };
-            let messages = members.iter().map(|&i| to_wire(&ops[i], now)).collect();
+            let messages = members.iter().map(|(i, d)| to_wire(&ops[*i], d, now)).collect();
             if !self.link.transport.send_forward(node, stream, ForwardBatch { id, messages }) {
                 self.dropped.fetch_add(members.len() as u64, Ordering::Relaxed);
-                members.iter().for_each(|&i| state[i].2 = true);
+                members.iter().for_each(|(i, _)| state[*i].2 = true);
                 continue;
             }
-            for &i in &members {
-                state[i].1 += 1;
-                if ops[i].msg.qos != QoS::AtMostOnce {
-                    state[i].0 += 1;
+            for (i, _) in &members {
+                state[*i].1 += 1;
+                if ops[*i].msg.qos != QoS::AtMostOnce {
+                    state[*i].0 += 1;
                 }
             }
             if acked {
-                let waiting =
-                    members.iter().filter(|&&i| ops[i].msg.qos != QoS::AtMostOnce).map(|&i| ops[i].id);
+                let waiting = members
+                    .iter()
+                    .filter(|(i, _)| ops[*i].msg.qos != QoS::AtMostOnce)
+                    .map(|(i, _)| ops[*i].id);
                 sent.push((id, node, waiting.collect()));
             }
         }
@@ -278,16 +364,17 @@ async fn sweep_loop(f: std::sync::Weak<Forwarder>) {
     }
 }
 
-/// The data stream of (publisher, topic).
-fn stream_of(publisher: &str, topic: &str) -> usize {
+/// The data stream of a publisher's messages: all on one, so they arrive in the order it
+/// sent them, across topics too (as on a single broker; MQTT asks it per topic only).
+fn stream_of(publisher: &str) -> usize {
     let mut h = rustc_hash::FxHasher::default();
     publisher.hash(&mut h);
-    topic.hash(&mut h);
     h.finish() as usize
 }
 
-/// The wire form of a message; its expiry interval is what is left of it now.
-fn to_wire(op: &ForwardOp, now: Instant) -> ForwardMsg {
+/// The wire form of a message for a destination; its expiry interval is what is left of
+/// it now.
+fn to_wire(op: &ForwardOp, dest: &Dest, now: Instant) -> ForwardMsg {
     let msg = &op.msg;
     let mut properties = BytesMut::new();
     if msg.expires_at.is_some() || !msg.properties.is_empty() {
@@ -302,6 +389,8 @@ fn to_wire(op: &ForwardOp, now: Instant) -> ForwardMsg {
         retain: msg.retain,
         properties: properties.to_vec(),
         publisher: op.publisher.as_bytes().to_vec(),
+        plain: dest.plain,
+        shares: dest.shares.clone(),
     }
 }
 
@@ -336,10 +425,13 @@ pub(crate) fn deliver(shared: &Shared, from: NodeId, batch: ForwardBatch) {
     let now = crate::clock::now();
     let limits = shared.config.broker.topic_limits();
     let mut core = shared.lock();
-    for m in batch.messages {
+    for mut m in batch.messages {
+        let (plain, shares) = (m.plain, std::mem::take(&mut m.shares));
         match from_wire(m, now, limits) {
             Ok(msg) => {
-                core.broker.deliver_forwarded(now, msg);
+                let shares: Vec<ShareName> =
+                    shares.into_iter().map(|(g, f)| (ByteString::from(g), ByteString::from(f))).collect();
+                core.broker.deliver_forwarded(now, Arc::new(msg), plain, &shares);
             }
             Err(why) => tracing::debug!(from, ?why, "refused a forwarded message"),
         }

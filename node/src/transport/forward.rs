@@ -6,7 +6,10 @@
 //! ```text
 //! batch   := id count msg*                  (id 0: no ack wanted)
 //! msg     := topic:bytes (UTF-8) payload:bytes flags:u8 properties:bytes publisher:bytes
-//! flags   := qos (bits 0-1, at most 2) | retain (bit 2); the other bits are zero
+//!            [count share*]              (if flags has bit 4)
+//! share   := group:bytes filter:bytes   (UTF-8 each)
+//! flags   := qos (bits 0-1, at most 2) | retain (bit 2) | not plain (bit 3: deliver only
+//!            to the shares) | shares follow (bit 4); the other bits are zero
 //! acks    := count id*
 //! ```
 //!
@@ -20,8 +23,11 @@ use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 
 /// Smallest encoded message: four empty strings and the flags byte.
 const MSG_BYTES_MIN: usize = 5;
-const FLAG_QOS: u8 = 0b011;
-const FLAG_RETAIN: u8 = 0b100;
+const FLAG_QOS: u8 = 0b0_0011;
+const FLAG_RETAIN: u8 = 0b0_0100;
+const FLAG_NOT_PLAIN: u8 = 0b0_1000;
+const FLAG_SHARES: u8 = 0b1_0000;
+const FLAGS_KNOWN: u8 = FLAG_QOS | FLAG_RETAIN | FLAG_NOT_PLAIN | FLAG_SHARES;
 
 /// One forwarded publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +44,11 @@ pub struct ForwardMsg {
     pub properties: Vec<u8>,
     /// The publishing client's id.
     pub publisher: Vec<u8>,
+    /// Deliver to the receiver's subscriptions that are not shared (a node row of the
+    /// receiver matched).
+    pub plain: bool,
+    /// Shared subscriptions `(group, filter)` the receiver delivers to one member each of.
+    pub shares: Vec<(String, String)>,
 }
 
 /// Publishes forwarded together; the receiver acknowledges `id` once it queued them.
@@ -55,8 +66,8 @@ pub enum ForwardError {
     /// The bytes did not decode.
     #[error(transparent)]
     Codec(#[from] CodecError),
-    /// A topic is not UTF-8.
-    #[error("forwarded topic is not UTF-8")]
+    /// A topic, group or filter is not UTF-8.
+    #[error("forwarded topic, group or filter is not UTF-8")]
     Topic,
     /// A flags byte with a QoS above 2 or unknown bits set.
     #[error("forwarded message flags {0:#x} are invalid")]
@@ -76,9 +87,26 @@ impl ForwardBatch {
         for m in &self.messages {
             put_bytes(buf, m.topic.as_bytes());
             put_bytes(buf, &m.payload);
-            buf.push((m.qos & FLAG_QOS) | if m.retain { FLAG_RETAIN } else { 0 });
+            let mut flags = m.qos & FLAG_QOS;
+            if m.retain {
+                flags |= FLAG_RETAIN;
+            }
+            if !m.plain {
+                flags |= FLAG_NOT_PLAIN;
+            }
+            if !m.shares.is_empty() {
+                flags |= FLAG_SHARES;
+            }
+            buf.push(flags);
             put_bytes(buf, &m.properties);
             put_bytes(buf, &m.publisher);
+            if !m.shares.is_empty() {
+                put_uvarint(buf, m.shares.len() as u64);
+                for (group, filter) in &m.shares {
+                    put_bytes(buf, group.as_bytes());
+                    put_bytes(buf, filter.as_bytes());
+                }
+            }
         }
     }
 
@@ -91,16 +119,30 @@ impl ForwardBatch {
             let topic = std::str::from_utf8(r.bytes()?).map_err(|_| ForwardError::Topic)?.to_owned();
             let payload = Bytes::copy_from_slice(r.bytes()?);
             let flags = r.u8()?;
-            if flags & !(FLAG_QOS | FLAG_RETAIN) != 0 || flags & FLAG_QOS == FLAG_QOS {
+            if flags & !FLAGS_KNOWN != 0 || flags & FLAG_QOS == FLAG_QOS {
                 return Err(ForwardError::Flags(flags));
+            }
+            let properties = r.bytes()?.to_vec();
+            let publisher = r.bytes()?.to_vec();
+            let mut shares = Vec::new();
+            if flags & FLAG_SHARES != 0 {
+                let n = r.count(2)?;
+                shares.reserve(n);
+                for _ in 0..n {
+                    let group = std::str::from_utf8(r.bytes()?).map_err(|_| ForwardError::Topic)?.to_owned();
+                    let filter = std::str::from_utf8(r.bytes()?).map_err(|_| ForwardError::Topic)?.to_owned();
+                    shares.push((group, filter));
+                }
             }
             messages.push(ForwardMsg {
                 topic,
                 payload,
                 qos: flags & FLAG_QOS,
                 retain: flags & FLAG_RETAIN != 0,
-                properties: r.bytes()?.to_vec(),
-                publisher: r.bytes()?.to_vec(),
+                properties,
+                publisher,
+                plain: flags & FLAG_NOT_PLAIN == 0,
+                shares,
             });
         }
         Ok(Self { id, messages })
@@ -140,14 +182,20 @@ mod tests {
             any::<bool>(),
             proptest::collection::vec(any::<u8>(), 0..16),
             proptest::collection::vec(any::<u8>(), 0..16),
+            any::<bool>(),
+            proptest::collection::vec((".{0,8}", ".{0,12}"), 0..3),
         )
-            .prop_map(|(topic, payload, qos, retain, properties, publisher)| ForwardMsg {
-                topic,
-                payload: payload.into(),
-                qos,
-                retain,
-                properties,
-                publisher,
+            .prop_map(|(topic, payload, qos, retain, properties, publisher, plain, shares)| {
+                ForwardMsg {
+                    topic,
+                    payload: payload.into(),
+                    qos,
+                    retain,
+                    properties,
+                    publisher,
+                    plain,
+                    shares,
+                }
             })
     }
 
@@ -174,7 +222,9 @@ mod tests {
         };
         assert_eq!(one(0b101, b"t").expect("qos 1 retained").messages[0].qos, 1);
         assert_eq!(one(3, b"t"), Err(ForwardError::Flags(3)), "qos 3");
-        assert_eq!(one(0x10, b"t"), Err(ForwardError::Flags(0x10)), "unknown bit");
+        assert_eq!(one(0x20, b"t"), Err(ForwardError::Flags(0x20)), "unknown bit");
+        assert!(!one(0b1000, b"t").expect("not plain").messages[0].plain);
+        assert!(one(0b1_0000, b"t").is_err(), "shares announced, none follow");
         assert_eq!(one(0, &[0xff, 0xfe]), Err(ForwardError::Topic));
         // A message count far beyond the input: refused before allocating.
         let huge = [0, 0xff, 0xff, 0xff, 0xff, 0x0f];

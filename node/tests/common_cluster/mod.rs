@@ -37,7 +37,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::env::var_os("FLOTILLA_KEEP_TEST_DIRS").is_some() {
+        if std::env::var_os("FLOTILLA_KEEP_TEST_DIRS").is_some() || std::thread::panicking() {
             eprintln!("kept {}", self.0.display());
             return;
         }
@@ -117,6 +117,18 @@ impl ProcNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends SIGTERM (a graceful shutdown), if it runs.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+
+    /// The exit status if the process has ended (`None` while it runs or was never started).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -212,7 +224,12 @@ pub async fn replicas(nodes: &[&ProcNode]) -> BTreeMap<GroupId, Vec<(NodeId, Gro
 }
 
 /// Ranges the MQTT bootstrap creates on three PD voters: S, R, M and 16 log slices each.
-pub const BOOTSTRAP_RANGES: usize = 3 + 16 * 3;
+pub const BOOTSTRAP_RANGES: usize = bootstrap_ranges(16);
+
+/// Ranges the MQTT bootstrap creates on three PD voters with `log_groups_per_node`.
+pub const fn bootstrap_ranges(log_groups_per_node: usize) -> usize {
+    3 + log_groups_per_node * 3
+}
 
 /// The PD's report, from the node at `admin`.
 pub async fn report(admin: SocketAddr) -> Option<PdReport> {
@@ -221,11 +238,16 @@ pub async fn report(admin: SocketAddr) -> Option<PdReport> {
 
 /// Waits until the PD reports the bootstrap done; returns the report.
 pub async fn bootstrap_done(admin: SocketAddr) -> PdReport {
+    bootstrap_done_with(admin, BOOTSTRAP_RANGES).await
+}
+
+/// Waits until the PD reports the bootstrap of `ranges` ranges done; returns the report.
+pub async fn bootstrap_done_with(admin: SocketAddr, ranges: usize) -> PdReport {
     let start = tokio::time::Instant::now();
     loop {
         if let Some(r) = report(admin).await
             && r.mqtt_bootstrap == "done"
-            && r.ranges >= BOOTSTRAP_RANGES
+            && r.ranges >= ranges
         {
             println!("bootstrap done after {:.1} s: {} ranges", start.elapsed().as_secs_f64(), r.ranges);
             return r;
@@ -255,13 +277,18 @@ pub fn three_nodes(tmp: &TempDir, extra: &[&str]) -> [ProcNode; 3] {
 /// Waits until the nodes see each other, the PD (on the first) reports the MQTT keyspace
 /// bootstrapped, and every node's range table holds its ranges.
 pub async fn until_keyspace_known(nodes: [&ProcNode; 3]) {
+    until_ranges_known(nodes, BOOTSTRAP_RANGES).await;
+}
+
+/// [`until_keyspace_known`] for a bootstrap of `ranges` ranges.
+pub async fn until_ranges_known(nodes: [&ProcNode; 3], ranges: usize) {
     for n in nodes {
         n.wait_ready(2).await;
     }
-    bootstrap_done(nodes[0].admin).await;
+    bootstrap_done_with(nodes[0].admin, ranges).await;
     for n in nodes {
         let start = tokio::time::Instant::now();
-        while table_len(n).await < BOOTSTRAP_RANGES {
+        while table_len(n).await < ranges {
             assert!(start.elapsed() < WAIT, "node {} never learned the ranges", n.id);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
