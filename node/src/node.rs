@@ -217,6 +217,7 @@ impl ClusterNode {
             tenant: Vec::new(),
             request_timeout: Duration::from_millis(cfg.cluster.request_timeout_ms),
             isolation_fence: Duration::from_millis(cfg.cluster.isolation_fence_ms),
+            forward_linger: Duration::from_micros(cfg.transport.forward_linger_us),
             topic_limits: cfg.broker.topic_limits(),
         };
         let _ = self.mqtt.set(server.attach_cluster(link));

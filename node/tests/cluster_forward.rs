@@ -91,7 +91,6 @@ fn batch(id: u64, stream: usize, seq: u64, n: usize, size: usize) -> ForwardBatc
                 qos: 1,
                 retain: false,
                 properties: Vec::new(),
-                publisher: format!("client-{stream}").into_bytes(),
                 plain: true,
                 shares: Vec::new(),
             }

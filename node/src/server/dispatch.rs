@@ -30,6 +30,8 @@ use crate::transport::QuicTransport;
 pub(crate) const OPS_IN_FLIGHT_MAX: usize = 200_000;
 /// Route lanes (tasks writing route rows, one filter always on the same lane).
 const ROUTE_LANES: usize = 16;
+/// Forwards submitted at once without waiting out the linger.
+const FORWARDS_PER_BATCH: usize = 1024;
 
 /// What the server needs from the cluster half of its node.
 #[derive(Clone)]
@@ -45,6 +47,9 @@ pub struct ClusterLink {
     /// How long a node may be unreachable before it is taken to have fenced itself off (its
     /// clients closed), so forwards stop waiting for it (`isolation-fence-ms`).
     pub isolation_fence: Duration,
+    /// How long forwards wait for others to share a match and a batch
+    /// (`transport.forward-linger-us`).
+    pub forward_linger: Duration,
     /// Topic bounds (retained reads scan up to `levels_max` levels).
     pub topic_limits: crate::mqtt::topic::TopicLimits,
 }
@@ -128,45 +133,77 @@ async fn intake(
         tokio::spawn(route_lane(rx, link.clone(), done.clone()));
         lanes.push(tx);
     }
-    while let Some(batch) = rx.recv().await {
-        let mut forwards = Vec::new();
+    // Forwards gather until the first of them has waited `forward_linger` (or a match's
+    // worth is there); every other operation goes out at once.
+    let mut forwards = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let (batch, timed_out) = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                Ok(Some(b)) => (b, false),
+                Ok(None) => break,
+                Err(_) => (Vec::new(), true),
+            },
+            None => match rx.recv().await {
+                Some(b) => (b, false),
+                None => break,
+            },
+        };
         for (id, op) in batch {
-            match op {
-                ClusterOp::RouteAdd { ref filter } | ClusterOp::RouteRemove { ref filter } => {
-                    let _ = lanes[lane_of(filter)].send((id, op));
-                }
-                // One topic's retained writes stay in order on its lane.
-                ClusterOp::Retain { ref msg } => {
-                    let _ = lanes[lane_of(&msg.topic)].send((id, op));
-                }
-                ClusterOp::RetainedRead { filter } => {
-                    let (link, done) = (link.clone(), done.clone());
-                    tokio::spawn(async move {
-                        let outcome = retained::read(&link, &filter, link.topic_limits).await;
-                        done.complete(vec![(id, outcome)]);
-                    });
-                }
-                // One session's writes stay in order on its lane.
-                ClusterOp::Release { ref client_id, .. } | ClusterOp::SubRow { ref client_id, .. } => {
-                    let _ = lanes[lane_of(client_id)].send((id, op));
-                }
-                // A fence may wait seconds for a kicked node: off the lanes.
-                ClusterOp::Acquire { client_id, clean_start, expiry_secs, will } => {
-                    let (link, done) = (link.clone(), done.clone());
-                    tokio::spawn(async move {
-                        let will = will.map(|w| *w);
-                        let outcome =
-                            sessions::acquire(&link, &client_id, clean_start, expiry_secs, will).await;
-                        done.complete(vec![(id, outcome)]);
-                    });
-                }
-                ClusterOp::Forward { msg, publisher, share } => {
-                    forwards.push(ForwardOp { id, msg, publisher, share });
-                }
-            }
+            dispatch_op(id, op, &link, &done, &lanes, &mut forwards);
         }
-        if !forwards.is_empty() {
-            forwarder.submit(forwards).await;
+        if forwards.is_empty() {
+            continue;
+        }
+        if timed_out || link.forward_linger.is_zero() || forwards.len() >= FORWARDS_PER_BATCH {
+            deadline = None;
+            forwarder.submit(std::mem::take(&mut forwards)).await;
+        } else if deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + link.forward_linger);
+        }
+    }
+}
+
+/// Sends one operation where it is performed: a route lane, its own task, or (a forward)
+/// `forwards`.
+fn dispatch_op(
+    id: OpId,
+    op: ClusterOp,
+    link: &ClusterLink,
+    done: &Completions,
+    lanes: &[mpsc::UnboundedSender<(OpId, ClusterOp)>],
+    forwards: &mut Vec<ForwardOp>,
+) {
+    match op {
+        ClusterOp::RouteAdd { ref filter } | ClusterOp::RouteRemove { ref filter } => {
+            let _ = lanes[lane_of(filter)].send((id, op));
+        }
+        // One topic's retained writes stay in order on its lane.
+        ClusterOp::Retain { ref msg } => {
+            let _ = lanes[lane_of(&msg.topic)].send((id, op));
+        }
+        ClusterOp::RetainedRead { filter } => {
+            let (link, done) = (link.clone(), done.clone());
+            tokio::spawn(async move {
+                let outcome = retained::read(&link, &filter, link.topic_limits).await;
+                done.complete(vec![(id, outcome)]);
+            });
+        }
+        // One session's writes stay in order on its lane.
+        ClusterOp::Release { ref client_id, .. } | ClusterOp::SubRow { ref client_id, .. } => {
+            let _ = lanes[lane_of(client_id)].send((id, op));
+        }
+        // A fence may wait seconds for a kicked node: off the lanes.
+        ClusterOp::Acquire { client_id, clean_start, expiry_secs, will } => {
+            let (link, done) = (link.clone(), done.clone());
+            tokio::spawn(async move {
+                let will = will.map(|w| *w);
+                let outcome = sessions::acquire(&link, &client_id, clean_start, expiry_secs, will).await;
+                done.complete(vec![(id, outcome)]);
+            });
+        }
+        ClusterOp::Forward { msg, publisher, share } => {
+            forwards.push(ForwardOp { id, msg, publisher, share })
         }
     }
 }

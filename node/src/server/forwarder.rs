@@ -388,7 +388,6 @@ fn to_wire(op: &ForwardOp, dest: &Dest, now: Instant) -> ForwardMsg {
         qos: msg.qos as u8,
         retain: msg.retain,
         properties: properties.to_vec(),
-        publisher: op.publisher.as_bytes().to_vec(),
         plain: dest.plain,
         shares: dest.shares.clone(),
     }

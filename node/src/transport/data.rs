@@ -74,9 +74,13 @@ impl DataQueues {
     }
 
     /// Encoded bytes queued now.
-    #[cfg(test)]
     fn queued(&self) -> u64 {
         self.queued.load(Ordering::Acquire)
+    }
+
+    /// More than half the bound is queued.
+    fn backlogged(&self) -> bool {
+        self.queued() > self.max / 2
     }
 }
 
@@ -176,6 +180,13 @@ impl QuicTransport {
             TransportMetrics::add(&shared.metrics.forwards_dropped, messages);
         }
         queued
+    }
+
+    /// True while some connected peer's data queues hold more than half their
+    /// `forward-queue-bytes`: the MQTT server then stops reading clients, so publishers slow
+    /// down to what the peer takes instead of their forwards being dropped.
+    pub fn forwards_backlogged(&self) -> bool {
+        self.shared.read_peers().values().any(|p| p.connected.load(Ordering::Relaxed) && p.data.backlogged())
     }
 
     /// Acknowledges forward batches `ids` to `to` on its control stream (coalesced with

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! batch   := id count msg*                  (id 0: no ack wanted)
-//! msg     := topic:bytes (UTF-8) payload:bytes flags:u8 properties:bytes publisher:bytes
+//! msg     := topic:bytes (UTF-8) payload:bytes flags:u8 properties:bytes
 //!            [count share*]              (if flags has bit 4)
 //! share   := group:bytes filter:bytes   (UTF-8 each)
 //! flags   := qos (bits 0-1, at most 2) | retain (bit 2) | not plain (bit 3: deliver only
@@ -21,8 +21,8 @@ use bytes::Bytes;
 
 use crate::codec::{CodecError, Reader, put_bytes, put_uvarint};
 
-/// Smallest encoded message: four empty strings and the flags byte.
-const MSG_BYTES_MIN: usize = 5;
+/// Smallest encoded message: three empty strings and the flags byte.
+const MSG_BYTES_MIN: usize = 4;
 const FLAG_QOS: u8 = 0b0_0011;
 const FLAG_RETAIN: u8 = 0b0_0100;
 const FLAG_NOT_PLAIN: u8 = 0b0_1000;
@@ -42,8 +42,6 @@ pub struct ForwardMsg {
     pub retain: bool,
     /// MQTT 5 properties, encoded by the broker; opaque to the transport.
     pub properties: Vec<u8>,
-    /// The publishing client's id.
-    pub publisher: Vec<u8>,
     /// Deliver to the receiver's subscriptions that are not shared (a node row of the
     /// receiver matched).
     pub plain: bool,
@@ -99,7 +97,6 @@ impl ForwardBatch {
             }
             buf.push(flags);
             put_bytes(buf, &m.properties);
-            put_bytes(buf, &m.publisher);
             if !m.shares.is_empty() {
                 put_uvarint(buf, m.shares.len() as u64);
                 for (group, filter) in &m.shares {
@@ -123,7 +120,6 @@ impl ForwardBatch {
                 return Err(ForwardError::Flags(flags));
             }
             let properties = r.bytes()?.to_vec();
-            let publisher = r.bytes()?.to_vec();
             let mut shares = Vec::new();
             if flags & FLAG_SHARES != 0 {
                 let n = r.count(2)?;
@@ -140,7 +136,6 @@ impl ForwardBatch {
                 qos: flags & FLAG_QOS,
                 retain: flags & FLAG_RETAIN != 0,
                 properties,
-                publisher,
                 plain: flags & FLAG_NOT_PLAIN == 0,
                 shares,
             });
@@ -181,21 +176,17 @@ mod tests {
             0u8..=2,
             any::<bool>(),
             proptest::collection::vec(any::<u8>(), 0..16),
-            proptest::collection::vec(any::<u8>(), 0..16),
             any::<bool>(),
             proptest::collection::vec((".{0,8}", ".{0,12}"), 0..3),
         )
-            .prop_map(|(topic, payload, qos, retain, properties, publisher, plain, shares)| {
-                ForwardMsg {
-                    topic,
-                    payload: payload.into(),
-                    qos,
-                    retain,
-                    properties,
-                    publisher,
-                    plain,
-                    shares,
-                }
+            .prop_map(|(topic, payload, qos, retain, properties, plain, shares)| ForwardMsg {
+                topic,
+                payload: payload.into(),
+                qos,
+                retain,
+                properties,
+                plain,
+                shares,
             })
     }
 
@@ -217,7 +208,7 @@ mod tests {
             put_bytes(&mut buf, topic);
             put_bytes(&mut buf, b"p");
             buf.push(flags);
-            buf.extend([0, 0]);
+            buf.push(0);
             ForwardBatch::decode(&mut Reader::new(&buf))
         };
         assert_eq!(one(0b101, b"t").expect("qos 1 retained").messages[0].qos, 1);

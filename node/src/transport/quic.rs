@@ -143,7 +143,7 @@ impl Shared {
         book
     }
 
-    fn read_peers(&self) -> std::sync::RwLockReadGuard<'_, HashMap<NodeId, Arc<Peer>>> {
+    pub(crate) fn read_peers(&self) -> std::sync::RwLockReadGuard<'_, HashMap<NodeId, Arc<Peer>>> {
         self.peers.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

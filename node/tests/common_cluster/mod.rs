@@ -80,8 +80,47 @@ impl ProcNode {
         }
     }
 
-    /// Starts the process (stderr goes to `dir/../node-N.log`).
+    /// Starts the process (stderr goes to `dir/../node-N.log`) and waits until its MQTT
+    /// port accepts connections. Ports are picked free before the process binds them, so
+    /// another process can take one in between: a node that exits at start is started
+    /// again on new client and admin ports (its cluster address, which peers join, stays).
     pub fn spawn(&mut self) {
+        for attempt in 1..=3 {
+            self.spawn_once();
+            if self.wait_listening(Duration::from_secs(30)) {
+                return;
+            }
+            eprintln!("node {} exited at start (attempt {attempt}): {}", self.id, self.log_tail());
+            self.admin = free_tcp();
+            self.mqtt = free_tcp();
+        }
+        panic!("node {} did not start", self.id);
+    }
+
+    /// Waits until the MQTT port accepts a connection (true) or the process ends (false);
+    /// true after `limit` either way (later waits decide).
+    fn wait_listening(&mut self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.mqtt).is_ok() {
+                return true;
+            }
+            if self.exit_status().is_some() {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// The last line of the node's log that names an error.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+        log.lines().rev().find(|l| l.contains("rror")).unwrap_or("").to_owned()
+    }
+
+    fn spawn_once(&mut self) {
         assert!(self.child.is_none(), "node {} already runs", self.id);
         std::fs::create_dir_all(&self.dir).expect("node dir");
         let log = std::fs::OpenOptions::new()
