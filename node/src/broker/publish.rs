@@ -514,7 +514,8 @@ fn apply_alias(c: &mut super::session::Conn, publish: &mut Publish) -> Option<by
         // Aliases are handed out 1..=max and never reused within a connection, so the
         // next free one is len + 1 (a discarded packet removes the alias it added last).
         let alias = aliases.len() as u16 + 1;
-        let topic = super::connect::own(&publish.topic);
+        // The message's topic owns its bytes (`Message::new`): shared, not copied.
+        let topic = publish.topic.clone();
         aliases.insert(topic.clone(), alias);
         publish.properties.topic_alias = Some(alias);
         Some(topic)

@@ -318,3 +318,50 @@ fn an_idle_journal_poll_keeps_no_lag_bookkeeping() {
     );
     assert_eq!(h.broker.journal_lag_bytes(), 0);
 }
+
+/// Hardening: a PUBLISH with large user properties fanned out to many subscribers used to
+/// have its properties cloned per delivery (a fresh list per PUBLISH pulled, retransmitted or
+/// forwarded), and each v5 subscriber's outbound topic-alias map held its own copy of the
+/// topic. Both now share the message's bytes: one allocation however many deliveries.
+#[test]
+fn deliveries_of_one_message_share_its_user_properties_and_alias_map_topics() {
+    let mut h = Harness::new(|_| {});
+    let subs: Vec<u64> = (0..8)
+        .map(|i| {
+            let (conn, _) = h.connect(&format!("sub{i}"), Protocol::V5, |c| {
+                c.properties.topic_alias_maximum = Some(8);
+            });
+            h.subscribe(conn, "big/#", QoS::AtLeastOnce);
+            conn
+        })
+        .collect();
+    let (publisher, _) = h.connect("pub", Protocol::V5, |_| {});
+    let user: Vec<_> = (0..64).map(|i| (format!("k{i}").into(), "v".repeat(200).into())).collect();
+    let p = Publish {
+        qos: QoS::AtLeastOnce,
+        topic: "big/topic".into(),
+        packet_id: 1,
+        payload: Bytes::from_static(b"x"),
+        properties: Properties { user_properties: user.into(), ..Properties::default() },
+        ..Publish::default()
+    };
+    h.broker.handle_packet(h.now, publisher, Packet::Publish(p));
+    let delivered: Vec<Publish> = subs.iter().map(|&c| publishes(&h.drain(c))[0].clone()).collect();
+    let first = delivered[0].properties.user_properties.as_ptr();
+    for d in &delivered {
+        assert_eq!(d.properties.user_properties.len(), 64);
+        assert_eq!(d.properties.topic_alias, Some(1));
+        assert!(
+            std::ptr::eq(d.properties.user_properties.as_ptr(), first),
+            "user properties copied per delivery"
+        );
+    }
+    let alias_topic = |h: &Harness, c: u64| {
+        let x = h.broker.conns[&c].extras.as_ref().expect("alias map");
+        x.alias_out.keys().next().expect("one alias").as_ptr()
+    };
+    let topic = alias_topic(&h, subs[0]);
+    for &c in &subs {
+        assert!(std::ptr::eq(alias_topic(&h, c), topic), "alias map copied the topic");
+    }
+}
