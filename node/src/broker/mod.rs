@@ -23,6 +23,7 @@ mod durable;
 #[cfg(test)]
 mod durable_tests;
 mod limits;
+mod outbox;
 mod pending;
 mod publish;
 mod restore;
@@ -405,6 +406,7 @@ impl Broker {
         // Take the deque itself: an idle connection keeps no packet buffer allocated.
         let start = out.len();
         out.extend(std::mem::take(&mut c.outbox));
+        c.outbox_bytes = 0;
         if c.protocol.is_v5() && c.client_max_packet_size < u32::MAX {
             // MQTT-3.1.2-25: never exceed the client's maximum; diagnostics go first.
             let max = c.client_max_packet_size as usize;
@@ -500,7 +502,7 @@ impl Broker {
             return;
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.outbox.push(packet);
+            outbox::push(c, packet);
             if !c.woken {
                 c.woken = true;
                 self.woken.push(conn);
@@ -538,7 +540,7 @@ impl Broker {
     /// leave. It promises nothing about durability.
     fn send_closing(&mut self, conn: ConnId, packet: Packet) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.outbox.push(packet);
+            outbox::push(c, packet);
         }
         self.wake(conn);
     }

@@ -44,7 +44,7 @@ impl Broker {
         }
         for (conn, packet) in released {
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.outbox.push(packet);
+                super::outbox::push(c, packet);
             }
             self.wake(conn);
         }

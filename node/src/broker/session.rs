@@ -245,6 +245,8 @@ pub struct Conn {
     pub session: Option<super::message::SessionKey>,
     /// Control packets and retransmissions to write, in order, before queued messages.
     pub outbox: Vec<crate::mqtt::packet::Packet>,
+    /// What `outbox` holds against `max-outbox-bytes` (see `broker::outbox`).
+    pub outbox_bytes: usize,
     /// When the last packet arrived (keep alive).
     pub last_seen: Instant,
     /// The will of this connection.
@@ -269,6 +271,7 @@ impl Conn {
             client_max_packet_size: u32::MAX,
             session: None,
             outbox: Vec::new(),
+            outbox_bytes: 0,
             last_seen: now,
             will: None,
             username: None,

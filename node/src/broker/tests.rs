@@ -365,3 +365,45 @@ fn deliveries_of_one_message_share_its_user_properties_and_alias_map_topics() {
         assert!(std::ptr::eq(alias_topic(&h, c), topic), "alias map copied the topic");
     }
 }
+
+/// Hardening: a client sending PINGREQ (or QoS 1 PUBLISH) faster than its replies leave
+/// could queue replies without bound in one round. The outbox is now bounded in bytes:
+/// past `max-outbox-bytes` the core says it accepts no input, and the shell (which hands
+/// packets only while it does) holds the rest until a pull has emptied the outbox.
+#[test]
+fn a_pingreq_flood_fills_the_outbox_only_to_max_outbox_bytes() {
+    let budget = 4096;
+    let mut h = Harness::new(|c| c.max_outbox_bytes = budget);
+    let (conn, _) = h.connect("flood", Protocol::V5, |_| {});
+    let mut handed = 0;
+    while handed < 100_000 && h.broker.accepts_input(conn) {
+        h.broker.handle_packet(h.now, conn, Packet::PingReq);
+        handed += 1;
+    }
+    let held = h.broker.outbox_bytes(conn);
+    assert!(handed < 100_000, "the core took 100,000 PINGREQ with their replies unwritten ({held} bytes)");
+    // At most one reply past the budget (a PINGRESP costs its 2 bytes plus its `Packet` slot).
+    assert!(held >= budget && held < budget + 1024, "outbox {held} bytes for a budget of {budget}");
+    let out = h.drain(conn);
+    assert_eq!(out.len(), handed, "one PINGRESP per PINGREQ");
+    assert!(h.broker.accepts_input(conn), "a pulled outbox accepts input again");
+    assert_eq!(h.broker.outbox_bytes(conn), 0);
+}
+
+#[test]
+fn a_write_stall_gets_a_v5_client_disconnect_0x97_and_a_311_client_a_plain_close() {
+    let mut h = Harness::new(|_| {});
+    let (v5, _) = h.connect("stalled-v5", Protocol::V5, |_| {});
+    let (v311, _) = h.connect("stalled-311", Protocol::V3_1_1, |_| {});
+    for (conn, want) in [(v5, Some(reason::QUOTA_EXCEEDED)), (v311, None)] {
+        h.broker.handle_write_stall(h.now, conn);
+        let mut out = Vec::new();
+        let t = h.broker.poll_transmit(h.now, conn, 1000, &mut out);
+        assert_eq!(t, Transmit::Close);
+        let got = out.iter().find_map(|p| match p {
+            Packet::Disconnect(d) => Some(d.reason_code),
+            _ => None,
+        });
+        assert_eq!(got, want, "{out:?}");
+    }
+}

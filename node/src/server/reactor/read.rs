@@ -7,7 +7,7 @@ use super::{LAG_RECHECK, ROUND_PACKETS, Reactor};
 use crate::broker::session::ConnId;
 use crate::clock;
 use crate::mqtt::error::DecodeError;
-use crate::mqtt::packet::Protocol;
+use crate::mqtt::packet::{Packet, Protocol};
 use crate::server::client::ReadOutcome;
 
 /// One round's input from one client.
@@ -19,6 +19,9 @@ pub(super) struct Input {
     failed: Option<DecodeError>,
     closed: bool,
     protocol: Option<Protocol>,
+    /// Packets the core would not take yet (the client's outbox is full): kept by the client
+    /// for a later round.
+    held: Vec<Packet>,
 }
 
 impl Reactor {
@@ -66,47 +69,70 @@ impl Reactor {
             }
             if self.packets.len() > start || failed.is_some() || closed {
                 let end = self.packets.len();
-                self.inputs.push(Input { token: k, conn: c.conn, end, failed, closed, protocol: None });
+                let held = Vec::new();
+                self.inputs.push(Input { token: k, conn: c.conn, end, failed, closed, protocol: None, held });
             }
         }
         drop(list);
         if self.inputs.is_empty() {
             return;
         }
+        self.hand_to_core();
+        self.settle_inputs();
+    }
+
+    /// Hands the round's packets to the core in one locked section. A client whose outbox
+    /// is past `max-outbox-bytes` keeps the rest of its packets for a later round, unless
+    /// they are its last (it closed, or sent bytes that do not decode).
+    fn hand_to_core(&mut self) {
         let now = clock::now();
-        {
-            let mut core = self.shared.lock();
-            let mut packets = self.packets.drain(..);
-            let mut at = 0;
-            for input in &mut self.inputs {
-                for p in packets.by_ref().take(input.end - at) {
+        let mut core = self.shared.lock();
+        let mut packets = self.packets.drain(..);
+        let mut at = 0;
+        for input in &mut self.inputs {
+            let last = input.failed.is_some() || input.closed;
+            for p in packets.by_ref().take(input.end - at) {
+                if !last && (!input.held.is_empty() || !core.broker.accepts_input(input.conn)) {
+                    input.held.push(p);
+                } else {
                     core.broker.handle_packet(now, input.conn, p);
                 }
-                at = input.end;
-                if let Some(e) = &input.failed {
-                    tracing::debug!(conn = input.conn, error = %e, "bad packet from client");
-                    core.broker.handle_decode_error(now, input.conn, e);
-                }
-                input.protocol = core.broker.conn_params(input.conn).and_then(|p| p.protocol);
             }
-            core.notify_woken(Some((self.index, &mut self.flush)));
+            at = input.end;
+            if let Some(e) = &input.failed {
+                tracing::debug!(conn = input.conn, error = %e, "bad packet from client");
+                core.broker.handle_decode_error(now, input.conn, e);
+            }
+            input.protocol = core.broker.conn_params(input.conn).and_then(|p| p.protocol);
         }
-        let inputs = std::mem::take(&mut self.inputs);
-        for input in &inputs {
-            if let Some(c) = self.client_mut(input.token)
-                && c.conn == input.conn
-            {
-                if input.protocol.is_some() {
-                    c.protocol = input.protocol;
-                }
-                if c.protocol.is_some()
-                    && let Some(ip) = self.pending_ip.remove(&input.token)
-                {
-                    self.shared.pending.release(ip);
-                }
-                if input.closed {
-                    self.close(input.token);
-                }
+        core.notify_woken(Some((self.index, &mut self.flush)));
+    }
+
+    /// After the core has the round's packets: protocols learnt, held packets kept, address
+    /// slots released, closed clients closed.
+    fn settle_inputs(&mut self) {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        for input in &mut inputs {
+            let Some(c) = self.client_mut(input.token).filter(|c| c.conn == input.conn) else {
+                continue;
+            };
+            if input.protocol.is_some() {
+                c.protocol = input.protocol;
+            }
+            let known = c.protocol.is_some();
+            let held = !input.held.is_empty();
+            if held {
+                c.keep_unread(std::mem::take(&mut input.held));
+            }
+            if known && let Some(ip) = self.pending_ip.remove(&input.token) {
+                self.shared.pending.release(ip);
+            }
+            if held {
+                // Read again (the held packets first) once the outbox has been pulled.
+                self.want_read(input.token);
+            }
+            if input.closed {
+                self.close(input.token);
             }
         }
         self.inputs = inputs;

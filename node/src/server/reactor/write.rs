@@ -212,7 +212,37 @@ impl Reactor {
                 conn,
                 "closing a client that took none of its backlog in write-stall-timeout-secs"
             );
-            self.close(k);
+            self.give_up(k, conn);
+        }
+    }
+
+    /// Ends a stalled client: its backlog is cut at a packet boundary, the core closes the
+    /// connection (DISCONNECT 0x97 for v5), and that last packet is written if the socket has
+    /// room, now or within `LINGER`; then the socket closes.
+    fn give_up(&mut self, k: u32, conn: ConnId) {
+        let now = clock::now();
+        self.packets.clear();
+        let protocol = {
+            let mut core = self.shared.lock();
+            core.broker.handle_write_stall(now, conn);
+            core.broker.poll_transmit(now, conn, TRANSMIT_BUDGET, &mut self.packets);
+            let protocol = core.broker.conn_params(conn).and_then(|p| p.protocol);
+            core.notify_woken(Some((self.index, &mut self.flush)));
+            protocol
+        };
+        let Some(c) = self.clients.get_mut(k as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let protocol = protocol.or(c.protocol).unwrap_or(Protocol::V3_1_1);
+        self.encoded.clear();
+        for p in self.packets.drain(..) {
+            codec::encode(&p, protocol, &mut self.encoded);
+        }
+        c.cut_backlog();
+        c.closing = true;
+        match c.write(&self.encoded) {
+            WriteOutcome::Blocked => self.lingering.push((k, conn, Instant::now() + LINGER)),
+            WriteOutcome::Done | WriteOutcome::Failed => self.close(k),
         }
     }
 }
