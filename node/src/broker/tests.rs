@@ -407,3 +407,49 @@ fn a_write_stall_gets_a_v5_client_disconnect_0x97_and_a_311_client_a_plain_close
         assert_eq!(got, want, "{out:?}");
     }
 }
+
+/// Hardening: a session queue was bounded in messages only, so `max-queued-messages` of
+/// 1 MiB messages held 1,000 MiB for one slow subscriber. It is bounded in bytes too now,
+/// with the same policy: QoS 0 dropped first, then a connected slow consumer gets 0x97.
+#[test]
+fn a_session_queue_holds_at_most_max_queue_bytes_per_session() {
+    let cap = 8 << 10;
+    let mut h = Harness::new(|c| c.max_queue_bytes_per_session = cap);
+    // A session that outlives the connection, so its queue can be read after the 0x97.
+    let (sub, _) = h.connect("slow", Protocol::V5, |c| c.properties.session_expiry_interval = Some(60));
+    h.subscribe(sub, "q/#", QoS::AtLeastOnce);
+    let (publisher, _) = h.connect("pub", Protocol::V5, |_| {});
+    let send = |h: &mut Harness, qos: QoS, pid: u16| {
+        let p = Publish {
+            qos,
+            topic: "q/t".into(),
+            packet_id: pid,
+            payload: Bytes::from(vec![0u8; 1024]),
+            ..Publish::default()
+        };
+        h.broker.handle_packet(h.now, publisher, Packet::Publish(p));
+    };
+    let queue = |h: &Harness| {
+        let s = &h.broker.sessions[&h.broker.by_client["slow"]];
+        (s.pending.len(), s.pending_bytes, s.qos0_pending)
+    };
+    // The subscriber pulls nothing: its queue fills with QoS 0 up to the byte cap.
+    for _ in 0..20 {
+        send(&mut h, QoS::AtMostOnce, 0);
+    }
+    let (len, bytes, qos0) = queue(&h);
+    assert!(len < 20 && bytes <= cap, "{len} messages, {bytes} bytes queued for a cap of {cap} bytes");
+    assert_eq!(qos0, len);
+    // QoS 1 takes the QoS 0 messages' places, then finds the queue full of QoS 1.
+    for pid in 1..=20 {
+        send(&mut h, QoS::AtLeastOnce, pid);
+    }
+    let (len, bytes, qos0) = queue(&h);
+    assert!(bytes <= cap && qos0 == 0, "{len} messages, {bytes} bytes, {qos0} QoS 0");
+    let out = h.drain(sub);
+    let code = out.iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.reason_code),
+        _ => None,
+    });
+    assert_eq!(code, Some(reason::QUOTA_EXCEEDED), "the slow consumer is disconnected with 0x97");
+}

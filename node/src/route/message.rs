@@ -38,6 +38,12 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the message counts against a session queue's `max-queue-bytes-per-session`:
+    /// topic, payload and forwarded properties.
+    pub fn queued_bytes(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.encoded_len()
+    }
+
     /// True once the expiry interval has passed (MQTT-3.3.2-5).
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
