@@ -112,13 +112,24 @@ pub(super) struct Client {
     pub(super) queued: bool,
     /// Already in the read list.
     pub(super) read_again: bool,
+    /// Its PUBLISH waits for the journal: in the reactor's `lag_held`, not read meanwhile.
+    pub(super) lag_wait: bool,
     pub(super) conn: ConnId,
     bufs: Option<Box<Buffers>>,
 }
 
 impl Client {
     pub(super) fn new(stream: TcpStream) -> Self {
-        Self { stream, protocol: None, closing: false, queued: false, read_again: false, conn: 0, bufs: None }
+        Self {
+            stream,
+            protocol: None,
+            closing: false,
+            queued: false,
+            read_again: false,
+            lag_wait: false,
+            conn: 0,
+            bufs: None,
+        }
     }
 
     /// Reads what the socket has (up to the budget) through `scratch` and decodes whole

@@ -141,8 +141,10 @@ struct ClusterShell {
 
 impl Shared {
     /// True while more than `storage.max-journal-lag-bytes` of journal records wait for the
-    /// disk: the reactors read no client until the journal catches up, so publishers cannot
-    /// queue unbounded records behind a slow or retrying disk.
+    /// disk: the reactors hold every PUBLISH, SUBSCRIBE, UNSUBSCRIBE and CONNECT (and stop
+    /// reading its sender) until the journal catches up, so publishers cannot queue unbounded
+    /// records behind a slow or retrying disk, while clients that only acknowledge and ping
+    /// are still read.
     pub(crate) fn journal_lagging(&self) -> bool {
         self.lag_bytes.load(Ordering::Relaxed) > self.config.storage.max_journal_lag_bytes
             || self

@@ -122,8 +122,10 @@ pub(super) struct Reactor {
     next_peer: usize,
     accept_again: bool,
     accept_paused_until: Option<Instant>,
-    /// Set while reads wait for the journal to catch up: when to look again.
-    reads_paused_until: Option<Instant>,
+    /// Clients whose PUBLISH waits for the journal to catch up (see `read`).
+    lag_held: Vec<u32>,
+    /// Set while `lag_held` is not empty: when to look at the journal's lag again.
+    lag_recheck_at: Option<Instant>,
     clients: Vec<Option<Client>>,
     free: Vec<u32>,
     read_list: Vec<u32>,
@@ -161,7 +163,8 @@ impl Reactor {
             next_peer: 0,
             accept_again: false,
             accept_paused_until: None,
-            reads_paused_until: None,
+            lag_held: Vec::new(),
+            lag_recheck_at: None,
             clients: Vec::new(),
             free: Vec::new(),
             read_list: Vec::new(),
@@ -240,7 +243,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let reads_due = !self.read_list.is_empty() && self.reads_paused_until.is_none();
+        let reads_due = !self.read_list.is_empty();
         if reads_due || !self.flush.is_empty() || self.accept_again {
             return Some(Duration::ZERO);
         }
@@ -253,7 +256,7 @@ impl Reactor {
         if let Some(t) = self.accept_paused_until {
             at(t);
         }
-        if let Some(t) = self.reads_paused_until {
+        if let Some(t) = self.lag_recheck_at {
             at(t);
         }
         if let Some(&(_, _, t)) = self.lingering.iter().min_by_key(|l| l.2) {
