@@ -308,7 +308,44 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use super::{frame_len, next_boundary};
+    use std::io::Write;
+
+    use super::{Client, READ_PACKETS, ReadOutcome, frame_len, next_boundary};
+    use crate::mqtt::packet::{Packet, Protocol};
+
+    /// Hardening: one 64 KiB read of PINGREQ decoded to 32,768 packets (about 15 MiB of
+    /// `Packet`s, and as many replies) in one round. Now a round decodes at most
+    /// `READ_PACKETS` per client; the rest wait as bytes, and the socket is not read more
+    /// until they are decoded.
+    #[test]
+    fn a_round_decodes_at_most_read_packets_from_one_client() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut c = Client::new(mio::net::TcpStream::from_std(server));
+        c.protocol = Some(Protocol::V3_1_1);
+        let count = 3 * READ_PACKETS + 10;
+        peer.write_all(&[0xC0, 0x00].repeat(count)).expect("PINGREQs");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut scratch = vec![0; 16 << 10];
+        let (mut got, mut rounds) = (0, 0);
+        while got < count && rounds < 100 {
+            let mut out = Vec::new();
+            let mut failed = None;
+            let outcome = c.read(&mut scratch, 1 << 20, &mut out, &mut failed);
+            assert!(failed.is_none());
+            assert!(out.len() <= READ_PACKETS, "{} packets decoded in one round", out.len());
+            assert!(out.iter().all(|p| *p == Packet::PingReq));
+            if out.len() == READ_PACKETS {
+                assert!(matches!(outcome, ReadOutcome::More), "a capped round asks to be read again");
+            }
+            got += out.len();
+            rounds += 1;
+        }
+        assert_eq!(got, count, "every PINGREQ decoded, over {rounds} rounds");
+        assert!(rounds >= 4);
+    }
 
     #[test]
     fn frame_lengths_follow_the_remaining_length_varint() {
