@@ -412,7 +412,7 @@ impl Broker {
             let max = c.client_max_packet_size as usize;
             for p in &mut out[start..] {
                 if crate::mqtt::codec::encoded_len(p, c.protocol) > max {
-                    strip_diagnostics(p);
+                    outbox::strip_diagnostics(p);
                 }
             }
         }
@@ -579,21 +579,6 @@ impl Broker {
         if attached {
             self.detach(now, conn, will.unwrap_or(true));
         }
-    }
-}
-
-/// Removes the reason string and user properties of a control packet.
-fn strip_diagnostics(p: &mut Packet) {
-    match p {
-        Packet::ConnAck(a) => a.properties.strip_diagnostics(),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            r.properties.strip_diagnostics()
-        }
-        Packet::SubAck(a) => a.properties.strip_diagnostics(),
-        Packet::UnsubAck(a) => a.properties.strip_diagnostics(),
-        Packet::Disconnect(d) => d.properties.strip_diagnostics(),
-        Packet::Auth(a) => a.properties.strip_diagnostics(),
-        _ => {}
     }
 }
 

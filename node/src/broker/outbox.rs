@@ -52,3 +52,18 @@ impl Broker {
         self.close_now(now, conn, Some(true));
     }
 }
+
+/// Removes the reason string and user properties of a control packet.
+pub(super) fn strip_diagnostics(p: &mut Packet) {
+    match p {
+        Packet::ConnAck(a) => a.properties.strip_diagnostics(),
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            r.properties.strip_diagnostics()
+        }
+        Packet::SubAck(a) => a.properties.strip_diagnostics(),
+        Packet::UnsubAck(a) => a.properties.strip_diagnostics(),
+        Packet::Disconnect(d) => d.properties.strip_diagnostics(),
+        Packet::Auth(a) => a.properties.strip_diagnostics(),
+        _ => {}
+    }
+}
