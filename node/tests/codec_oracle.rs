@@ -137,7 +137,7 @@ fn any_properties() -> BoxedStrategy<Properties> {
             topic_alias: b.7,
             maximum_qos: b.8,
             retain_available: b.9,
-            user_properties: b.10,
+            user_properties: b.10.into(),
             maximum_packet_size: b.11,
             wildcard_subscription_available: c.0,
             subscription_identifier_available: c.1,
@@ -647,7 +647,7 @@ fn mb_users(p: &Properties) -> Vec<(String, String)> {
     p.user_properties.iter().map(|(k, v)| (s(k), s(v))).collect()
 }
 
-fn our_users(v: &[(String, String)]) -> Vec<(ByteString, ByteString)> {
+fn our_users(v: &[(String, String)]) -> node::mqtt::properties::UserProperties {
     v.iter().map(|(k, v)| (bs(k), bs(v))).collect()
 }
 

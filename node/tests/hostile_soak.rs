@@ -96,7 +96,7 @@ async fn non_reader(addr: SocketAddr, id: &str, filter: Option<&str>) -> Option<
 async fn big_publisher(addr: SocketAddr, stop: Arc<AtomicBool>) {
     let props: Vec<(ByteString, ByteString)> =
         (0..64).map(|i| (ByteString::from(format!("k{i:02}")), ByteString::from("v".repeat(240)))).collect();
-    let properties = Properties { user_properties: props, ..Properties::default() };
+    let properties = Properties { user_properties: props.into(), ..Properties::default() };
     let publish = Publish {
         topic: "hostile/big".into(),
         qos: QoS::AtMostOnce,

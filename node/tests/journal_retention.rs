@@ -76,6 +76,25 @@ fn journal_files(data_dir: &Path) -> (u64, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumed_qos1_traffic_of_128x_checkpoint_bytes_leaves_the_journal_under_3x_checkpoint_bytes() {
+    consumed_qos1_traffic_leaves_the_journal_under_3x_checkpoint_bytes(128 * CHECKPOINT_BYTES).await;
+}
+
+/// The long-uptime variant: 1 GiB (512 x `checkpoint-bytes`) of consumed QoS 1 traffic.
+/// Minutes in a debug build, so it runs only with `FLOTILLA_LONG_UPTIME=1` (best in
+/// release: `cargo test --release -p node --test journal_retention`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_of_consumed_qos1_traffic_leaves_the_journal_under_3x_checkpoint_bytes() {
+    if std::env::var("FLOTILLA_LONG_UPTIME").as_deref() != Ok("1") {
+        eprintln!("skipped: set FLOTILLA_LONG_UPTIME=1 to push 1 GiB of QoS 1 through the journal");
+        return;
+    }
+    consumed_qos1_traffic_leaves_the_journal_under_3x_checkpoint_bytes(1 << 30).await;
+}
+
+/// Pushes `total` bytes of QoS 1 through a persistent session that consumes as it goes
+/// (at most 16 messages unacknowledged or undelivered), sampling the journal directory's
+/// size, and asserts its peak stays under 3 x `checkpoint-bytes`.
+async fn consumed_qos1_traffic_leaves_the_journal_under_3x_checkpoint_bytes(total: u64) {
     let data_dir = common::temp_data_dir();
     let dir = data_dir.clone();
     let broker = common::TestBroker::start_with(|c| {
@@ -91,7 +110,6 @@ async fn consumed_qos1_traffic_of_128x_checkpoint_bytes_leaves_the_journal_under
     let (publ, mut prx) = connect(options("retention-pub", port, true)).await;
 
     let payload = vec![7u8; 64 << 10];
-    let total = 128 * CHECKPOINT_BYTES;
     let count = total / payload.len() as u64;
     let (mut largest, mut acked, mut delivered) = (0, 0, 0);
     for i in 0..count {

@@ -37,11 +37,11 @@ async fn publish_with_more_user_properties_than_max_user_properties_gets_disconn
     let broker = TestBroker::start_with(|c| c.broker.max_user_properties = 8).await;
     let mut raw = Raw::connect(broker.addr(), Protocol::V5, "up-count").await;
     // At the limit: accepted.
-    let at_limit = Properties { user_properties: user_props(8, 1), ..Properties::default() };
+    let at_limit = Properties { user_properties: user_props(8, 1).into(), ..Properties::default() };
     raw.send(publish("up/t", QoS::AtLeastOnce, 1, at_limit)).await;
     let ack = raw.expect("PUBACK").await;
     assert!(matches!(&ack, Packet::PubAck(r) if r.packet_id == 1 && r.reason_code < 0x80), "{ack:?}");
-    let over = Properties { user_properties: user_props(9, 1), ..Properties::default() };
+    let over = Properties { user_properties: user_props(9, 1).into(), ..Properties::default() };
     raw.send(publish("up/t", QoS::AtLeastOnce, 2, over)).await;
     raw.expect_disconnect(reason::PACKET_TOO_LARGE).await;
 }
@@ -51,7 +51,7 @@ async fn user_properties_over_max_user_property_bytes_get_disconnect_0x95() {
     let broker = TestBroker::start_with(|c| c.broker.max_user_property_bytes = 1000).await;
     let mut raw = Raw::connect(broker.addr(), Protocol::V5, "up-bytes").await;
     // Two properties of 2 + 600 bytes each: 1204 bytes, over 1000.
-    let over = Properties { user_properties: user_props(2, 600), ..Properties::default() };
+    let over = Properties { user_properties: user_props(2, 600).into(), ..Properties::default() };
     raw.send(publish("up/t", QoS::AtMostOnce, 0, over)).await;
     raw.expect_disconnect(reason::PACKET_TOO_LARGE).await;
 }
@@ -60,13 +60,13 @@ async fn user_properties_over_max_user_property_bytes_get_disconnect_0x95() {
 async fn connect_whose_will_carries_too_many_user_properties_is_refused_with_connack_0x95() {
     let broker = TestBroker::start_with(|c| c.broker.max_user_properties = 4).await;
     let mut connect = connect_packet(Protocol::V5, "up-will");
-    connect.properties.user_properties = user_props(2, 1);
+    connect.properties.user_properties = user_props(2, 1).into();
     connect.will = Some(Will {
         topic: "up/will".into(),
         payload: bytes::Bytes::from_static(b"w"),
         qos: QoS::AtMostOnce,
         retain: false,
-        properties: Properties { user_properties: user_props(3, 1), ..Properties::default() },
+        properties: Properties { user_properties: user_props(3, 1).into(), ..Properties::default() },
     });
     let (mut raw, ack) = Raw::connect_with(broker.addr(), connect).await;
     assert_eq!(ack.reason_code, reason::PACKET_TOO_LARGE, "{ack:?}");

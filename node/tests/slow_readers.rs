@@ -159,3 +159,74 @@ async fn subscribers_that_never_read_hold_at_most_one_pull_of_max_transmit_bytes
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("toml"));
 }
+
+/// Every packet a connection sends until it closes (30 s at most).
+async fn drain_to_close(s: &mut TcpStream, protocol: Protocol) -> Vec<Packet> {
+    let mut buf = BytesMut::new();
+    let mut packets = Vec::new();
+    let read_all = async {
+        loop {
+            while let Some(p) =
+                node::mqtt::codec::decode(&mut buf, Some(protocol), 1 << 28).expect("well formed")
+            {
+                packets.push(p);
+            }
+            match s.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    timeout(Duration::from_secs(30), read_all).await.expect("closed in time");
+    packets
+}
+
+/// Hardening: a stalled client used to be closed without a word. Now its backlog is cut at a
+/// packet boundary and DISCONNECT 0x97 follows, written once the socket has room (within
+/// the linger), so a v5 client that was merely too slow learns why it was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_v5_subscriber_gets_disconnect_0x97_after_its_cut_backlog() {
+    let dir = common::temp_data_dir();
+    let config = "[broker]\nwrite-stall-timeout-secs = 1\n[storage]\npersistence = false\n";
+    let (broker, addr) = start_broker(&dir, config);
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut sub = socket.connect(addr).await.expect("connect");
+    let v5 = |p: Packet| {
+        let mut b = BytesMut::new();
+        encode(&p, Protocol::V5, &mut b);
+        b.to_vec()
+    };
+    let connect = common::raw::connect_packet(Protocol::V5, "stalled-v5");
+    sub.write_all(&v5(Packet::Connect(Box::new(connect)))).await.expect("CONNECT");
+    let opts = SubOptions { qos: QoS::AtMostOnce, ..SubOptions::default() };
+    let subscribe = Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![("flood/#".into(), opts)],
+    };
+    sub.write_all(&v5(Packet::Subscribe(subscribe))).await.expect("SUBSCRIBE");
+    let mut publ = common::raw::Raw::connect(addr, Protocol::V3_1_1, "flood-publisher").await;
+    // 16 MiB of QoS 0 towards a reader that does not read: its socket fills, a pull waits.
+    let payload = bytes::Bytes::from(vec![1u8; 8 << 10]);
+    for _ in 0..2048 {
+        let p = Publish { topic: "flood/t".into(), payload: payload.clone(), ..Publish::default() };
+        publ.send(Packet::Publish(p)).await;
+    }
+    // Past write-stall-timeout-secs, well within the 5 s linger: read everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let packets = drain_to_close(&mut sub, Protocol::V5).await;
+    let publishes = packets.iter().filter(|p| matches!(p, Packet::Publish(_))).count();
+    eprintln!("stalled v5 subscriber: {} packets ({publishes} PUBLISH) before the close", packets.len());
+    match packets.last() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, 0x97, "{d:?}"),
+        last => {
+            let kind = last
+                .map(|p| format!("{p:?}").chars().take_while(|c| c.is_alphanumeric()).collect::<String>());
+            panic!("the stream ended without DISCONNECT 0x97; last packet {kind:?}")
+        }
+    }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+}

@@ -66,6 +66,13 @@ pub struct BrokerConfig {
     /// Bytes of queued messages one pull moves from a session's queue to its socket (at least
     /// one message): what a reader that stops reading can hold outside the shared queues.
     pub max_transmit_bytes: usize,
+    /// Bytes of messages (topic, payload, properties) one session's queue holds; past it
+    /// the queue is full as at `max-queued-messages` (a queue takes any one message).
+    pub max_queue_bytes_per_session: usize,
+    /// Bytes of control packets (acknowledgements, PINGRESP, retransmissions) queued for one
+    /// connection, counted with their in-memory slots; past it the client is not read until
+    /// they have been written.
+    pub max_outbox_bytes: usize,
     /// Seconds a client may leave bytes unread in its socket's backlog before it is closed;
     /// it is not read meanwhile.
     pub write_stall_timeout_secs: u32,
@@ -124,6 +131,8 @@ impl Default for BrokerConfig {
             topic_alias_out_max: 64,
             default_session_expiry_secs: 2 * 60 * 60,
             max_transmit_bytes: 1 << 20,
+            max_queue_bytes_per_session: 16 << 20,
+            max_outbox_bytes: 64 << 10,
             tcp_keepalive_secs: 60,
             default_keep_alive_secs: 300,
             write_stall_timeout_secs: 30,
@@ -177,6 +186,12 @@ impl BrokerConfig {
         }
         if self.max_transmit_bytes == 0 {
             return Err(bad("max-transmit-bytes", 0, "it must be at least 1"));
+        }
+        if self.max_queue_bytes_per_session == 0 {
+            return Err(bad("max-queue-bytes-per-session", 0, "it must be at least 1"));
+        }
+        if self.max_outbox_bytes == 0 {
+            return Err(bad("max-outbox-bytes", 0, "it must be at least 1"));
         }
         if self.write_stall_timeout_secs == 0 {
             return Err(bad("write-stall-timeout-secs", 0, "it must be at least 1"));

@@ -476,7 +476,7 @@ mod tests {
 
     fn msg(now: Instant) -> Arc<Message> {
         let props = Properties {
-            user_properties: vec![("k".into(), "v".into())],
+            user_properties: vec![("k".into(), "v".into())].into(),
             message_expiry_interval: Some(30),
             ..Properties::default()
         };

@@ -23,6 +23,7 @@ mod durable;
 #[cfg(test)]
 mod durable_tests;
 mod limits;
+mod outbox;
 mod pending;
 mod publish;
 mod restore;
@@ -405,12 +406,13 @@ impl Broker {
         // Take the deque itself: an idle connection keeps no packet buffer allocated.
         let start = out.len();
         out.extend(std::mem::take(&mut c.outbox));
+        c.outbox_bytes = 0;
         if c.protocol.is_v5() && c.client_max_packet_size < u32::MAX {
             // MQTT-3.1.2-25: never exceed the client's maximum; diagnostics go first.
             let max = c.client_max_packet_size as usize;
             for p in &mut out[start..] {
                 if crate::mqtt::codec::encoded_len(p, c.protocol) > max {
-                    strip_diagnostics(p);
+                    outbox::strip_diagnostics(p);
                 }
             }
         }
@@ -500,7 +502,7 @@ impl Broker {
             return;
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.outbox.push(packet);
+            outbox::push(c, packet);
             if !c.woken {
                 c.woken = true;
                 self.woken.push(conn);
@@ -538,7 +540,7 @@ impl Broker {
     /// leave. It promises nothing about durability.
     fn send_closing(&mut self, conn: ConnId, packet: Packet) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.outbox.push(packet);
+            outbox::push(c, packet);
         }
         self.wake(conn);
     }
@@ -577,21 +579,6 @@ impl Broker {
         if attached {
             self.detach(now, conn, will.unwrap_or(true));
         }
-    }
-}
-
-/// Removes the reason string and user properties of a control packet.
-fn strip_diagnostics(p: &mut Packet) {
-    match p {
-        Packet::ConnAck(a) => a.properties.strip_diagnostics(),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            r.properties.strip_diagnostics()
-        }
-        Packet::SubAck(a) => a.properties.strip_diagnostics(),
-        Packet::UnsubAck(a) => a.properties.strip_diagnostics(),
-        Packet::Disconnect(d) => d.properties.strip_diagnostics(),
-        Packet::Auth(a) => a.properties.strip_diagnostics(),
-        _ => {}
     }
 }
 

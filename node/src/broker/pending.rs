@@ -44,7 +44,7 @@ impl Broker {
         }
         for (conn, packet) in released {
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.outbox.push(packet);
+                super::outbox::push(c, packet);
             }
             self.wake(conn);
         }
@@ -99,14 +99,17 @@ impl Broker {
         }
     }
 
-    /// If `packet` for `conn` must wait for durability, parks it and returns `None`.
+    /// If `packet` for `conn` must wait for durability, parks it and returns `None`. A
+    /// PINGRESP acknowledges no record: it waits only behind the connection's own parked
+    /// packets (a subscriber pinging while the journal lags is answered).
     pub(super) fn park_if_needed(&mut self, conn: ConnId, packet: Packet) -> Option<Packet> {
         let Some(j) = self.journal.as_mut() else {
             return Some(packet);
         };
+        let durable = j.seq <= j.durable || matches!(packet, Packet::PingResp);
         if j.failed.is_some()
             || super::test_bugs::ack_before_durable()
-            || (j.seq <= j.durable && !j.parked_per_conn.contains_key(&conn))
+            || (durable && !j.parked_per_conn.contains_key(&conn))
         {
             return Some(packet);
         }

@@ -227,36 +227,27 @@ impl Broker {
         delivered
     }
 
-    /// Queues a delivery on a session, applying the queue bound: QoS 0 is dropped first,
-    /// then an online client is disconnected with 0x97, an offline one loses the message.
+    /// Queues a delivery on a session, applying the queue bounds (`max-queued-messages` and
+    /// `max-queue-bytes-per-session`): QoS 0 is dropped first, then an online client is
+    /// disconnected with 0x97, an offline one loses the message.
     pub(super) fn enqueue(&mut self, now: Instant, key: SessionKey, d: Delivery) {
-        let max = self.config.max_queued_messages;
+        let (max, max_bytes) = (self.config.max_queued_messages, self.config.max_queue_bytes_per_session);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        if s.pending.len() >= max {
-            if d.qos == QoS::AtMostOnce {
-                s.dropped += 1;
-                self.stats.messages_dropped += 1;
-                return;
+        let (fits, dropped) = s.make_room(d.qos, d.msg.queued_bytes(), max, max_bytes);
+        let dropped = dropped + u64::from(!fits);
+        s.dropped += dropped;
+        self.stats.messages_dropped += dropped;
+        if !fits {
+            if d.qos != QoS::AtMostOnce
+                && let Some(conn) = s.conn
+            {
+                tracing::debug!(conn, "queue full: disconnecting slow consumer");
+                self.send_disconnect(conn, reason::QUOTA_EXCEEDED, "message queue full");
+                self.close_now(now, conn, Some(true));
             }
-            if s.qos0_pending > 0 {
-                if let Some(i) = s.pending.iter().position(|x| x.qos == QoS::AtMostOnce) {
-                    s.pending.remove(i);
-                    s.qos0_pending -= 1;
-                }
-                s.dropped += 1;
-                self.stats.messages_dropped += 1;
-            } else {
-                s.dropped += 1;
-                self.stats.messages_dropped += 1;
-                if let Some(conn) = s.conn {
-                    tracing::debug!(conn, "queue full: disconnecting slow consumer");
-                    self.send_disconnect(conn, reason::QUOTA_EXCEEDED, "message queue full");
-                    self.close_now(now, conn, Some(true));
-                }
-                return;
-            }
+            return;
         }
         let mut d = d;
         if s.journaled && d.qos != QoS::AtMostOnce {
@@ -274,10 +265,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        if d.qos == QoS::AtMostOnce {
-            s.qos0_pending += 1;
-        }
-        s.pending.push_back(d);
+        s.push_pending(d);
         if let Some(conn) = s.conn {
             self.wake(conn);
         }
@@ -522,7 +510,8 @@ fn apply_alias(c: &mut super::session::Conn, publish: &mut Publish) -> Option<by
         // Aliases are handed out 1..=max and never reused within a connection, so the
         // next free one is len + 1 (a discarded packet removes the alias it added last).
         let alias = aliases.len() as u16 + 1;
-        let topic = super::connect::own(&publish.topic);
+        // The message's topic owns its bytes (`Message::new`): shared, not copied.
+        let topic = publish.topic.clone();
         aliases.insert(topic.clone(), alias);
         publish.properties.topic_alias = Some(alias);
         Some(topic)

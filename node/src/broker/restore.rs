@@ -12,7 +12,7 @@ use super::journal::{MsgId, Record};
 use super::message::{Message, SessionKey};
 use super::session::{Delivery, Inflight, OutState, Session, SubEntry};
 use super::{Broker, Target, Timer};
-use crate::mqtt::packet::{QoS, Will};
+use crate::mqtt::packet::Will;
 use crate::mqtt::topic::parse_shared;
 
 impl Broker {
@@ -42,7 +42,7 @@ impl Broker {
                 continue;
             };
             s.generation += 1;
-            s.qos0_pending = s.pending.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
+            s.recount();
             report.sessions += 1;
             report.queued += s.pending.len() + s.inflight.len();
             let (generation, expiry, journaled) = (s.generation, s.expiry_secs, s.journaled);

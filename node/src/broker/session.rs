@@ -2,8 +2,10 @@
 //! the queue, inbound QoS 2 packet ids) and the per-connection state that does not.
 //!
 //! Invariants: `inflight.len()` never exceeds the window of the attached connection when a
-//! new message is admitted; `pending.len() <= max_queued_messages`; `qos0_pending` counts the
-//! QoS 0 deliveries in `pending`; packet ids in `inflight` are distinct and non-zero.
+//! new message is admitted; `pending.len() <= max_queued_messages` and `pending_bytes <=
+//! max_queue_bytes_per_session` unless `pending` holds one delivery; `qos0_pending` counts the
+//! QoS 0 deliveries in `pending` and `pending_bytes` sums their messages' `queued_bytes`;
+//! packet ids in `inflight` are distinct and non-zero.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -77,6 +79,8 @@ pub struct Session {
     pub pending: VecDeque<Delivery>,
     /// QoS 0 deliveries in `pending`.
     pub qos0_pending: usize,
+    /// `Message::queued_bytes` summed over `pending`.
+    pub pending_bytes: usize,
     /// Retained messages matched by a new subscription that did not fit the queue yet: they
     /// enter `pending` as it drains, so a filter matching more retained messages than
     /// `max-queued-messages` is served in turn instead of overflowing the queue.
@@ -113,6 +117,7 @@ impl Session {
             inflight: VecDeque::new(),
             pending: VecDeque::new(),
             qos0_pending: 0,
+            pending_bytes: 0,
             retained_backlog: None,
             qos2_in: FxHashSet::default(),
             next_packet_id: 1,
@@ -138,13 +143,52 @@ impl Session {
         }
     }
 
-    /// Pops the next pending delivery, keeping the QoS 0 count right.
+    /// Pops the next pending delivery, keeping the counts right.
     pub fn pop_pending(&mut self) -> Option<Delivery> {
         let d = self.pending.pop_front()?;
         if d.qos == QoS::AtMostOnce {
             self.qos0_pending -= 1;
         }
+        self.pending_bytes -= d.msg.queued_bytes();
         Some(d)
+    }
+
+    /// Appends a delivery to the queue, keeping the counts right (the caller has checked
+    /// the caps with [`Self::make_room`]).
+    pub fn push_pending(&mut self, d: Delivery) {
+        if d.qos == QoS::AtMostOnce {
+            self.qos0_pending += 1;
+        }
+        self.pending_bytes += d.msg.queued_bytes();
+        self.pending.push_back(d);
+    }
+
+    /// Recomputes the counts after `pending` was edited in place.
+    pub fn recount(&mut self) {
+        self.qos0_pending = self.pending.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
+        self.pending_bytes = self.pending.iter().map(|d| d.msg.queued_bytes()).sum();
+    }
+
+    /// True if a delivery of `bytes` fits the queue's caps (an empty queue takes any one).
+    pub fn fits(&self, bytes: usize, max_len: usize, max_bytes: usize) -> bool {
+        self.pending.is_empty() || (self.pending.len() < max_len && self.pending_bytes + bytes <= max_bytes)
+    }
+
+    /// Makes room for a delivery of `qos` costing `bytes` under the caps: for QoS 1/2,
+    /// queued QoS 0 deliveries go first, oldest first. Returns whether it fits now and how
+    /// many queued deliveries were dropped for it.
+    pub fn make_room(&mut self, qos: QoS, bytes: usize, max_len: usize, max_bytes: usize) -> (bool, u64) {
+        let mut dropped = 0;
+        while !self.fits(bytes, max_len, max_bytes) && qos != QoS::AtMostOnce && self.qos0_pending > 0 {
+            let Some(i) = self.pending.iter().position(|x| x.qos == QoS::AtMostOnce) else {
+                break;
+            };
+            let old = self.pending.remove(i).expect("index from position");
+            self.qos0_pending -= 1;
+            self.pending_bytes -= old.msg.queued_bytes();
+            dropped += 1;
+        }
+        (self.fits(bytes, max_len, max_bytes), dropped)
     }
 
     /// Removes every delivery that came through shared group `group` from the queue and the
@@ -168,7 +212,7 @@ impl Session {
             }
         }
         self.pending = kept;
-        self.qos0_pending = self.pending.iter().filter(|d| d.qos == QoS::AtMostOnce).count();
+        self.recount();
         taken
     }
 }
@@ -245,6 +289,8 @@ pub struct Conn {
     pub session: Option<super::message::SessionKey>,
     /// Control packets and retransmissions to write, in order, before queued messages.
     pub outbox: Vec<crate::mqtt::packet::Packet>,
+    /// What `outbox` holds against `max-outbox-bytes` (see `broker::outbox`).
+    pub outbox_bytes: usize,
     /// When the last packet arrived (keep alive).
     pub last_seen: Instant,
     /// The will of this connection.
@@ -269,6 +315,7 @@ impl Conn {
             client_max_packet_size: u32::MAX,
             session: None,
             outbox: Vec::new(),
+            outbox_bytes: 0,
             last_seen: now,
             will: None,
             username: None,

@@ -185,19 +185,22 @@ impl Broker {
     /// Moves retained messages from the session's backlog into its queue while the queue has
     /// room; called when a subscription adds to the backlog and after each pull.
     pub(super) fn refill_retained(&mut self, now: Instant, key: SessionKey) {
-        let max = self.config.max_queued_messages;
+        let (max, max_bytes) = (self.config.max_queued_messages, self.config.max_queue_bytes_per_session);
         loop {
             let Some(s) = self.sessions.get_mut(&key) else {
                 return;
             };
-            let Some(backlog) = s.retained_backlog.as_mut() else {
+            let Some(backlog) = s.retained_backlog.as_ref() else {
                 return;
             };
-            if s.pending.len() >= max {
+            let Some(front) = backlog.front() else {
+                s.retained_backlog = None;
+                return;
+            };
+            if !s.fits(front.msg.queued_bytes(), max, max_bytes) {
                 return;
             }
-            let Some(d) = backlog.pop_front() else {
-                s.retained_backlog = None;
+            let Some(d) = s.retained_backlog.as_mut().and_then(|b| b.pop_front()) else {
                 return;
             };
             if !d.msg.is_expired(now) {

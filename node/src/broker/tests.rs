@@ -318,3 +318,138 @@ fn an_idle_journal_poll_keeps_no_lag_bookkeeping() {
     );
     assert_eq!(h.broker.journal_lag_bytes(), 0);
 }
+
+/// Hardening: a PUBLISH with large user properties fanned out to many subscribers used to
+/// have its properties cloned per delivery (a fresh list per PUBLISH pulled, retransmitted or
+/// forwarded), and each v5 subscriber's outbound topic-alias map held its own copy of the
+/// topic. Both now share the message's bytes: one allocation however many deliveries.
+#[test]
+fn deliveries_of_one_message_share_its_user_properties_and_alias_map_topics() {
+    let mut h = Harness::new(|_| {});
+    let subs: Vec<u64> = (0..8)
+        .map(|i| {
+            let (conn, _) = h.connect(&format!("sub{i}"), Protocol::V5, |c| {
+                c.properties.topic_alias_maximum = Some(8);
+            });
+            h.subscribe(conn, "big/#", QoS::AtLeastOnce);
+            conn
+        })
+        .collect();
+    let (publisher, _) = h.connect("pub", Protocol::V5, |_| {});
+    let user: Vec<_> = (0..64).map(|i| (format!("k{i}").into(), "v".repeat(200).into())).collect();
+    let p = Publish {
+        qos: QoS::AtLeastOnce,
+        topic: "big/topic".into(),
+        packet_id: 1,
+        payload: Bytes::from_static(b"x"),
+        properties: Properties { user_properties: user.into(), ..Properties::default() },
+        ..Publish::default()
+    };
+    h.broker.handle_packet(h.now, publisher, Packet::Publish(p));
+    let delivered: Vec<Publish> = subs.iter().map(|&c| publishes(&h.drain(c))[0].clone()).collect();
+    let first = delivered[0].properties.user_properties.as_ptr();
+    for d in &delivered {
+        assert_eq!(d.properties.user_properties.len(), 64);
+        assert_eq!(d.properties.topic_alias, Some(1));
+        assert!(
+            std::ptr::eq(d.properties.user_properties.as_ptr(), first),
+            "user properties copied per delivery"
+        );
+    }
+    let alias_topic = |h: &Harness, c: u64| {
+        let x = h.broker.conns[&c].extras.as_ref().expect("alias map");
+        x.alias_out.keys().next().expect("one alias").as_ptr()
+    };
+    let topic = alias_topic(&h, subs[0]);
+    for &c in &subs {
+        assert!(std::ptr::eq(alias_topic(&h, c), topic), "alias map copied the topic");
+    }
+}
+
+/// Hardening: a client sending PINGREQ (or QoS 1 PUBLISH) faster than its replies leave
+/// could queue replies without bound in one round. The outbox is now bounded in bytes:
+/// past `max-outbox-bytes` the core says it accepts no input, and the shell (which hands
+/// packets only while it does) holds the rest until a pull has emptied the outbox.
+#[test]
+fn a_pingreq_flood_fills_the_outbox_only_to_max_outbox_bytes() {
+    let budget = 4096;
+    let mut h = Harness::new(|c| c.max_outbox_bytes = budget);
+    let (conn, _) = h.connect("flood", Protocol::V5, |_| {});
+    let mut handed = 0;
+    while handed < 100_000 && h.broker.accepts_input(conn) {
+        h.broker.handle_packet(h.now, conn, Packet::PingReq);
+        handed += 1;
+    }
+    let held = h.broker.outbox_bytes(conn);
+    assert!(handed < 100_000, "the core took 100,000 PINGREQ with their replies unwritten ({held} bytes)");
+    // At most one reply past the budget (a PINGRESP costs its 2 bytes plus its `Packet` slot).
+    assert!(held >= budget && held < budget + 1024, "outbox {held} bytes for a budget of {budget}");
+    let out = h.drain(conn);
+    assert_eq!(out.len(), handed, "one PINGRESP per PINGREQ");
+    assert!(h.broker.accepts_input(conn), "a pulled outbox accepts input again");
+    assert_eq!(h.broker.outbox_bytes(conn), 0);
+}
+
+#[test]
+fn a_write_stall_gets_a_v5_client_disconnect_0x97_and_a_311_client_a_plain_close() {
+    let mut h = Harness::new(|_| {});
+    let (v5, _) = h.connect("stalled-v5", Protocol::V5, |_| {});
+    let (v311, _) = h.connect("stalled-311", Protocol::V3_1_1, |_| {});
+    for (conn, want) in [(v5, Some(reason::QUOTA_EXCEEDED)), (v311, None)] {
+        h.broker.handle_write_stall(h.now, conn);
+        let mut out = Vec::new();
+        let t = h.broker.poll_transmit(h.now, conn, 1000, &mut out);
+        assert_eq!(t, Transmit::Close);
+        let got = out.iter().find_map(|p| match p {
+            Packet::Disconnect(d) => Some(d.reason_code),
+            _ => None,
+        });
+        assert_eq!(got, want, "{out:?}");
+    }
+}
+
+/// Hardening: a session queue was bounded in messages only, so `max-queued-messages` of
+/// 1 MiB messages held 1,000 MiB for one slow subscriber. It is bounded in bytes too now,
+/// with the same policy: QoS 0 dropped first, then a connected slow consumer gets 0x97.
+#[test]
+fn a_session_queue_holds_at_most_max_queue_bytes_per_session() {
+    let cap = 8 << 10;
+    let mut h = Harness::new(|c| c.max_queue_bytes_per_session = cap);
+    // A session that outlives the connection, so its queue can be read after the 0x97.
+    let (sub, _) = h.connect("slow", Protocol::V5, |c| c.properties.session_expiry_interval = Some(60));
+    h.subscribe(sub, "q/#", QoS::AtLeastOnce);
+    let (publisher, _) = h.connect("pub", Protocol::V5, |_| {});
+    let send = |h: &mut Harness, qos: QoS, pid: u16| {
+        let p = Publish {
+            qos,
+            topic: "q/t".into(),
+            packet_id: pid,
+            payload: Bytes::from(vec![0u8; 1024]),
+            ..Publish::default()
+        };
+        h.broker.handle_packet(h.now, publisher, Packet::Publish(p));
+    };
+    let queue = |h: &Harness| {
+        let s = &h.broker.sessions[&h.broker.by_client["slow"]];
+        (s.pending.len(), s.pending_bytes, s.qos0_pending)
+    };
+    // The subscriber pulls nothing: its queue fills with QoS 0 up to the byte cap.
+    for _ in 0..20 {
+        send(&mut h, QoS::AtMostOnce, 0);
+    }
+    let (len, bytes, qos0) = queue(&h);
+    assert!(len < 20 && bytes <= cap, "{len} messages, {bytes} bytes queued for a cap of {cap} bytes");
+    assert_eq!(qos0, len);
+    // QoS 1 takes the QoS 0 messages' places, then finds the queue full of QoS 1.
+    for pid in 1..=20 {
+        send(&mut h, QoS::AtLeastOnce, pid);
+    }
+    let (len, bytes, qos0) = queue(&h);
+    assert!(bytes <= cap && qos0 == 0, "{len} messages, {bytes} bytes, {qos0} QoS 0");
+    let out = h.drain(sub);
+    let code = out.iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.reason_code),
+        _ => None,
+    });
+    assert_eq!(code, Some(reason::QUOTA_EXCEEDED), "the slow consumer is disconnected with 0x97");
+}

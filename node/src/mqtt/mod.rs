@@ -7,4 +7,5 @@ pub mod packet;
 pub mod properties;
 pub mod reason;
 pub mod topic;
+pub mod user_properties;
 pub mod wire;

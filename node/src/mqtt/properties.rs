@@ -5,6 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::error::DecodeError;
+pub use super::user_properties::{UserProperties, UserProperty};
 use super::wire::{
     read_binary, read_string, read_u8, read_u16, read_u32, read_varint, varint_len, write_binary,
     write_varint,
@@ -206,7 +207,7 @@ pub struct Properties {
     /// 0x25: retain available (0 or 1).
     pub retain_available: Option<u8>,
     /// 0x26: user properties, in order; the same name may repeat.
-    pub user_properties: Vec<(ByteString, ByteString)>,
+    pub user_properties: UserProperties,
     /// 0x27: maximum packet size.
     pub maximum_packet_size: Option<u32>,
     /// 0x28: wildcard subscription available.
@@ -242,18 +243,26 @@ impl Properties {
         }
         let mut block = buf.split_to(len);
         let mut p = Self::default();
+        let mut user = Vec::new();
         while !block.is_empty() {
             let pid = read_varint(&mut block)?;
             let pid = u8::try_from(pid).map_err(|_| DecodeError::Malformed("unknown property"))?;
             if !ctx.allows(pid) {
                 return Err(DecodeError::Malformed("property not allowed in this packet"));
             }
-            p.decode_one(pid, &mut block, ctx)?;
+            p.decode_one(pid, &mut block, ctx, &mut user)?;
         }
+        p.user_properties = user.into();
         Ok(p)
     }
 
-    fn decode_one(&mut self, pid: u8, b: &mut Bytes, ctx: PropertyContext) -> Result<(), DecodeError> {
+    fn decode_one(
+        &mut self,
+        pid: u8,
+        b: &mut Bytes,
+        ctx: PropertyContext,
+        user: &mut Vec<UserProperty>,
+    ) -> Result<(), DecodeError> {
         use id::*;
         match pid {
             PAYLOAD_FORMAT_INDICATOR => set_once(&mut self.payload_format_indicator, read_flag(b)?),
@@ -297,7 +306,7 @@ impl Properties {
             USER_PROPERTY => {
                 let k = read_string(b)?;
                 let v = read_string(b)?;
-                self.user_properties.push((k, v));
+                user.push((k, v));
                 Ok(())
             }
             MAXIMUM_PACKET_SIZE => {

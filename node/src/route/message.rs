@@ -1,5 +1,10 @@
 //! CORE. An application message as the broker holds it: decoded once, shared by `Arc`
 //! between every subscriber queue and the retained store.
+//!
+//! Sharing goes down to the parts a delivery copies into its PUBLISH: the user properties
+//! are one shared list (cloning a delivery's properties allocates nothing), and the topic
+//! owns its bytes from the start, so every subscriber's outbound topic-alias map keeps a
+//! reference to the one copy instead of its own (and none pins a publisher's read chunk).
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +20,7 @@ pub type SessionKey = u64;
 /// One application message.
 #[derive(Debug, PartialEq)]
 pub struct Message {
-    /// Topic name.
+    /// Topic name; owns its bytes (see the module doc).
     pub topic: ByteString,
     /// Payload.
     pub payload: Bytes,
@@ -33,6 +38,12 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the message counts against a session queue's `max-queue-bytes-per-session`:
+    /// topic, payload and forwarded properties.
+    pub fn queued_bytes(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.encoded_len()
+    }
+
     /// True once the expiry interval has passed (MQTT-3.3.2-5).
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
@@ -51,7 +62,7 @@ impl Message {
     /// only its own bytes, not the whole read chunk.
     pub fn compacted(&self) -> Self {
         Self {
-            topic: ByteString::from(&*self.topic),
+            topic: self.topic.clone(),
             payload: Bytes::copy_from_slice(&self.payload),
             qos: self.qos,
             retain: self.retain,
@@ -61,7 +72,8 @@ impl Message {
         }
     }
 
-    /// Builds a message, stamping its expiry from the properties.
+    /// Builds a message, stamping its expiry from the properties. The topic is copied out
+    /// of the buffer it was decoded from, once for all the message's deliveries.
     pub fn new(
         now: Instant,
         topic: ByteString,
@@ -74,6 +86,7 @@ impl Message {
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
         let expires_at = properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s)));
+        let topic = ByteString::from(&*topic);
         Self { topic, payload, qos, retain, properties, expires_at, publisher }
     }
 

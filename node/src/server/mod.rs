@@ -141,9 +141,11 @@ struct ClusterShell {
 
 impl Shared {
     /// True while more than `storage.max-journal-lag-bytes` of journal records wait for the
-    /// disk: the reactors read no client until the journal catches up, so publishers cannot
-    /// queue unbounded records behind a slow or retrying disk. In a cluster also while too
-    /// many operations are in flight or a peer's forward queue is more than half full.
+    /// disk: the reactors hold every PUBLISH, SUBSCRIBE, UNSUBSCRIBE and CONNECT (and stop
+    /// reading its sender) until the journal catches up, so publishers cannot queue unbounded
+    /// records behind a slow or retrying disk, while clients that only acknowledge and ping
+    /// are still read. In a cluster also while too many operations are in flight or a peer's
+    /// forward queue is more than half full.
     pub(crate) fn journal_lagging(&self) -> bool {
         self.lag_bytes.load(Ordering::Relaxed) > self.config.storage.max_journal_lag_bytes
             || self.cluster.get().is_some_and(|c| {

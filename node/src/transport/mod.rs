@@ -23,6 +23,7 @@ pub mod frame;
 mod inbound;
 pub mod metrics;
 pub mod quic;
+mod rate_limit;
 mod receiver;
 pub mod request;
 mod sender;

@@ -129,8 +129,8 @@ pub(crate) struct Shared {
     pub(crate) faults_allowed: AtomicBool,
     /// Fault injection: every frame to and from other nodes is dropped (an isolated node).
     pub(crate) blocked: AtomicBool,
-    /// When a handshake failure was last logged at warn level (ms since `started`).
-    last_handshake_warn: std::sync::atomic::AtomicU64,
+    /// Handshake failures logged at warn level (ms since `started`).
+    handshake_warns: super::rate_limit::RateLimit,
     started: std::time::Instant,
 }
 
@@ -343,13 +343,8 @@ impl Shared {
     /// Whether a handshake failure may be logged at warn level now (at most once per
     /// `every_ms`); the others are counted and logged at debug level.
     pub(crate) fn warn_handshake_now(&self, every_ms: u64) -> bool {
-        let now = (self.started.elapsed().as_millis() as u64).max(1);
-        let last = self.last_handshake_warn.load(Ordering::Relaxed);
-        (last == 0 || now.saturating_sub(last) >= every_ms)
-            && self
-                .last_handshake_warn
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.handshake_warns.allow(now_ms, every_ms)
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -420,7 +415,7 @@ impl QuicTransport {
             incarnation: crate::clock::seed() | 1,
             faults_allowed: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
-            last_handshake_warn: std::sync::atomic::AtomicU64::new(0),
+            handshake_warns: super::rate_limit::RateLimit::default(),
             started: crate::clock::now(),
         });
         tokio::spawn(receiver::accept_loop(Arc::clone(&shared)));
