@@ -10,6 +10,8 @@ use storage::{LogConfig, Record, RecordRef, Retention, SegmentInfo, SegmentLog, 
 
 const TOPICS: usize = 6;
 const TS_BASE: u64 = 100_000;
+/// Prefixes for `read_matching`: all topics, one topic's, a prefix of several, none.
+const PREFIXES: [&[u8]; 5] = [b"", b"fleet/", b"fleet/1", b"fleet/3/t", b"fleet/9"];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -33,6 +35,13 @@ enum Op {
         at: u64,
         bytes_max: u64,
     },
+    /// Topics starting with `PREFIXES[prefix]` whose index is in `mask`.
+    ReadMatching {
+        prefix: usize,
+        mask: u8,
+        at: u64,
+        bytes_max: u64,
+    },
     OffsetForTime {
         t: u64,
     },
@@ -52,6 +61,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         2 => (0u64..400, 1u64..3000).prop_map(|(at, bytes_max)| Op::ReadFrom { at, bytes_max }),
         2 => (any::<u8>(), 0u64..400, 1u64..3000).prop_map(|(mask, at, bytes_max)| Op::ReadTopics { mask, at, bytes_max }),
+        2 => (0..PREFIXES.len(), any::<u8>(), 0u64..400, 1u64..3000)
+            .prop_map(|(prefix, mask, at, bytes_max)| Op::ReadMatching { prefix, mask, at, bytes_max }),
         1 => (0u64..6000).prop_map(|t| Op::OffsetForTime { t }),
         2 => (any::<u64>(), -1i64..=1).prop_map(|(pick, delta)| Op::OffsetForRecordTime { pick, delta }),
     ]
@@ -244,6 +255,13 @@ fn run(config: LogConfig, short_writes: bool, ops: Vec<Op>) {
                 let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
                 let got = log.read_topics(&refs, at, bytes_max).unwrap();
                 check_records(&model, &got, &model.read(at, bytes_max, |k| wanted.contains(&k)));
+            }
+            Op::ReadMatching { prefix, mask, at, bytes_max } => {
+                let prefix = PREFIXES[prefix];
+                let wanted = |k: usize| mask & (1 << k) != 0 && topic_name(k).starts_with(prefix);
+                let matches = |t: &[u8]| (0..TOPICS).any(|k| mask & (1 << k) != 0 && topic_name(k) == t);
+                let got = log.read_matching(prefix, &matches, at, bytes_max).unwrap();
+                check_records(&model, &got, &model.read(at, bytes_max, wanted));
             }
             Op::OffsetForTime { t } => check_time(&log, &model, TS_BASE - 200 + t),
             Op::OffsetForRecordTime { pick, delta } => {

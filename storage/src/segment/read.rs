@@ -13,6 +13,14 @@ use crate::segment::file::{Segment, Topics, corrupt};
 use crate::segment::format::{FILE_HEADER_LEN, RECORD_HEADER_LEN, RecordHeader, RecordRef, decode_record};
 use crate::segment::topic_index::RelOffsets;
 
+/// Which topics a read wants.
+enum Select<'q> {
+    /// These exact names, sorted and without duplicates.
+    Topics(&'q [&'q [u8]]),
+    /// Names starting with `prefix` that `matches` accepts.
+    Matching { prefix: &'q [u8], matches: &'q dyn Fn(&[u8]) -> bool },
+}
+
 impl<F: FileSystem> SegmentLog<F> {
     /// Records from `offset` on, in offset order, until their encoded size would pass
     /// `bytes_max` (at least one record is returned if any exists, so a reader always makes
@@ -53,10 +61,36 @@ impl<F: FileSystem> SegmentLog<F> {
         from_offset: u64,
         bytes_max: u64,
     ) -> Result<Vec<RecordRef<'_>>> {
-        self.check_poisoned()?;
         let mut topics = topics.to_vec();
         topics.sort_unstable();
         topics.dedup();
+        self.read_selected(&Select::Topics(&topics), from_offset, bytes_max)
+    }
+
+    /// The records whose topic starts with `prefix` and satisfies `matches` (a topic filter
+    /// with wildcards: `prefix` is its literal part up to the first wildcard, `matches` the
+    /// whole test), from `from_offset` on, in offset order, bounded like
+    /// [`read_topics`](Self::read_topics). Each segment's topic index is walked from
+    /// `prefix` only, and `matches` sees each of its topics once; payloads of other topics
+    /// are never read.
+    pub fn read_matching(
+        &self,
+        prefix: &[u8],
+        matches: &dyn Fn(&[u8]) -> bool,
+        from_offset: u64,
+        bytes_max: u64,
+    ) -> Result<Vec<RecordRef<'_>>> {
+        self.read_selected(&Select::Matching { prefix, matches }, from_offset, bytes_max)
+    }
+
+    /// The records of the topics `select` picks, merged in offset order.
+    fn read_selected(
+        &self,
+        select: &Select<'_>,
+        from_offset: u64,
+        bytes_max: u64,
+    ) -> Result<Vec<RecordRef<'_>>> {
+        self.check_poisoned()?;
         let mut out = Vec::new();
         let mut bytes = 0;
         let from = from_offset.max(self.start_offset());
@@ -65,14 +99,15 @@ impl<F: FileSystem> SegmentLog<F> {
                 continue;
             }
             let from_rel = (from.max(seg.base_offset) - seg.base_offset) as u32;
-            // One cursor per requested topic that has records here: (list, next index).
-            let mut lists = Vec::with_capacity(topics.len());
-            for topic in &topics {
-                if let Some(list) = seg.topic_list(topic)? {
+            // One cursor per selected topic that has records here: (topic, list, next index).
+            let mut lists: Vec<_> = seg
+                .topic_lists(select)?
+                .into_iter()
+                .map(|(topic, list)| {
                     let i = list.lower_bound(from_rel);
-                    lists.push((*topic, list, i));
-                }
-            }
+                    (topic, list, i)
+                })
+                .collect();
             let mut cursor = None;
             loop {
                 let next =
@@ -133,6 +168,30 @@ impl<Fl: File> Segment<Fl> {
         match &self.topics {
             Topics::Active(t) => Ok(t.get(topic).map(RelOffsets::Memory)),
             Topics::Sealed(t) => t.get(topic, &self.paths.topics),
+        }
+    }
+
+    /// The topics `select` picks that have records here, with their lists.
+    fn topic_lists<'s>(&'s self, select: &Select<'s>) -> Result<Vec<(&'s [u8], RelOffsets<'s>)>> {
+        match *select {
+            Select::Topics(topics) => {
+                let mut out = Vec::with_capacity(topics.len());
+                for &topic in topics {
+                    if let Some(list) = self.topic_list(topic)? {
+                        out.push((topic, list));
+                    }
+                }
+                Ok(out)
+            }
+            Select::Matching { prefix, matches } => {
+                let found: Vec<(&[u8], RelOffsets<'_>)> = match &self.topics {
+                    Topics::Active(t) => {
+                        t.with_prefix(prefix).map(|(n, l)| (n, RelOffsets::Memory(l))).collect()
+                    }
+                    Topics::Sealed(t) => t.with_prefix(prefix, &self.paths.topics)?,
+                };
+                Ok(found.into_iter().filter(|(name, _)| matches(name)).collect())
+            }
         }
     }
 

@@ -143,6 +143,14 @@ impl ActiveTopics {
         self.by_topic.get(topic).map(|&i| self.lists[i].1.as_slice())
     }
 
+    /// The topics starting with `prefix` and their lists, in topic order.
+    pub(crate) fn with_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u32])> {
+        self.by_topic
+            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .map(|(_, &i)| (&*self.lists[i].0, self.lists[i].1.as_slice()))
+    }
+
     /// The lists in topic order.
     fn sorted(&self) -> impl Iterator<Item = (&[u8], &[u32])> {
         self.by_topic.values().map(|&i| (&*self.lists[i].0, self.lists[i].1.as_slice()))
@@ -217,37 +225,66 @@ impl SealedTopics {
         if ok { Ok(()) } else { Err(Self::corrupt(path, TOPIC_HEADER_LEN, Reason::IndexChecksum)) }
     }
 
+    /// The name of directory entry `i` (bounds-checked).
+    fn name(&self, i: usize, path: &Path) -> Result<&[u8]> {
+        let m = &self.map[..];
+        let names_start = TOPIC_HEADER_LEN + self.header.topic_count as usize * TOPIC_DIR_ENTRY_LEN;
+        let lists_start = m.len() - 4 * self.header.record_count() as usize;
+        let e = TOPIC_HEADER_LEN + i * TOPIC_DIR_ENTRY_LEN;
+        let start = names_start + u32_at(m, e) as usize;
+        let end = start + usize::from(u16_at(m, e + 4));
+        m.get(start..end.min(lists_start))
+            .filter(|n| start + n.len() == end)
+            .ok_or_else(|| Self::corrupt(path, e, Reason::IndexEntry))
+    }
+
+    /// The relative offsets of directory entry `i` (bounds-checked).
+    fn list(&self, i: usize, path: &Path) -> Result<RelOffsets<'_>> {
+        let m = &self.map[..];
+        let lists_start = m.len() - 4 * self.header.record_count() as usize;
+        let e = TOPIC_HEADER_LEN + i * TOPIC_DIR_ENTRY_LEN;
+        let start = lists_start + 4 * u32_at(m, e + 8) as usize;
+        let end = start + 4 * u32_at(m, e + 12) as usize;
+        let list = m.get(start..end).ok_or_else(|| Self::corrupt(path, e, Reason::IndexEntry))?;
+        Ok(RelOffsets::Mapped(list))
+    }
+
+    /// The first directory entry whose name is not below `key`.
+    fn lower_bound(&self, key: &[u8], path: &Path) -> Result<usize> {
+        let (mut lo, mut hi) = (0, self.header.topic_count as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.name(mid, path)? < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     /// The relative offsets of `topic`'s records, if it has any in this segment.
     pub(crate) fn get(&self, topic: &[u8], path: &Path) -> Result<Option<RelOffsets<'_>>> {
         self.check(path)?;
-        let m = &self.map[..];
-        let count = self.header.topic_count as usize;
-        let names_start = TOPIC_HEADER_LEN + count * TOPIC_DIR_ENTRY_LEN;
-        let lists_start = m.len() - 4 * self.header.record_count() as usize;
-        let name = |i: usize| -> Result<&[u8]> {
-            let e = TOPIC_HEADER_LEN + i * TOPIC_DIR_ENTRY_LEN;
-            let start = names_start + u32_at(m, e) as usize;
-            let end = start + usize::from(u16_at(m, e + 4));
-            m.get(start..end.min(lists_start))
-                .filter(|n| start + n.len() == end)
-                .ok_or_else(|| Self::corrupt(path, e, Reason::IndexEntry))
-        };
-        let (mut lo, mut hi) = (0, count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match name(mid)?.cmp(topic) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let e = TOPIC_HEADER_LEN + mid * TOPIC_DIR_ENTRY_LEN;
-                    let start = lists_start + 4 * u32_at(m, e + 8) as usize;
-                    let end = start + 4 * u32_at(m, e + 12) as usize;
-                    let list = m.get(start..end).ok_or_else(|| Self::corrupt(path, e, Reason::IndexEntry))?;
-                    return Ok(Some(RelOffsets::Mapped(list)));
-                }
-            }
+        let i = self.lower_bound(topic, path)?;
+        if i < self.header.topic_count as usize && self.name(i, path)? == topic {
+            return self.list(i, path).map(Some);
         }
         Ok(None)
+    }
+
+    /// The topics starting with `prefix` and their lists, in topic order.
+    pub(crate) fn with_prefix(&self, prefix: &[u8], path: &Path) -> Result<Vec<(&[u8], RelOffsets<'_>)>> {
+        self.check(path)?;
+        let mut out = Vec::new();
+        for i in self.lower_bound(prefix, path)?..self.header.topic_count as usize {
+            let name = self.name(i, path)?;
+            if !name.starts_with(prefix) {
+                break;
+            }
+            out.push((name, self.list(i, path)?));
+        }
+        Ok(out)
     }
 }
 
