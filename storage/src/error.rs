@@ -71,6 +71,14 @@ pub enum Error {
         /// Encoded size of the batch.
         bytes: u64,
     },
+    /// A reset to an offset before the log's end (records are never renumbered).
+    #[error("cannot reset the log to offset {offset}: it already ends at {next_offset}")]
+    ResetBackwards {
+        /// The offset asked for.
+        offset: u64,
+        /// The log's next offset.
+        next_offset: u64,
+    },
 }
 
 fn offset_suffix(offset: Option<u64>) -> String {

@@ -380,3 +380,35 @@ fn small_segments_are_deleted_not_recycled() {
     assert_eq!(log.retain(1_000_000, u64::MAX).unwrap().segments_deleted, 1);
     assert_eq!(files(dir.path(), "spare"), 0);
 }
+
+#[test]
+fn a_log_opened_at_a_base_offset_starts_there_and_a_reset_jumps_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = SegmentLog::open_at(OsFs, dir.path(), small_config(), 1000).unwrap();
+    assert_eq!((log.start_offset(), log.next_offset()), (1000, 1000));
+    append_range(&mut log, 1000, 1200, 7);
+    assert!(log.segments().len() > 2);
+    assert_eq!(read_all(&log, 0), (1000..1200).collect::<Vec<_>>());
+    drop(log);
+    // A base it already reaches: opened as it was.
+    let mut log = SegmentLog::open_at(OsFs, dir.path(), small_config(), 1100).unwrap();
+    assert_eq!((log.start_offset(), log.next_offset()), (1000, 1200));
+    assert!(matches!(log.reset(1199), Err(Error::ResetBackwards { offset: 1199, next_offset: 1200 })));
+    log.reset(5000).unwrap();
+    assert_eq!((log.start_offset(), log.next_offset(), log.durable_offset()), (5000, 5000, 5000));
+    assert!(read_all(&log, 0).is_empty());
+    assert_eq!(log.segments().len(), 1, "every older segment deleted");
+    append_range(&mut log, 5000, 5050, 5);
+    drop(log);
+    let log = SegmentLog::open(OsFs, dir.path(), small_config()).unwrap();
+    assert_eq!(read_all(&log, 0), (5000..5050).collect::<Vec<_>>());
+    drop(log);
+    // Behind a snapshot: reset on open, no file of the old records left.
+    let log = SegmentLog::open_at(OsFs, dir.path(), small_config(), 9000).unwrap();
+    assert_eq!((log.start_offset(), log.next_offset()), (9000, 9000));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().filter(|n| n.ends_with(".log")).all(|n| n.contains("9000")), "{names:?}");
+}
