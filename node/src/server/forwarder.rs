@@ -248,8 +248,10 @@ impl Forwarder {
         let mut local: Vec<(Arc<Message>, Vec<ShareName>)> = Vec::new();
         // Per op: batches sent, nodes reached, failed.
         let mut state: Vec<(usize, usize, bool)> = vec![(0, 0, false); ops.len()];
+        let streams = self.link.transport.forward_streams();
         for (i, (op, t)) in ops.iter().zip(&targets).enumerate() {
-            let stream = stream_of(&op.publisher);
+            // One batch per destination stream: every publisher hashed to it shares it.
+            let stream = stream_of(&op.publisher) % streams;
             let (dests, shares) = self.plan(op, t, me, now);
             for (n, d) in dests {
                 groups.entry((n, stream)).or_default().push((i, d));

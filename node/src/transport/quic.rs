@@ -538,6 +538,11 @@ impl QuicTransport {
         self.shared.node_id
     }
 
+    /// Data streams per peer for forwards (`forward-streams`).
+    pub fn forward_streams(&self) -> usize {
+        self.shared.cfg.forward_streams.max(1)
+    }
+
     /// Queues a placement-driver message for `to` on its raft stream; false if there is
     /// no route or the queue is full (the caller's protocol retries: heartbeats repeat and
     /// operator steps are re-sent).
