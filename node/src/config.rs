@@ -224,6 +224,8 @@ impl NodeConfig {
                 rule: "it must be at least segment-bytes",
             }));
         }
+        // The admin endpoint also runs on a single node.
+        self.admin.validate().map_err(|e| LoadError::Cluster(e.into()))?;
         self.validate_cluster().map_err(LoadError::Cluster)
     }
 

@@ -39,7 +39,8 @@ struct Cli {
     /// Cluster addresses of existing nodes to join, comma-separated (`cluster.join`).
     #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
     join: Vec<SocketAddr>,
-    /// Admin HTTP endpoint address (JSON API), e.g. 127.0.0.1:9946 (`admin.listen`).
+    /// Admin HTTP endpoint address (/metrics, /healthz, /readyz and the JSON API), e.g.
+    /// 127.0.0.1:9946 (`admin.listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     admin_listen: Option<SocketAddr>,
     /// Nodes hosting the placement driver's raft group, comma-separated (e.g. 1,2,3;

@@ -16,6 +16,10 @@
 //!   leaders anywhere in the cluster, and their check (see [`kv`]); `GET /v1/kv/ranges`:
 //!   the node's range table.
 //!
+//! On every node, single ones included (see [`metrics`]): `GET /metrics` (Prometheus text),
+//! `GET /healthz` (the process answers), `GET /readyz` (200 once the journal is replayed,
+//! the MQTT listener bound and, when clustered, a placement driver leader known; else 503).
+//!
 //! Errors are `{"error":{"kind":...}}` with a status: 409 `not_leader` / `epoch_not_match`
 //! (routing: retry elsewhere, see [`client::ClusterClient`]), 404, 405, 400, 413, 422, 503.
 
@@ -24,6 +28,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod kv;
+mod metrics;
 mod server;
 pub mod types;
 

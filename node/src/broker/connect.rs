@@ -182,6 +182,7 @@ impl Broker {
     /// Refuses a CONNECT with CONNACK `code` (mapped for 3.x) and closes.
     pub(super) fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
         tracing::debug!(conn, code, text, "refusing CONNECT");
+        *self.refusals.entry(code).or_default() += 1;
         let properties = self.reason_props(conn, text);
         self.send_closing(
             conn,
@@ -300,6 +301,7 @@ impl Broker {
         session.expiry_secs = expiry_secs;
         let had_pending_will = session.will_pending.take().is_some();
         self.stats.clients_connected += 1;
+        self.stats.connects_accepted += 1;
         self.journal_session(key);
         let will = self.conns.get(&conn).and_then(|c| c.will.as_deref().cloned());
         if will.is_some() || had_pending_will {

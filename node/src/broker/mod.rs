@@ -93,6 +93,46 @@ pub struct Stats {
     pub clients_maximum: u64,
     /// Sessions held, connected or not.
     pub sessions: u64,
+    /// CONNECTs accepted (CONNACK success sent).
+    pub connects_accepted: u64,
+    /// Messages dropped, by reason (they sum to `messages_dropped`).
+    pub dropped: Drops,
+}
+
+/// Dropped messages by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// The session's queue was full.
+    pub queue_full: u64,
+    /// The message expired before it could be sent.
+    pub expired: u64,
+    /// Larger than the client's maximum packet size.
+    pub too_large: u64,
+    /// A shared subscription group had no member to take it.
+    pub no_member: u64,
+}
+
+impl Stats {
+    /// Counts one dropped message.
+    pub(crate) fn count_drop(&mut self, why: DropReason) {
+        self.messages_dropped += 1;
+        let d = &mut self.dropped;
+        match why {
+            DropReason::QueueFull => d.queue_full += 1,
+            DropReason::Expired => d.expired += 1,
+            DropReason::TooLarge => d.too_large += 1,
+            DropReason::NoMember => d.no_member += 1,
+        }
+    }
+}
+
+/// Why a message was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    QueueFull,
+    Expired,
+    TooLarge,
+    NoMember,
 }
 
 /// What the shell should do after writing the packets of a `poll_transmit`.
@@ -131,6 +171,8 @@ pub struct Broker {
     timer_seq: u64,
     woken: Vec<ConnId>,
     stats: Stats,
+    /// CONNECTs refused, by CONNACK reason code (at most 256 entries).
+    refusals: BTreeMap<u8, u64>,
     started_at: Instant,
     shutting_down: bool,
     /// Scratch buffer for trie matches, reused across publishes.
@@ -168,6 +210,7 @@ impl Broker {
             timer_seq: 0,
             woken: Vec::new(),
             stats: Stats::default(),
+            refusals: BTreeMap::new(),
             started_at: now,
             shutting_down: false,
             scratch: Vec::new(),
@@ -195,6 +238,11 @@ impl Broker {
         let mut s = self.stats;
         s.sessions = self.sessions.len() as u64;
         s
+    }
+
+    /// CONNECTs refused so far, by CONNACK reason code (the 5.0 code, also for 3.x clients).
+    pub fn refusals(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        self.refusals.iter().map(|(&code, &n)| (code, n))
     }
 
     /// Number of subscriptions (trie entries plus shared-group members).

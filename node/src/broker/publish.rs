@@ -229,7 +229,7 @@ impl Broker {
         if s.pending.len() >= max {
             if d.qos == QoS::AtMostOnce {
                 s.dropped += 1;
-                self.stats.messages_dropped += 1;
+                self.stats.count_drop(super::DropReason::QueueFull);
                 return;
             }
             if s.qos0_pending > 0 {
@@ -238,10 +238,10 @@ impl Broker {
                     s.qos0_pending -= 1;
                 }
                 s.dropped += 1;
-                self.stats.messages_dropped += 1;
+                self.stats.count_drop(super::DropReason::QueueFull);
             } else {
                 s.dropped += 1;
-                self.stats.messages_dropped += 1;
+                self.stats.count_drop(super::DropReason::QueueFull);
                 if let Some(conn) = s.conn {
                     tracing::debug!(conn, "queue full: disconnecting slow consumer");
                     self.send_disconnect(conn, reason::QUOTA_EXCEEDED, "message queue full");
@@ -313,7 +313,7 @@ impl Broker {
             let d = s.pop_pending().expect("front exists");
             if d.msg.is_expired(now) {
                 s.dropped += 1;
-                self.stats.messages_dropped += 1;
+                self.stats.count_drop(super::DropReason::Expired);
                 if let (true, Some(id)) = (journaled, d.msg_id) {
                     records.push(Record::Done { client_id: s.client_id.clone(), id });
                 }
@@ -347,7 +347,7 @@ impl Broker {
                     x.alias_out.remove(&topic);
                 }
                 s.dropped += 1;
-                self.stats.messages_dropped += 1;
+                self.stats.count_drop(super::DropReason::TooLarge);
                 if let (true, Some(id)) = (journaled, d.msg_id) {
                     records.push(Record::Done { client_id: s.client_id.clone(), id });
                 }

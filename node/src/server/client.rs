@@ -74,13 +74,14 @@ impl Client {
 
     /// Reads what the socket has (up to the budget) through `scratch` and decodes whole
     /// packets into `out`. A decode error stops decoding; the error goes to `failed`.
+    /// Also returns the number of bytes read.
     pub(super) fn read(
         &mut self,
         scratch: &mut [u8],
         max_packet_size: usize,
         out: &mut Vec<Packet>,
         failed: &mut Option<DecodeError>,
-    ) -> ReadOutcome {
+    ) -> (ReadOutcome, usize) {
         let mut rbuf = match &mut self.bufs {
             Some(b) => std::mem::take(&mut b.read),
             None => BytesMut::new(),
@@ -123,7 +124,7 @@ impl Client {
         } else {
             self.drop_empty_buffers();
         }
-        outcome
+        (outcome, total)
     }
 
     fn drop_empty_buffers(&mut self) {

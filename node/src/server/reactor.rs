@@ -454,7 +454,8 @@ impl Reactor {
             }
             let start = self.packets.len();
             let mut failed = None;
-            let outcome = c.read(&mut self.read_chunk, max, &mut self.packets, &mut failed);
+            let (outcome, read) = c.read(&mut self.read_chunk, max, &mut self.packets, &mut failed);
+            self.shared.counters.add_received(read);
             let closed = matches!(outcome, ReadOutcome::Closed);
             if matches!(outcome, ReadOutcome::More) && failed.is_none() {
                 c.read_again = true;
@@ -616,6 +617,7 @@ impl Reactor {
             let Some(c) = self.clients.get_mut(out.token as usize).and_then(Option::as_mut) else {
                 continue;
             };
+            self.shared.counters.add_sent(self.encoded.len());
             let outcome = if self.encoded.is_empty() { WriteOutcome::Done } else { c.write(&self.encoded) };
             match outcome {
                 WriteOutcome::Failed => self.close(out.token),

@@ -9,6 +9,8 @@ use node::broker::auth::Authenticator;
 use node::config::NodeConfig;
 use node::server::{Server, ShutdownHandle};
 
+pub mod http;
+pub mod mqtt;
 pub mod raw;
 
 /// A running broker; shuts down when dropped.
@@ -122,4 +124,10 @@ pub fn spawn_broker(port: u16, dir: &std::path::Path, config: &str, log: &str) -
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }
