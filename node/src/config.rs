@@ -262,6 +262,7 @@ mod tests {
         let mut defaults = NodeConfig::default();
         defaults.cluster.advertise = Some(defaults.cluster.listen);
         defaults.admin.listen = Some(defaults.cluster.listen);
+        defaults.admin.token_file = Some(PathBuf::from("admin.token"));
         let value = toml::Value::try_from(&defaults).expect("serializes");
         let sections =
             value.as_table().expect("a table").iter().filter_map(|(k, v)| Some((k, v.as_table()?)));

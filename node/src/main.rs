@@ -43,6 +43,10 @@ struct Cli {
     /// 127.0.0.1:9946 (`admin.listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     admin_listen: Option<SocketAddr>,
+    /// The admin bearer token's file (`admin.token-file`; default data-dir/admin.token).
+    /// The admin commands read their token from it too, unless FLOTILLA_ADMIN_TOKEN is set.
+    #[arg(long, value_name = "FILE", global = true)]
+    admin_token_file: Option<PathBuf>,
     /// Nodes hosting the placement driver's raft group, comma-separated (e.g. 1,2,3;
     /// `pd.voters`).
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
@@ -122,11 +126,36 @@ enum NodeAction {
     List,
 }
 
+/// The token the admin commands send: FLOTILLA_ADMIN_TOKEN, else the token file
+/// (`--admin-token-file`, else `admin.token` in `--data-dir`, else in ./data).
+fn client_token(cli: &Cli) -> anyhow::Result<Option<String>> {
+    if let Ok(token) = std::env::var("FLOTILLA_ADMIN_TOKEN") {
+        return Ok(Some(token));
+    }
+    let path = match (&cli.admin_token_file, &cli.data_dir) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) => dir.join("admin.token"),
+        (None, None) => PathBuf::from("./data/admin.token"),
+    };
+    match node::admin::token::read(&path) {
+        Ok(token) => Ok(Some(token)),
+        Err(node::admin::token::TokenError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && cli.admin_token_file.is_none() =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs a `node` or `pd` subcommand against a running cluster.
-fn admin_command(command: &Command) -> anyhow::Result<()> {
+fn admin_command(cli: &Cli, command: &Command) -> anyhow::Result<()> {
     use hyper::Method;
     use node::admin::client::pd_call;
     use node::pd::PdReport;
+    if let Some(token) = client_token(cli)? {
+        node::admin::client::set_token(token);
+    }
     let deadline = std::time::Duration::from_secs(30);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let out = runtime.block_on(async {
@@ -195,6 +224,9 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
     if let Some(addr) = cli.admin_listen {
         config.admin.listen = Some(addr);
     }
+    if let Some(file) = &cli.admin_token_file {
+        config.admin.token_file = Some(file.clone());
+    }
     if !cli.pd_voters.is_empty() {
         config.pd.voters = cli.pd_voters.clone();
     }
@@ -223,7 +255,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(command @ (Command::Node { .. } | Command::Pd { .. } | Command::Cluster { .. })) =
         &cli.command
     {
-        return admin_command(command);
+        return admin_command(&cli, command);
     }
     let config = load(&cli)?;
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;

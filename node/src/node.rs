@@ -131,6 +131,12 @@ impl Inbound for StoreInbound {
     }
 }
 
+/// The admin endpoint's bearer token (read, or generated on first start).
+fn admin_token(cfg: &NodeConfig) -> Result<String, AdminError> {
+    let path = cfg.admin.token_path(&cfg.data_dir);
+    Ok(crate::admin::token::load_or_create(&path)?)
+}
+
 /// A running cluster node.
 pub struct ClusterNode {
     store: Arc<Store>,
@@ -194,8 +200,10 @@ impl ClusterNode {
         transport.join(&cluster.join);
         let admin = match cfg.admin.listen {
             Some(addr) => {
+                let token = admin_token(cfg)?;
                 let admin = AdminServer::bind(
                     addr,
+                    token,
                     Arc::clone(&store),
                     transport.clone(),
                     Some(handle.clone()),
@@ -306,7 +314,7 @@ pub async fn run(
     let mqtt_clustered = config.cluster.mqtt;
     let cluster_config = config.clone();
     let single_admin = match (&cluster, config.admin.listen) {
-        (None, Some(addr)) => Some(AdminServer::bind_single(addr).await?),
+        (None, Some(addr)) => Some(AdminServer::bind_single(addr, admin_token(&config)?).await?),
         _ => None,
     };
     let server = Server::bind(config).await?;

@@ -20,6 +20,9 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (200 once the journal is replayed,
 //! the MQTT listener bound and, when clustered, a placement driver leader known; else 503).
 //!
+//! Every other endpoint needs the bearer token, a `Host` naming this endpoint and, when it
+//! changes something, `Content-Type: application/json` (see [`token`]): 401, 403, 415.
+//!
 //! Errors are `{"error":{"kind":...}}` with a status: 409 `not_leader` / `epoch_not_match`
 //! (routing: retry elsewhere, see [`client::ClusterClient`]), 404, 405, 400, 413, 422, 503.
 
@@ -30,6 +33,7 @@ pub mod config;
 pub mod kv;
 mod metrics;
 mod server;
+pub mod token;
 pub mod types;
 
 pub use api::{NodeInfo, StoreCounters};

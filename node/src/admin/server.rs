@@ -37,6 +37,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// The bearer token could not be read or made.
+    #[error(transparent)]
+    Token(#[from] super::token::TokenError),
     /// The address could not be bound.
     #[error("cannot bind admin address {addr}: {source}")]
     Bind {
@@ -62,30 +65,40 @@ struct State {
     ops: OnceLock<OpsHandle>,
     /// The placement driver, when clustered: ready needs a PD leader.
     pd: Option<PdHandle>,
+    /// The bearer token every other endpoint needs.
+    token: String,
+    /// The bound address (a `Host` naming it is accepted).
+    local: SocketAddr,
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves the cluster API in the background.
+    /// Binds `addr` and serves the cluster API in the background; requests need `token`.
     pub async fn bind(
         addr: SocketAddr,
+        token: String,
         store: Arc<Store>,
         transport: QuicTransport,
         pd: Option<PdHandle>,
         client: Option<crate::cluster::KvClient>,
     ) -> Result<Self, AdminError> {
         let api = Api::new(store, transport, pd.clone(), client, REQUEST_TIMEOUT);
-        Self::bind_state(addr, State { api: Some(api), ops: OnceLock::new(), pd }).await
+        Self::bind_state(addr, token, Some(api), pd).await
     }
 
     /// Binds `addr` with only the MQTT server's endpoints (a single node).
-    pub async fn bind_single(addr: SocketAddr) -> Result<Self, AdminError> {
-        Self::bind_state(addr, State { api: None, ops: OnceLock::new(), pd: None }).await
+    pub async fn bind_single(addr: SocketAddr, token: String) -> Result<Self, AdminError> {
+        Self::bind_state(addr, token, None, None).await
     }
 
-    async fn bind_state(addr: SocketAddr, state: State) -> Result<Self, AdminError> {
+    async fn bind_state(
+        addr: SocketAddr,
+        token: String,
+        api: Option<Api>,
+        pd: Option<PdHandle>,
+    ) -> Result<Self, AdminError> {
         let listener = TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
-        let state = Arc::new(state);
+        let state = Arc::new(State { api, ops: OnceLock::new(), pd, token, local });
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(accept_loop(listener, Arc::clone(&state), rx));
         tracing::info!(addr = %local, "admin endpoint listening");
@@ -176,6 +189,13 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Ful
         return Ok(resp);
     }
     let (parts, body) = req.into_parts();
+    if let Err(e) = super::token::check(&parts.method, &parts.headers, state.local, &state.token) {
+        let mut resp = error(&e);
+        if e == ApiError::Unauthorized {
+            resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return Ok(resp);
+    }
     let body = match Limited::new(body, BODY_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {

@@ -11,6 +11,7 @@ use node::server::{Server, ShutdownHandle};
 
 pub mod http;
 pub mod mqtt;
+pub mod ops;
 pub mod raw;
 
 /// A running broker; shuts down when dropped.
