@@ -263,19 +263,31 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(node::node::run(config, wait_for_signal()))?;
+    // The handlers are installed before anything starts: a SIGHUP during startup must not
+    // kill the broker either.
+    let stop = {
+        let _entered = runtime.enter();
+        wait_for_signal()?
+    };
+    runtime.block_on(node::node::run(config, stop))?;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs the signal handlers now; the future resolves on SIGTERM or SIGINT. SIGHUP (a
+/// closed terminal, or an operator asking for a reload) is logged and otherwise ignored:
+/// there is nothing to reload yet, and its default action would kill the broker.
+fn wait_for_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // Without signal handlers the process can still be stopped by SIGKILL.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => tracing::info!("SIGHUP: reload not yet supported; ignored"),
+            }
+        }
+    })
 }
