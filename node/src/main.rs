@@ -25,6 +25,9 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "debug".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    /// Log line format (`log-format`): text or json.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<node::config::LogFormat>,
     /// Start even if the journal is damaged: cut it at the first bad record (everything
     /// after it is lost) instead of refusing to start.
     #[arg(long)]
@@ -211,6 +214,9 @@ fn load(cli: &Cli) -> anyhow::Result<NodeConfig> {
     if let Some(log) = &cli.log {
         config.log = log.clone();
     }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
     config.storage.repair = cli.repair;
     if let Some(id) = cli.node_id {
         config.cluster.node_id = id;
@@ -259,7 +265,12 @@ fn main() -> anyhow::Result<()> {
     }
     let config = load(&cli)?;
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match config.log_format {
+        node::config::LogFormat::Text => logs.init(),
+        node::config::LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
