@@ -94,11 +94,51 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT", global = true, default_value = "127.0.0.1:9946")]
         admin: SocketAddr,
     },
+    /// Connected MQTT clients of one node: list, show, kick, ban.
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+        /// Admin endpoint of the node.
+        #[arg(long, value_name = "ADDR:PORT", global = true, default_value = "127.0.0.1:9946")]
+        admin: SocketAddr,
+    },
     /// Prints the placement driver's report (nodes, pending and finished operators) as JSON.
     Pd {
         /// Admin endpoint of any cluster node.
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9946")]
         admin: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientAction {
+    /// Lists the connected clients (JSON).
+    List,
+    /// Shows one connected client (JSON).
+    Show {
+        /// Its client id.
+        id: String,
+    },
+    /// Disconnects a client (5.0 clients see DISCONNECT 0x98 Administrative action).
+    Kick {
+        /// Its client id.
+        id: String,
+    },
+    /// Refuses CONNECTs (0x8A Banned) from a client id or user, or closes sockets from an
+    /// address, for a while.
+    Ban {
+        /// The client id to ban.
+        #[arg(long, group = "target", required_unless_present_any = ["user", "address"])]
+        client_id: Option<String>,
+        /// The user name to ban.
+        #[arg(long, group = "target")]
+        user: Option<String>,
+        /// The address to ban.
+        #[arg(long, group = "target")]
+        address: Option<std::net::IpAddr>,
+        /// How long, seconds.
+        #[arg(long, default_value_t = 3600)]
+        secs: u64,
     },
 }
 
@@ -151,6 +191,45 @@ fn client_token(cli: &Cli) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// Runs a `client` subcommand against one node.
+async fn client_command(
+    admin: SocketAddr,
+    action: &ClientAction,
+    deadline: std::time::Duration,
+) -> anyhow::Result<String> {
+    use hyper::Method;
+    use node::admin::client::call;
+    use node::admin::ops_api::{Applied, BanRequest, ClientList};
+    use node::server::{BanTarget, ClientView};
+    let escape = |id: &str| id.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let out = match action {
+        ClientAction::List => {
+            let list: ClientList = call::<(), _>(admin, Method::GET, "/v1/clients", None, deadline).await?;
+            serde_json::to_string_pretty(&list.clients)?
+        }
+        ClientAction::Show { id } => {
+            let path = format!("/v1/clients/{}", escape(id));
+            let c: ClientView = call::<(), _>(admin, Method::GET, &path, None, deadline).await?;
+            serde_json::to_string_pretty(&c)?
+        }
+        ClientAction::Kick { id } => {
+            let path = format!("/v1/clients/{}/kick", escape(id));
+            call::<(), Applied>(admin, Method::POST, &path, None, deadline).await?.done
+        }
+        ClientAction::Ban { client_id, user, address, secs } => {
+            let target = match (client_id, user, address) {
+                (Some(id), _, _) => BanTarget::ClientId(id.clone()),
+                (_, Some(user), _) => BanTarget::User(user.clone()),
+                (_, _, Some(ip)) => BanTarget::Address(*ip),
+                _ => anyhow::bail!("name a --client-id, --user or --address"),
+            };
+            let req = BanRequest { target, secs: *secs };
+            call::<_, Applied>(admin, Method::POST, "/v1/bans", Some(&req), deadline).await?.done
+        }
+    };
+    Ok(out)
+}
+
 /// Runs a `node` or `pd` subcommand against a running cluster.
 fn admin_command(cli: &Cli, command: &Command) -> anyhow::Result<()> {
     use hyper::Method;
@@ -193,6 +272,7 @@ fn admin_command(cli: &Cli, command: &Command) -> anyhow::Result<()> {
                 let report: PdReport = pd_call(*admin, Method::GET, "/v1/pd/report", deadline).await?;
                 serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)
             }
+            Command::Client { action, admin } => client_command(*admin, action, deadline).await,
             Command::Cert { .. } => Ok(String::new()),
         }
     })?;
@@ -258,8 +338,12 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Some(command @ (Command::Node { .. } | Command::Pd { .. } | Command::Cluster { .. })) =
-        &cli.command
+    if let Some(
+        command @ (Command::Node { .. }
+        | Command::Pd { .. }
+        | Command::Cluster { .. }
+        | Command::Client { .. }),
+    ) = &cli.command
     {
         return admin_command(&cli, command);
     }

@@ -20,6 +20,9 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (200 once the journal is replayed,
 //! the MQTT listener bound and, when clustered, a placement driver leader known; else 503).
 //!
+//! MQTT operations, on every node (see [`ops_api`]): `GET /v1/clients`, `GET
+//! /v1/clients/{id}`, `POST /v1/clients/{id}/kick`, `POST /v1/bans`.
+//!
 //! Every other endpoint needs the bearer token, a `Host` naming this endpoint and, when it
 //! changes something, `Content-Type: application/json` (see [`token`]): 401, 403, 415.
 //!
@@ -32,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod kv;
 mod metrics;
+pub mod ops_api;
 mod server;
 pub mod token;
 pub mod types;

@@ -205,9 +205,14 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Ful
     };
     let method = parts.method;
     let path = parts.uri.path().to_owned();
-    let result = tokio::task::spawn_blocking(move || match &state.api {
-        Some(api) => api.handle(&method, &path, &body),
-        None => Err(ApiError::NotFound),
+    let result = tokio::task::spawn_blocking(move || {
+        if let Some(answer) = super::ops_api::handle(state.ops.get(), &method, &path, &body) {
+            return answer;
+        }
+        match &state.api {
+            Some(api) => api.handle(&method, &path, &body),
+            None => Err(ApiError::NotFound),
+        }
     })
     .await;
     Ok(match result {

@@ -41,6 +41,9 @@ impl Broker {
         if connected >= self.connection_limit() {
             return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many connections");
         }
+        if self.banned(now, &connect.client_id, connect.username.as_deref()) {
+            return self.refuse(now, conn, reason::BANNED, "banned");
+        }
         let mut assigned_id = false;
         if connect.client_id.is_empty() {
             // MQTT-3.1.3-8: 3.x needs clean session for a server-assigned id; 5.0 always

@@ -23,6 +23,7 @@ mod durable;
 #[cfg(test)]
 mod durable_tests;
 mod limits;
+mod operator;
 mod pending;
 mod publish;
 mod restore;
@@ -52,6 +53,7 @@ use crate::mqtt::reason;
 use auth::Authenticator;
 use config::BrokerConfig;
 use message::SessionKey;
+pub use operator::{BANS_MAX, BanError, BanKind, ClientInfo};
 pub use restore::RestoreReport;
 use retained::Retained;
 use session::{Conn, ConnId, Phase, Session, ShareId, SubEntry};
@@ -173,6 +175,8 @@ pub struct Broker {
     stats: Stats,
     /// CONNECTs refused, by CONNACK reason code (at most 256 entries).
     refusals: BTreeMap<u8, u64>,
+    /// Client ids and user names refused until a deadline.
+    bans: operator::Bans,
     started_at: Instant,
     shutting_down: bool,
     /// Scratch buffer for trie matches, reused across publishes.
@@ -211,6 +215,7 @@ impl Broker {
             woken: Vec::new(),
             stats: Stats::default(),
             refusals: BTreeMap::new(),
+            bans: operator::Bans::default(),
             started_at: now,
             shutting_down: false,
             scratch: Vec::new(),

@@ -33,7 +33,7 @@ use crate::broker::session::ConnId;
 use crate::clock;
 use crate::config::NodeConfig;
 pub use dispatch::ClusterLink;
-pub use ops::{OpsHandle, OpsSnapshot};
+pub use ops::{BanTarget, CLIENT_LIST_MAX, ClientView, OpsHandle, OpsSnapshot};
 use reactor::{FlushItem, Reactor, StopOnDrop};
 
 /// Where a connection's socket lives.
@@ -44,6 +44,10 @@ pub(crate) struct Route {
     token: u32,
     /// Already handed to the reactor and not yet pulled: not handed again.
     pending: bool,
+    /// The peer's address, for the admin API.
+    ip: Option<std::net::IpAddr>,
+    /// Wall-clock milliseconds when the socket was accepted.
+    since_ms: u64,
 }
 
 /// The core plus the shell's routing of woken connections to reactors.
@@ -133,6 +137,8 @@ pub(crate) struct Shared {
     cluster: OnceLock<ClusterShell>,
     /// The shell's own counters, read by the admin endpoint.
     pub(crate) counters: ops::ShellCounters,
+    /// Addresses banned by an operator, until a deadline: their sockets close at accept.
+    pub(crate) addr_bans: ops::AddrBans,
 }
 
 /// What the shell keeps of the cluster outside the core's lock.
@@ -266,7 +272,9 @@ impl Server {
         let pending = pending::PendingConnects::new(config.broker.max_pending_connects_per_address);
         let cluster = OnceLock::new();
         let counters = ops::ShellCounters::new();
-        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes, pending, cluster, counters });
+        let addr_bans = ops::AddrBans::default();
+        let shared =
+            Arc::new(Shared { core, config, shutdown, lag_bytes, pending, cluster, counters, addr_bans });
         let mut reactors = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {

@@ -2,11 +2,86 @@
 //! the core's counters and the shell's own (bytes, journal sync latency), and readiness.
 //! Plain values only: the admin module turns them into Prometheus text.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use super::Shared;
-use crate::broker::Stats;
+use crate::broker::{BANS_MAX, BanError, BanKind, ClientInfo, Stats};
+use crate::clock;
+
+/// Addresses banned until a deadline (at most [`BANS_MAX`]).
+#[derive(Default)]
+pub(crate) struct AddrBans(Mutex<BTreeMap<IpAddr, Instant>>);
+
+impl AddrBans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<IpAddr, Instant>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `ip` is banned now (checked at every accept; usually empty).
+    pub(crate) fn banned(&self, ip: IpAddr) -> bool {
+        let bans = self.lock();
+        !bans.is_empty() && bans.get(&ip).is_some_and(|until| *until > Instant::now())
+    }
+
+    fn ban(&self, ip: IpAddr, until: Instant) -> Result<(), BanError> {
+        let mut bans = self.lock();
+        let now = Instant::now();
+        bans.retain(|_, u| *u > now);
+        if !bans.contains_key(&ip) && bans.len() >= BANS_MAX {
+            return Err(BanError::Full);
+        }
+        bans.insert(ip, until);
+        Ok(())
+    }
+}
+
+/// A connected client as the admin API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientView {
+    /// Client identifier.
+    pub client_id: String,
+    /// User name, if it sent one.
+    pub username: Option<String>,
+    /// Peer address.
+    pub address: Option<IpAddr>,
+    /// Protocol level: 3, 4 (3.1.1) or 5.
+    pub protocol: u8,
+    /// When its socket was accepted, Unix milliseconds.
+    pub connected_since_ms: u64,
+    /// Keep alive, seconds.
+    pub keep_alive_secs: u16,
+    /// Its session's subscriptions (topic filters).
+    pub subscriptions: Vec<String>,
+    /// Messages queued for it.
+    pub queued: usize,
+    /// Messages sent, not yet acknowledged.
+    pub inflight: usize,
+    /// Messages dropped for it.
+    pub dropped: u64,
+    /// Session expiry interval, seconds.
+    pub session_expiry_secs: u32,
+}
+
+/// What a ban matches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum BanTarget {
+    /// A client identifier.
+    ClientId(String),
+    /// A user name.
+    User(String),
+    /// A peer address (its sockets close at accept).
+    Address(IpAddr),
+}
+
+/// Most clients one list answers with.
+pub const CLIENT_LIST_MAX: usize = 10_000;
 
 /// Counters kept by the shell (outside the core's lock).
 pub(crate) struct ShellCounters {
@@ -102,5 +177,65 @@ impl OpsHandle {
     /// shutdown has not begun.
     pub fn ready(&self) -> bool {
         self.shared().is_some_and(|s| s.counters.running.load(Ordering::Relaxed))
+    }
+}
+
+impl OpsHandle {
+    fn view(core: &super::Core, info: ClientInfo) -> ClientView {
+        let route = core.routes.get(&info.conn);
+        ClientView {
+            client_id: info.client_id,
+            username: info.username,
+            address: route.and_then(|r| r.ip),
+            protocol: info.protocol,
+            connected_since_ms: route.map_or(0, |r| r.since_ms),
+            keep_alive_secs: info.keep_alive_secs,
+            subscriptions: info.subscriptions,
+            queued: info.queued,
+            inflight: info.inflight,
+            dropped: info.dropped,
+            session_expiry_secs: info.session_expiry_secs,
+        }
+    }
+
+    /// Connected clients (at most [`CLIENT_LIST_MAX`]).
+    pub fn clients(&self) -> Vec<ClientView> {
+        let Some(shared) = self.shared() else { return Vec::new() };
+        let core = shared.lock();
+        let infos = core.broker.clients(CLIENT_LIST_MAX);
+        infos.into_iter().map(|i| Self::view(&core, i)).collect()
+    }
+
+    /// The connected client `client_id`.
+    pub fn client(&self, client_id: &str) -> Option<ClientView> {
+        let shared = self.shared()?;
+        let core = shared.lock();
+        let info = core.broker.client(client_id)?;
+        Some(Self::view(&core, info))
+    }
+
+    /// Disconnects `client_id` (DISCONNECT 0x98 to 5.0 clients); whether it was connected.
+    pub fn kick(&self, client_id: &str) -> bool {
+        let Some(shared) = self.shared() else { return false };
+        let mut core = shared.lock();
+        let kicked = core.broker.kick_client(clock::now(), client_id);
+        core.notify_woken(None);
+        kicked
+    }
+
+    /// Bans `target` for `duration`: CONNECTs from the client id or user are refused with
+    /// 0x8A, sockets from the address are closed at accept.
+    pub fn ban(&self, target: &BanTarget, duration: Duration) -> Result<(), BanError> {
+        let Some(shared) = self.shared() else { return Ok(()) };
+        let now = clock::now();
+        let until = now + duration;
+        match target {
+            BanTarget::Address(ip) => {
+                tracing::info!(address = %ip, secs = duration.as_secs(), "address banned");
+                shared.addr_bans.ban(*ip, until)
+            }
+            BanTarget::ClientId(id) => shared.lock().broker.ban(now, BanKind::ClientId, id, until),
+            BanTarget::User(user) => shared.lock().broker.ban(now, BanKind::User, user, until),
+        }
     }
 }

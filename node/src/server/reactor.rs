@@ -345,6 +345,10 @@ impl Reactor {
             budget -= 1;
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    if self.shared.addr_bans.banned(peer.ip()) {
+                        tracing::info!(%peer, "address banned by an operator; closing");
+                        continue;
+                    }
                     if !self.shared.pending.admit(peer.ip()) {
                         tracing::debug!(%peer, "too many sockets without CONNECT from this address; closing");
                         continue;
@@ -412,7 +416,15 @@ impl Reactor {
         let mut core = self.shared.lock();
         for k in tokens {
             let conn = core.broker.open(now);
-            core.routes.insert(conn, super::Route { reactor: self.index as u16, token: k, pending: false });
+            let ip = self.pending_ip.get(&k).copied();
+            let route = super::Route {
+                reactor: self.index as u16,
+                token: k,
+                pending: false,
+                ip,
+                since_ms: clock::wall_ms(),
+            };
+            core.routes.insert(conn, route);
             if let Some(c) = self.clients.get_mut(k as usize).and_then(Option::as_mut) {
                 c.conn = conn;
             }

@@ -1,0 +1,165 @@
+//! CORE. Operator actions from the admin API: list and inspect connected clients, kick one
+//! (DISCONNECT 0x98 Administrative action to 5.0 clients, then close) and ban client ids
+//! or user names until a deadline (CONNECT refused with 0x8A Banned). Bans by address are
+//! the shell's (it knows addresses before CONNECT).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::Broker;
+use super::session::ConnId;
+use crate::mqtt::reason;
+
+/// Most bans held at once.
+pub const BANS_MAX: usize = 4096;
+
+/// What a ban matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BanKind {
+    /// The CONNECT's client identifier.
+    ClientId,
+    /// The CONNECT's user name.
+    User,
+}
+
+/// Bans in force, by what they match; each until its deadline.
+#[derive(Debug, Default)]
+pub(super) struct Bans {
+    entries: BTreeMap<(BanKind, String), Instant>,
+}
+
+/// A connected client, as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The connection.
+    pub conn: ConnId,
+    /// Client identifier.
+    pub client_id: String,
+    /// User name it authenticated with.
+    pub username: Option<String>,
+    /// Protocol level (3, 4 or 5).
+    pub protocol: u8,
+    /// Keep alive, seconds.
+    pub keep_alive_secs: u16,
+    /// Subscriptions of its session.
+    pub subscriptions: Vec<String>,
+    /// Messages queued for it.
+    pub queued: usize,
+    /// Messages sent and not yet acknowledged.
+    pub inflight: usize,
+    /// Messages dropped for it (queue full, expired, too large).
+    pub dropped: u64,
+    /// Session expiry interval, seconds.
+    pub session_expiry_secs: u32,
+}
+
+/// Why a ban was not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BanError {
+    /// [`BANS_MAX`] bans are in force.
+    #[error("{BANS_MAX} bans in force already")]
+    Full,
+}
+
+impl Bans {
+    fn prune(&mut self, now: Instant) {
+        self.entries.retain(|_, until| *until > now);
+    }
+}
+
+impl Broker {
+    /// Connected clients, in connection order, at most `limit`.
+    pub fn clients(&self, limit: usize) -> Vec<ClientInfo> {
+        let mut conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, super::Phase::Connected))
+            .map(|(&id, _)| id)
+            .collect();
+        conns.sort_unstable();
+        conns.into_iter().take(limit).filter_map(|id| self.client_info(id)).collect()
+    }
+
+    /// The connected client `client_id`.
+    pub fn client(&self, client_id: &str) -> Option<ClientInfo> {
+        let s = self.sessions.get(self.by_client.get(client_id)?)?;
+        self.client_info(s.conn?)
+    }
+
+    fn client_info(&self, conn: ConnId) -> Option<ClientInfo> {
+        let c = self.conns.get(&conn)?;
+        let s = self.sessions.get(&c.session?)?;
+        let protocol = match c.protocol {
+            crate::mqtt::packet::Protocol::V3_1 => 3,
+            crate::mqtt::packet::Protocol::V3_1_1 => 4,
+            crate::mqtt::packet::Protocol::V5 => 5,
+        };
+        let mut subscriptions: Vec<String> = s.subs.keys().map(ToString::to_string).collect();
+        subscriptions.sort_unstable();
+        Some(ClientInfo {
+            conn,
+            client_id: s.client_id.to_string(),
+            username: c.username.as_deref().map(str::to_owned),
+            protocol,
+            keep_alive_secs: c.keep_alive_secs,
+            subscriptions,
+            queued: s.pending.len(),
+            inflight: s.inflight.len(),
+            dropped: s.dropped,
+            session_expiry_secs: s.expiry_secs,
+        })
+    }
+
+    /// Disconnects `client_id`: DISCONNECT 0x98 (5.0), then the connection closes and its
+    /// will is published. Its session stays (per its expiry). Returns whether it was here.
+    pub fn kick_client(&mut self, now: Instant, client_id: &str) -> bool {
+        let Some(conn) =
+            self.by_client.get(client_id).and_then(|k| self.sessions.get(k)).and_then(|s| s.conn)
+        else {
+            return false;
+        };
+        tracing::info!(
+            client_id,
+            conn,
+            reason_code = reason::ADMINISTRATIVE_ACTION,
+            "client kicked by an operator"
+        );
+        self.send_disconnect(conn, reason::ADMINISTRATIVE_ACTION, "disconnected by an operator");
+        self.close_now(now, conn, Some(true));
+        true
+    }
+
+    /// Bans `value` (a client id or user name) until `until`; replaces an earlier ban of it.
+    pub fn ban(&mut self, now: Instant, kind: BanKind, value: &str, until: Instant) -> Result<(), BanError> {
+        self.bans.prune(now);
+        let key = (kind, value.to_owned());
+        if !self.bans.entries.contains_key(&key) && self.bans.entries.len() >= BANS_MAX {
+            return Err(BanError::Full);
+        }
+        tracing::info!(?kind, value, "ban recorded");
+        self.bans.entries.insert(key, until);
+        Ok(())
+    }
+
+    /// Lifts a ban; returns whether there was one.
+    pub fn unban(&mut self, kind: BanKind, value: &str) -> bool {
+        self.bans.entries.remove(&(kind, value.to_owned())).is_some()
+    }
+
+    /// Bans in force at `now`.
+    pub fn bans(&self, now: Instant) -> Vec<(BanKind, String, Instant)> {
+        let live = self.bans.entries.iter().filter(|(_, until)| **until > now);
+        live.map(|((kind, value), until)| (*kind, value.clone(), *until)).collect()
+    }
+
+    /// Whether a CONNECT from `client_id` / `username` is banned at `now`.
+    pub(super) fn banned(&self, now: Instant, client_id: &str, username: Option<&str>) -> bool {
+        if self.bans.entries.is_empty() {
+            return false;
+        }
+        let live = |kind, value: &str| {
+            self.bans.entries.get(&(kind, value.to_owned())).is_some_and(|until| *until > now)
+        };
+        live(BanKind::ClientId, client_id) || username.is_some_and(|u| live(BanKind::User, u))
+    }
+}
