@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 use node::config::NodeConfig;
 use tracing_subscriber::EnvFilter;
 
+mod ops_cli;
+use ops_cli::{ClientAction, PublishArgs, RetainedAction};
+
 /// Flotilla: a clustered MQTT broker. With no arguments it serves MQTT on 0.0.0.0:1883
 /// with data under ./data.
 #[derive(Debug, Parser)]
@@ -102,43 +105,27 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT", global = true, default_value = "127.0.0.1:9946")]
         admin: SocketAddr,
     },
+    /// Retained messages of one node: list, delete.
+    Retained {
+        #[command(subcommand)]
+        action: RetainedAction,
+        /// Admin endpoint of the node.
+        #[arg(long, value_name = "ADDR:PORT", global = true, default_value = "127.0.0.1:9946")]
+        admin: SocketAddr,
+    },
+    /// Publishes a message as the broker, through one node's admin endpoint.
+    Publish {
+        #[command(flatten)]
+        args: PublishArgs,
+        /// Admin endpoint of the node.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9946")]
+        admin: SocketAddr,
+    },
     /// Prints the placement driver's report (nodes, pending and finished operators) as JSON.
     Pd {
         /// Admin endpoint of any cluster node.
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9946")]
         admin: SocketAddr,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ClientAction {
-    /// Lists the connected clients (JSON).
-    List,
-    /// Shows one connected client (JSON).
-    Show {
-        /// Its client id.
-        id: String,
-    },
-    /// Disconnects a client (5.0 clients see DISCONNECT 0x98 Administrative action).
-    Kick {
-        /// Its client id.
-        id: String,
-    },
-    /// Refuses CONNECTs (0x8A Banned) from a client id or user, or closes sockets from an
-    /// address, for a while.
-    Ban {
-        /// The client id to ban.
-        #[arg(long, group = "target", required_unless_present_any = ["user", "address"])]
-        client_id: Option<String>,
-        /// The user name to ban.
-        #[arg(long, group = "target")]
-        user: Option<String>,
-        /// The address to ban.
-        #[arg(long, group = "target")]
-        address: Option<std::net::IpAddr>,
-        /// How long, seconds.
-        #[arg(long, default_value_t = 3600)]
-        secs: u64,
     },
 }
 
@@ -191,45 +178,6 @@ fn client_token(cli: &Cli) -> anyhow::Result<Option<String>> {
     }
 }
 
-/// Runs a `client` subcommand against one node.
-async fn client_command(
-    admin: SocketAddr,
-    action: &ClientAction,
-    deadline: std::time::Duration,
-) -> anyhow::Result<String> {
-    use hyper::Method;
-    use node::admin::client::call;
-    use node::admin::ops_api::{Applied, BanRequest, ClientList};
-    use node::server::{BanTarget, ClientView};
-    let escape = |id: &str| id.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
-    let out = match action {
-        ClientAction::List => {
-            let list: ClientList = call::<(), _>(admin, Method::GET, "/v1/clients", None, deadline).await?;
-            serde_json::to_string_pretty(&list.clients)?
-        }
-        ClientAction::Show { id } => {
-            let path = format!("/v1/clients/{}", escape(id));
-            let c: ClientView = call::<(), _>(admin, Method::GET, &path, None, deadline).await?;
-            serde_json::to_string_pretty(&c)?
-        }
-        ClientAction::Kick { id } => {
-            let path = format!("/v1/clients/{}/kick", escape(id));
-            call::<(), Applied>(admin, Method::POST, &path, None, deadline).await?.done
-        }
-        ClientAction::Ban { client_id, user, address, secs } => {
-            let target = match (client_id, user, address) {
-                (Some(id), _, _) => BanTarget::ClientId(id.clone()),
-                (_, Some(user), _) => BanTarget::User(user.clone()),
-                (_, _, Some(ip)) => BanTarget::Address(*ip),
-                _ => anyhow::bail!("name a --client-id, --user or --address"),
-            };
-            let req = BanRequest { target, secs: *secs };
-            call::<_, Applied>(admin, Method::POST, "/v1/bans", Some(&req), deadline).await?.done
-        }
-    };
-    Ok(out)
-}
-
 /// Runs a `node` or `pd` subcommand against a running cluster.
 fn admin_command(cli: &Cli, command: &Command) -> anyhow::Result<()> {
     use hyper::Method;
@@ -272,7 +220,9 @@ fn admin_command(cli: &Cli, command: &Command) -> anyhow::Result<()> {
                 let report: PdReport = pd_call(*admin, Method::GET, "/v1/pd/report", deadline).await?;
                 serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)
             }
-            Command::Client { action, admin } => client_command(*admin, action, deadline).await,
+            Command::Client { action, admin } => ops_cli::client(*admin, action, deadline).await,
+            Command::Retained { action, admin } => ops_cli::retained(*admin, action, deadline).await,
+            Command::Publish { args, admin } => ops_cli::publish(*admin, args, deadline).await,
             Command::Cert { .. } => Ok(String::new()),
         }
     })?;
@@ -342,7 +292,9 @@ fn main() -> anyhow::Result<()> {
         command @ (Command::Node { .. }
         | Command::Pd { .. }
         | Command::Cluster { .. }
-        | Command::Client { .. }),
+        | Command::Client { .. }
+        | Command::Retained { .. }
+        | Command::Publish { .. }),
     ) = &cli.command
     {
         return admin_command(&cli, command);

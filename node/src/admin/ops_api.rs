@@ -2,7 +2,10 @@
 //! the server's [`OpsHandle`]:
 //! - `GET /v1/clients`: connected clients; `GET /v1/clients/{id}`: one (404 if not here);
 //! - `POST /v1/clients/{id}/kick`: DISCONNECT 0x98 (5.0) and close;
-//! - `POST /v1/bans` `{"target":{"kind":"client_id"|"user"|"address","value":...},"secs":N}`.
+//! - `POST /v1/bans` `{"target":{"kind":"client_id"|"user"|"address","value":...},"secs":N}`;
+//! - `GET /v1/retained?filter=F` (percent-encoded; default `#`): retained messages;
+//!   `DELETE /v1/retained/{topic}`: removes one (404 if none);
+//! - `POST /v1/publish` `{"topic","payload","qos","retain"}`: publishes as the broker.
 //!
 //! Path segments are percent-decoded (a client id may hold `/`).
 
@@ -12,7 +15,9 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::types::ApiError;
-use crate::server::{BanTarget, ClientView, OpsHandle};
+use crate::broker::OperatorError;
+use crate::mqtt::packet::QoS;
+use crate::server::{BanTarget, ClientView, OpsHandle, RetainedView};
 
 /// Longest ban, seconds (a year).
 pub const BAN_SECS_MAX: u64 = 365 * 24 * 3600;
@@ -31,6 +36,36 @@ pub struct BanRequest {
 pub struct ClientList {
     /// The clients.
     pub clients: Vec<ClientView>,
+}
+
+/// `GET /v1/retained`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetainedList {
+    /// The messages, by topic.
+    pub retained: Vec<RetainedView>,
+}
+
+/// `POST /v1/publish`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// Topic name (no wildcards, not `$SYS/`).
+    pub topic: String,
+    /// Payload, UTF-8.
+    #[serde(default)]
+    pub payload: String,
+    /// 0, 1 or 2.
+    #[serde(default)]
+    pub qos: u8,
+    /// Keep it as the topic's retained message.
+    #[serde(default)]
+    pub retain: bool,
+}
+
+/// `POST /v1/publish`'s answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Published {
+    /// Sessions on this node that got the message.
+    pub delivered: usize,
 }
 
 /// The answer of a kick or a ban.
@@ -71,11 +106,18 @@ pub(crate) fn handle(
     ops: Option<&OpsHandle>,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     body: &[u8],
 ) -> Option<Result<Vec<u8>, ApiError>> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let route = match segments.as_slice() {
-        ["v1", "clients"] | ["v1", "clients", _] | ["v1", "clients", _, "kick"] | ["v1", "bans"] => segments,
+        ["v1", "clients"]
+        | ["v1", "clients", _]
+        | ["v1", "clients", _, "kick"]
+        | ["v1", "bans"]
+        | ["v1", "retained"]
+        | ["v1", "retained", _]
+        | ["v1", "publish"] => segments,
         _ => return None,
     };
     let Some(ops) = ops else {
@@ -94,8 +136,47 @@ pub(crate) fn handle(
             }
         }),
         (&Method::POST, ["v1", "bans"]) => ban(ops, body),
+        (&Method::GET, ["v1", "retained"]) => retained(ops, query),
+        (&Method::DELETE, ["v1", "retained", topic]) => {
+            client_id(topic).and_then(|topic| match ops.delete_retained(&topic).map_err(operator_error)? {
+                true => json(&Applied { done: format!("deleted the retained message of {topic}") }),
+                false => Err(ApiError::NotFound),
+            })
+        }
+        (&Method::POST, ["v1", "publish"]) => publish(ops, body),
         _ => Err(ApiError::MethodNotAllowed),
     })
+}
+
+fn operator_error(e: OperatorError) -> ApiError {
+    match e {
+        OperatorError::Clustered => ApiError::Unavailable { message: e.to_string() },
+        e => ApiError::BadRequest { message: e.to_string() },
+    }
+}
+
+fn retained(ops: &OpsHandle, query: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    let filter = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("filter="))
+        .map_or(Some("#".to_owned()), decode)
+        .ok_or(ApiError::BadRequest { message: "bad percent-encoding in filter".into() })?;
+    json(&RetainedList { retained: ops.retained(&filter).map_err(operator_error)? })
+}
+
+fn publish(ops: &OpsHandle, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let req: PublishRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest { message: format!("invalid JSON body: {e}") })?;
+    let qos = match req.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        _ => return Err(ApiError::BadRequest { message: "qos must be 0, 1 or 2".into() }),
+    };
+    let payload = bytes::Bytes::from(req.payload.into_bytes());
+    let delivered = ops.publish(&req.topic, payload, qos, req.retain).map_err(operator_error)?;
+    json(&Published { delivered })
 }
 
 fn ban(ops: &OpsHandle, body: &[u8]) -> Result<Vec<u8>, ApiError> {

@@ -205,8 +205,10 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Ful
     };
     let method = parts.method;
     let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
     let result = tokio::task::spawn_blocking(move || {
-        if let Some(answer) = super::ops_api::handle(state.ops.get(), &method, &path, &body) {
+        let ops = state.ops.get();
+        if let Some(answer) = super::ops_api::handle(ops, &method, &path, query.as_deref(), &body) {
             return answer;
         }
         match &state.api {

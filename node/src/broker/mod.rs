@@ -53,7 +53,7 @@ use crate::mqtt::reason;
 use auth::Authenticator;
 use config::BrokerConfig;
 use message::SessionKey;
-pub use operator::{BANS_MAX, BanError, BanKind, ClientInfo};
+pub use operator::{BANS_MAX, BanError, BanKind, ClientInfo, OperatorError, RetainedInfo};
 pub use restore::RestoreReport;
 use retained::Retained;
 use session::{Conn, ConnId, Phase, Session, ShareId, SubEntry};

@@ -1,14 +1,23 @@
 //! CORE. Operator actions from the admin API: list and inspect connected clients, kick one
 //! (DISCONNECT 0x98 Administrative action to 5.0 clients, then close) and ban client ids
 //! or user names until a deadline (CONNECT refused with 0x8A Banned). Bans by address are
-//! the shell's (it knows addresses before CONNECT).
+//! the shell's (it knows addresses before CONNECT). Also: list and delete retained messages
+//! (deleting journals the removal, as a client's empty retained PUBLISH would, but delivers
+//! nothing), and publish as the broker.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::Broker;
+use super::message::Message;
 use super::session::ConnId;
+use crate::mqtt::packet::QoS;
+use crate::mqtt::properties::Properties;
 use crate::mqtt::reason;
+use crate::mqtt::topic;
 
 /// Most bans held at once.
 pub const BANS_MAX: usize = 4096;
@@ -51,6 +60,31 @@ pub struct ClientInfo {
     pub dropped: u64,
     /// Session expiry interval, seconds.
     pub session_expiry_secs: u32,
+}
+
+/// A retained message, as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainedInfo {
+    /// Its topic.
+    pub topic: String,
+    /// Payload bytes.
+    pub bytes: usize,
+    /// Its QoS (0, 1 or 2).
+    pub qos: u8,
+}
+
+/// Why an operator's publish or retained request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorError {
+    /// Not a valid topic name (or filter, for a list).
+    #[error("invalid topic (reason 0x{0:02x})")]
+    Topic(u8),
+    /// `$SYS/` topics are the broker's own.
+    #[error("$SYS/ topics are the broker's own")]
+    Sys,
+    /// Retained messages live in the cluster's ranges, not on this node.
+    #[error("retained messages are kept by the cluster; not available through one node yet")]
+    Clustered,
 }
 
 /// Why a ban was not recorded.
@@ -161,5 +195,71 @@ impl Broker {
             self.bans.entries.get(&(kind, value.to_owned())).is_some_and(|until| *until > now)
         };
         live(BanKind::ClientId, client_id) || username.is_some_and(|u| live(BanKind::User, u))
+    }
+}
+
+impl Broker {
+    fn operator_topic(&self, name: &str) -> Result<(), OperatorError> {
+        topic::validate_topic_name(name, self.config.topic_limits()).map_err(OperatorError::Topic)?;
+        if name.starts_with("$SYS") {
+            return Err(OperatorError::Sys);
+        }
+        Ok(())
+    }
+
+    /// Retained messages matching `filter`, at most `limit`.
+    pub fn retained_list(&self, filter: &str, limit: usize) -> Result<Vec<RetainedInfo>, OperatorError> {
+        topic::validate_filter(filter, self.config.topic_limits()).map_err(OperatorError::Topic)?;
+        if self.cluster_enabled() && !filter.starts_with('$') {
+            return Err(OperatorError::Clustered);
+        }
+        let mut found = Vec::new();
+        self.retained.matching(filter, &mut found);
+        let mut list: Vec<RetainedInfo> = found
+            .iter()
+            .map(|m| RetainedInfo { topic: m.topic.to_string(), bytes: m.payload.len(), qos: m.qos as u8 })
+            .collect();
+        list.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+        list.truncate(limit);
+        Ok(list)
+    }
+
+    /// Removes the retained message of `topic` (journaled); delivers nothing. Returns
+    /// whether there was one.
+    pub fn delete_retained(&mut self, now: Instant, name: &str) -> Result<bool, OperatorError> {
+        self.operator_topic(name)?;
+        if self.cluster_enabled() {
+            return Err(OperatorError::Clustered);
+        }
+        let mut found = Vec::new();
+        self.retained.matching(name, &mut found);
+        if found.is_empty() {
+            return Ok(false);
+        }
+        let empty =
+            Message::new(now, name.into(), Bytes::new(), QoS::AtMostOnce, true, Properties::default(), None);
+        let empty = Arc::new(empty);
+        self.retained.set(empty.clone());
+        if self.journal_on() {
+            self.journal_retained(&empty);
+        }
+        tracing::info!(topic = name, "retained message deleted by an operator");
+        Ok(true)
+    }
+
+    /// Publishes as the broker (no publisher session); returns how many local sessions got
+    /// it. In a cluster it is forwarded and retained as a client's publish would be.
+    pub fn publish_operator(
+        &mut self,
+        now: Instant,
+        name: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<usize, OperatorError> {
+        self.operator_topic(name)?;
+        let msg = Message::new(now, name.into(), payload, qos, retain, Properties::default(), None);
+        let (delivered, _ops) = self.route_and_forward(now, Arc::new(msg));
+        Ok(delivered)
     }
 }

@@ -33,7 +33,9 @@ use crate::broker::session::ConnId;
 use crate::clock;
 use crate::config::NodeConfig;
 pub use dispatch::ClusterLink;
-pub use ops::{BanTarget, CLIENT_LIST_MAX, ClientView, OpsHandle, OpsSnapshot};
+pub use ops::{
+    BanTarget, CLIENT_LIST_MAX, ClientView, OpsHandle, OpsSnapshot, RETAINED_LIST_MAX, RetainedView,
+};
 use reactor::{FlushItem, Reactor, StopOnDrop};
 
 /// Where a connection's socket lives.

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::Shared;
-use crate::broker::{BANS_MAX, BanError, BanKind, ClientInfo, Stats};
+use crate::broker::{BANS_MAX, BanError, BanKind, ClientInfo, OperatorError, RetainedInfo, Stats};
 use crate::clock;
+use crate::mqtt::packet::QoS;
 
 /// Addresses banned until a deadline (at most [`BANS_MAX`]).
 #[derive(Default)]
@@ -79,6 +80,26 @@ pub enum BanTarget {
     /// A peer address (its sockets close at accept).
     Address(IpAddr),
 }
+
+/// A retained message as the admin API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetainedView {
+    /// Its topic.
+    pub topic: String,
+    /// Payload bytes.
+    pub bytes: usize,
+    /// Its QoS.
+    pub qos: u8,
+}
+
+impl From<RetainedInfo> for RetainedView {
+    fn from(r: RetainedInfo) -> Self {
+        Self { topic: r.topic, bytes: r.bytes, qos: r.qos }
+    }
+}
+
+/// Most retained messages one list answers with.
+pub const RETAINED_LIST_MAX: usize = 10_000;
 
 /// Most clients one list answers with.
 pub const CLIENT_LIST_MAX: usize = 10_000;
@@ -237,5 +258,38 @@ impl OpsHandle {
             BanTarget::ClientId(id) => shared.lock().broker.ban(now, BanKind::ClientId, id, until),
             BanTarget::User(user) => shared.lock().broker.ban(now, BanKind::User, user, until),
         }
+    }
+}
+
+impl OpsHandle {
+    /// Retained messages matching `filter` (at most [`RETAINED_LIST_MAX`]).
+    pub fn retained(&self, filter: &str) -> Result<Vec<RetainedView>, OperatorError> {
+        let Some(shared) = self.shared() else { return Ok(Vec::new()) };
+        let list = shared.lock().broker.retained_list(filter, RETAINED_LIST_MAX)?;
+        Ok(list.into_iter().map(RetainedView::from).collect())
+    }
+
+    /// Deletes the retained message of `topic`; whether there was one.
+    pub fn delete_retained(&self, topic: &str) -> Result<bool, OperatorError> {
+        let Some(shared) = self.shared() else { return Ok(false) };
+        let mut core = shared.lock();
+        let deleted = core.broker.delete_retained(clock::now(), topic);
+        core.notify_woken(None);
+        deleted
+    }
+
+    /// Publishes as the broker; how many local sessions got the message.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<usize, OperatorError> {
+        let Some(shared) = self.shared() else { return Ok(0) };
+        let mut core = shared.lock();
+        let delivered = core.broker.publish_operator(clock::now(), topic, payload, qos, retain);
+        core.notify_woken(None);
+        delivered
     }
 }
