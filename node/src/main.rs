@@ -121,6 +121,12 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9946")]
         admin: SocketAddr,
     },
+    /// Checks a configuration file (parse, every value, the command-line flags given with
+    /// it) without starting anything; prints "FILE: ok" or the error and exits non-zero.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
     /// Prints the placement driver's report (nodes, pending and finished operators) as JSON.
     Pd {
         /// Admin endpoint of any cluster node.
@@ -223,7 +229,7 @@ fn admin_command(cli: &Cli, command: &Command) -> anyhow::Result<()> {
             Command::Client { action, admin } => ops_cli::client(*admin, action, deadline).await,
             Command::Retained { action, admin } => ops_cli::retained(*admin, action, deadline).await,
             Command::Publish { args, admin } => ops_cli::publish(*admin, args, deadline).await,
-            Command::Cert { .. } => Ok(String::new()),
+            Command::Cert { .. } | Command::CheckConfig { .. } => Ok(String::new()),
         }
     })?;
     println!("{out}");
@@ -298,6 +304,13 @@ fn main() -> anyhow::Result<()> {
     ) = &cli.command
     {
         return admin_command(&cli, command);
+    }
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        let file = file.clone();
+        let cli = Cli { config: Some(file.clone()), ..cli };
+        load(&cli)?;
+        println!("{}: ok", file.display());
+        return Ok(());
     }
     let config = load(&cli)?;
     let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log))?;
