@@ -21,9 +21,11 @@ fn the_admin_api_needs_the_generated_token_a_local_host_and_json() {
     assert!(token.len() >= 32, "{token}");
     let bearer = format!("Bearer {token}");
 
-    for probe in ["/metrics", "/healthz", "/readyz"] {
+    for probe in ["/metrics", "/healthz", "/readyz", "/openapi.json"] {
         assert_eq!(http::get(admin, probe).status, 200, "{probe}");
     }
+    let doc: serde_json::Value = serde_json::from_str(&http::get(admin, "/openapi.json").body).expect("JSON");
+    assert!(doc["paths"]["/v1/clients/{id}/kick"]["post"].is_object(), "{doc}");
     let none = http::get(admin, "/v1/clients");
     assert_eq!(none.status, 401, "{}", none.body);
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));

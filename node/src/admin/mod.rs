@@ -16,7 +16,8 @@
 //!   leaders anywhere in the cluster, and their check (see [`kv`]); `GET /v1/kv/ranges`:
 //!   the node's range table.
 //!
-//! On every node, single ones included (see [`metrics`]): `GET /metrics` (Prometheus text),
+//! On every node, single ones included (see [`metrics`]), without a token: `GET /openapi.json`
+//! (the API description, kept in `node/api/openapi.json`), `GET /metrics` (Prometheus text),
 //! `GET /healthz` (the process answers), `GET /readyz` (200 once the journal is replayed,
 //! the MQTT listener bound and, when clustered, a placement driver leader known; else 503).
 //!

@@ -19,6 +19,9 @@ use crate::broker::OperatorError;
 use crate::mqtt::packet::QoS;
 use crate::server::{BanTarget, ClientView, OpsHandle, RetainedView};
 
+/// The OpenAPI description of the node's admin API (`GET /openapi.json`, no token).
+pub const OPENAPI: &str = include_str!("../../api/openapi.json");
+
 /// Longest ban, seconds (a year).
 pub const BAN_SECS_MAX: u64 = 365 * 24 * 3600;
 
@@ -192,6 +195,27 @@ fn ban(ops: &OpsHandle, body: &[u8]) -> Result<Vec<u8>, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_openapi_description_parses_and_names_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        for p in [
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/v1/clients",
+            "/v1/clients/{id}",
+            "/v1/clients/{id}/kick",
+            "/v1/bans",
+            "/v1/retained",
+            "/v1/retained/{topic}",
+            "/v1/publish",
+        ] {
+            assert!(paths.contains_key(p), "{p} missing from api/openapi.json");
+        }
+    }
+
     #[test]
     fn percent_escapes_decode() {
         assert_eq!(super::decode("a%2Fb%20c").as_deref(), Some("a/b c"));

@@ -165,6 +165,7 @@ fn serve_ops(state: &State, method: &hyper::Method, path: &str) -> Option<Respon
             Err(e) => error(&ApiError::Unavailable { message: format!("metrics: {e}") }),
         }),
         "/healthz" => Some(respond_as(StatusCode::OK, b"ok\n".to_vec(), "text/plain")),
+        "/openapi.json" => Some(respond(StatusCode::OK, super::ops_api::OPENAPI.as_bytes().to_vec())),
         "/readyz" => {
             let serving = ops.is_some_and(OpsHandle::ready);
             let quorum = state.pd.as_ref().is_none_or(|pd| pd.leader().0.is_some());

@@ -2,7 +2,7 @@
 //!
 //! The token lives in a file (`[admin] token-file`, default `data-dir/admin.token`), mode
 //! 0600: read if present (a file others may read is refused), else generated from
-//! `/dev/urandom` and written once, its path logged. Every endpoint but `/metrics`,
+//! `/dev/urandom` and written once, its path logged. Every endpoint but `/openapi.json`, `/metrics`,
 //! `/healthz` and `/readyz` needs `Authorization: Bearer <token>`, a `Host` naming this
 //! endpoint (loopback, `localhost` or the bound address: no DNS rebinding) and, on requests
 //! that change something, `Content-Type: application/json` (no cross-site form posts).
