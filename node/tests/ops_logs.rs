@@ -30,7 +30,9 @@ async fn every_log_line_is_json() {
         .expect("spawn");
     common::http::wait_ok(([127, 0, 0, 1], admin).into(), "/readyz");
 
-    let mut c = Client::connect(options("json-logs", port)).await;
+    let mut o = options("json-logs", port);
+    o.set_credentials("logger", "");
+    let mut c = Client::connect(o).await;
     c.client.subscribe("j/#", QoS::AtLeastOnce).await.expect("subscribe");
     c.until("SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
     c.client.publish("j/x", QoS::AtLeastOnce, true, "x").await.expect("publish");
@@ -57,6 +59,22 @@ async fn every_log_line_is_json() {
         assert!(v.get("timestamp").is_some() && v.get("level").is_some(), "{line}");
     }
     assert!(text.contains("SIGHUP"), "the SIGHUP line is missing:\n{text}");
+    // Connect and disconnect events carry client id, user, address and reason code.
+    let events: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let event = |message: &str| {
+        events
+            .iter()
+            .find(|v| v["fields"]["message"] == message && v["fields"]["client_id"] == "json-logs")
+            .unwrap_or_else(|| panic!("no {message:?} event for json-logs:\n{text}"))
+            .clone()
+    };
+    let connected = event("client connected");
+    assert_eq!(connected["fields"]["address"], "127.0.0.1", "{connected}");
+    assert_eq!(connected["fields"]["user"], "logger", "{connected}");
+    assert_eq!(connected["fields"]["reason_code"], 0, "{connected}");
+    let gone = event("client disconnected");
+    assert_eq!(gone["fields"]["address"], "127.0.0.1", "{gone}");
+    assert_eq!(gone["fields"]["reason_code"], 0, "{gone}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&log_path);
     let _ = std::fs::remove_file(&config);

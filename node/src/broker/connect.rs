@@ -184,7 +184,14 @@ impl Broker {
 
     /// Refuses a CONNECT with CONNACK `code` (mapped for 3.x) and closes.
     pub(super) fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
-        tracing::debug!(conn, code, text, "refusing CONNECT");
+        let address = self.conns.get(&conn).and_then(|c| c.peer);
+        tracing::info!(
+            conn,
+            address = address.map(tracing::field::display),
+            reason_code = code,
+            text,
+            "CONNECT refused"
+        );
         *self.refusals.entry(code).or_default() += 1;
         let properties = self.reason_props(conn, text);
         self.send_closing(
@@ -344,7 +351,11 @@ impl Broker {
                 props.authentication_data = auth_data;
             }
         }
-        tracing::debug!(conn, client_id = %client_id, present, ?protocol, "client connected");
+        if let Some(c) = self.conns.get(&conn) {
+            let (user, address) = (c.username.as_deref(), c.peer);
+            tracing::info!(conn, client_id = %client_id, user, address = address.map(tracing::field::display), present, ?protocol,
+                reason_code = reason::SUCCESS, "client connected");
+        }
         self.send(
             conn,
             Packet::ConnAck(ConnAck {
@@ -404,9 +415,10 @@ impl Broker {
     }
 
     pub(super) fn handle_disconnect(&mut self, now: Instant, conn: ConnId, d: Disconnect) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        c.close_reason = Some(d.reason_code);
         if let (Some(key), Some(new_expiry)) = (c.session, d.properties.session_expiry_interval) {
             let old = self.sessions.get(&key).map_or(0, |s| s.expiry_secs);
             if old == 0 && new_expiry != 0 {
@@ -442,9 +454,12 @@ impl Broker {
         let Some(key) = c.session.take() else {
             return;
         };
+        let (address, close_reason) = (c.peer, c.close_reason);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
+        tracing::info!(conn, client_id = %s.client_id, user = username.as_deref(), address = address.map(tracing::field::display),
+            reason_code = close_reason, "client disconnected");
         if s.conn != Some(conn) {
             return;
         }

@@ -276,6 +276,13 @@ impl Broker {
         id
     }
 
+    /// Records the peer address of `conn` (the shell's, at accept).
+    pub fn set_peer(&mut self, conn: ConnId, ip: std::net::IpAddr) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(ip);
+        }
+    }
+
     /// Parameters of a connection, for the shell's decoder and keep-alive deadline.
     pub fn conn_params(&self, conn: ConnId) -> Option<ConnParams> {
         let c = self.conns.get(&conn)?;
@@ -577,6 +584,9 @@ impl Broker {
     }
 
     fn send_disconnect(&mut self, conn: ConnId, code: u8, text: &str) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.close_reason = Some(code);
+        }
         // DISCONNECT always may carry a reason string (MQTT-3.14.2-3 concerns size only).
         let v5 = self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5());
         if !v5 {

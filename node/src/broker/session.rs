@@ -253,6 +253,10 @@ pub struct Conn {
     pub username: Option<Arc<str>>,
     /// Aliases and authentication state, allocated on first use.
     pub extras: Option<Box<ConnExtras>>,
+    /// The peer's address, as the shell reported it (for logs and the admin API).
+    pub peer: Option<std::net::IpAddr>,
+    /// The reason code of the DISCONNECT sent or received, for the disconnect log line.
+    pub close_reason: Option<u8>,
 }
 
 impl Conn {
@@ -273,6 +277,8 @@ impl Conn {
             will: None,
             username: None,
             extras: None,
+            peer: None,
+            close_reason: None,
         }
     }
 

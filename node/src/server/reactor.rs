@@ -417,6 +417,9 @@ impl Reactor {
         for k in tokens {
             let conn = core.broker.open(now);
             let ip = self.pending_ip.get(&k).copied();
+            if let Some(ip) = ip {
+                core.broker.set_peer(conn, ip);
+            }
             let route = super::Route {
                 reactor: self.index as u16,
                 token: k,
