@@ -12,24 +12,25 @@ mod ops_cli;
 use ops_cli::{ClientAction, PublishArgs, RetainedAction};
 
 /// Flotilla: a clustered MQTT broker. With no arguments it serves MQTT on 0.0.0.0:1883
-/// with data under ./data.
+/// with data under ./data. Each option can also come from its FLOTILLA_... environment
+/// variable (e.g. FLOTILLA_ADMIN_LISTEN); precedence: flag, environment, file, default.
 #[derive(Debug, Parser)]
 #[command(name = "flotilla", version)]
 struct Cli {
     /// TOML configuration file (see flotilla.example.toml); flags override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "FLOTILLA_CONFIG")]
     config: Option<PathBuf>,
     /// MQTT listen address, e.g. 127.0.0.1:1883.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "FLOTILLA_LISTEN")]
     listen: Option<SocketAddr>,
     /// Directory for persistent data.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "FLOTILLA_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. "debug".
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, value_name = "FILTER", env = "FLOTILLA_LOG")]
     log: Option<String>,
     /// Log line format (`log-format`): text or json.
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", env = "FLOTILLA_LOG_FORMAT")]
     log_format: Option<node::config::LogFormat>,
     /// Start even if the journal is damaged: cut it at the first bad record (everything
     /// after it is lost) instead of refusing to start.
@@ -37,32 +38,32 @@ struct Cli {
     repair: bool,
     /// Run as cluster node N (positive; `cluster.node-id`); without it the broker runs as a
     /// single node.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "FLOTILLA_NODE_ID")]
     node_id: Option<u64>,
     /// UDP address of the cluster transport (QUIC), e.g. 127.0.0.1:7946 (`cluster.listen`).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "FLOTILLA_CLUSTER_LISTEN")]
     cluster_listen: Option<SocketAddr>,
     /// Cluster addresses of existing nodes to join, comma-separated (`cluster.join`).
-    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',', env = "FLOTILLA_JOIN")]
     join: Vec<SocketAddr>,
     /// Admin HTTP endpoint address (/metrics, /healthz, /readyz and the JSON API), e.g.
     /// 127.0.0.1:9946 (`admin.listen`).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "FLOTILLA_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
     /// The admin bearer token's file (`admin.token-file`; default data-dir/admin.token).
     /// The admin commands read their token from it too, unless FLOTILLA_ADMIN_TOKEN is set.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", global = true, env = "FLOTILLA_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// Nodes hosting the placement driver's raft group, comma-separated (e.g. 1,2,3;
     /// `pd.voters`).
-    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    #[arg(long, value_name = "N,...", value_delimiter = ',', env = "FLOTILLA_PD_VOTERS")]
     pd_voters: Vec<u64>,
     /// Split ranges with more keys than this (`pd.split-keys`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "FLOTILLA_PD_SPLIT_KEYS")]
     pd_split_keys: Option<u64>,
     /// Whether the placement driver creates the MQTT key families' ranges
     /// (`cluster.mqtt-bootstrap`, default true).
-    #[arg(long, value_name = "BOOL")]
+    #[arg(long, value_name = "BOOL", env = "FLOTILLA_MQTT_BOOTSTRAP")]
     mqtt_bootstrap: Option<bool>,
     #[command(subcommand)]
     command: Option<Command>,
