@@ -59,6 +59,18 @@ async fn metrics_move_with_traffic_and_probes_answer_without_a_token() {
         // PUBACK waits for the journal: the retained message is written by then.
         publ.until("PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
     }
+    // A persistent session that went away: what it subscribed to queues for it.
+    let mut o = authed("away", b.port);
+    o.set_clean_session(false);
+    let mut away = Client::connect(o).await;
+    away.client.subscribe("q/#", QoS::AtLeastOnce).await.expect("subscribe");
+    away.until("SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+    away.client.disconnect().await.expect("disconnect");
+    let _ = tokio::time::timeout(common::WAIT, away.rx.recv()).await;
+    for i in 0..3 {
+        publ.client.publish("q/x", QoS::AtLeastOnce, false, format!("q{i}")).await.expect("publish");
+        publ.until("PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+    }
     let mut bad = options("bad", b.port);
     bad.set_credentials("u", "wrong");
     let mut bad = Client::start(bad);
@@ -79,17 +91,19 @@ async fn metrics_move_with_traffic_and_probes_answer_without_a_token() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(sample(&after, "flotilla_connects_total"), 2.0, "{after}");
+    assert_eq!(sample(&after, "flotilla_connects_total"), 3.0, "{after}");
+    assert_eq!(sample(&after, "flotilla_queued_messages"), 3.0, "{after}");
+    assert!(after.contains("\nflotilla_inflight_messages "), "{after}");
     assert_eq!(sample(&after, "flotilla_connections"), 2.0);
     assert!(refusals(&after) >= 1.0 && refusals(&before) == 0.0, "{after}");
-    assert!(sample(&after, "flotilla_messages_received_total") >= 6.0);
+    assert!(sample(&after, "flotilla_messages_received_total") >= 9.0);
     assert!(sample(&after, "flotilla_messages_sent_total") >= 6.0);
     for name in
         ["flotilla_bytes_received_total", "flotilla_bytes_sent_total", "flotilla_journal_write_seconds_count"]
     {
         assert!(sample(&after, name) > sample(&before, name), "{name} did not grow:\n{after}");
     }
-    assert_eq!(sample(&after, "flotilla_subscriptions"), 1.0);
+    assert_eq!(sample(&after, "flotilla_subscriptions"), 2.0, "the live and the away session");
     // `$SYS` topics are retained too.
     let retained = "flotilla_retained_messages";
     assert_eq!(sample(&after, retained) - sample(&before, retained), 1.0, "{after}");

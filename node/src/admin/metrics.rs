@@ -68,6 +68,8 @@ fn broker_collectors(s: &OpsSnapshot) -> Result<Vec<Box<dyn Collector>>, prometh
         gauge("flotilla_subscriptions", "Subscriptions held.", s.subscriptions)?,
         gauge("flotilla_retained_messages", "Retained messages held.", s.retained)?,
         gauge("flotilla_journal_lag_bytes", "Journal bytes not yet durable.", s.journal_lag_bytes)?,
+        gauge("flotilla_queued_messages", "Messages queued for sessions, connected or not.", s.queued)?,
+        gauge("flotilla_inflight_messages", "Messages sent and not yet acknowledged.", s.inflight)?,
     ])
 }
 

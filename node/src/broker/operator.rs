@@ -102,6 +102,14 @@ impl Bans {
 }
 
 impl Broker {
+    /// Messages queued and in flight, summed over every session (one pass over the
+    /// sessions: for scrapes, not for hot paths).
+    pub fn queue_totals(&self) -> (u64, u64) {
+        self.sessions
+            .values()
+            .fold((0, 0), |(q, i), s| (q + s.pending.len() as u64, i + s.inflight.len() as u64))
+    }
+
     /// Connected clients, in connection order, at most `limit`.
     pub fn clients(&self, limit: usize) -> Vec<ClientInfo> {
         let mut conns: Vec<ConnId> = self

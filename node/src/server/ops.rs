@@ -159,6 +159,10 @@ pub struct OpsSnapshot {
     pub bytes_sent: u64,
     /// Bytes of journal records not yet durable.
     pub journal_lag_bytes: u64,
+    /// Messages queued for sessions, connected or not.
+    pub queued: u64,
+    /// Messages sent and not yet acknowledged.
+    pub inflight: u64,
 }
 
 /// The admin endpoint's handle on a server; does not keep the server alive.
@@ -178,6 +182,7 @@ impl OpsHandle {
         let c = &shared.counters;
         let core = shared.lock();
         let b = &core.broker;
+        let (queued, inflight) = b.queue_totals();
         Some(OpsSnapshot {
             stats: b.stats(),
             refusals: b.refusals().collect(),
@@ -186,6 +191,8 @@ impl OpsHandle {
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             journal_lag_bytes: b.journal_lag_bytes(),
+            queued,
+            inflight,
         })
     }
 
