@@ -142,3 +142,23 @@ async fn bans_refuse_reconnects_until_they_expire() {
     tokio::time::sleep(Duration::from_millis(2300)).await;
     try_connect("from-banned-address", b.port, None).await.expect("the address ban expired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_over_the_rate_are_refused_with_0x9f() {
+    let b = OpsBroker::start("[broker]\nconnect-rate = 1\nconnect-burst = 3\n");
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(connected(&format!("burst-{i}"), b.port, None).await);
+    }
+    let refused = try_connect("over", b.port, None).await.expect_err("over the rate");
+    assert!(refused.contains(&format!("{:?}", ConnectReturnCode::ConnectionRateExceeded)), "{refused}");
+    let scrape = common::http::get(b.admin, "/metrics").body;
+    assert_eq!(
+        common::http::sample(&scrape, "flotilla_connects_refused_total{reason=\"0x9f\"}"),
+        1.0,
+        "{scrape}"
+    );
+    // The bucket refills at one CONNECT a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    try_connect("later", b.port, None).await.expect("a token came back");
+}

@@ -41,6 +41,10 @@ impl Broker {
         if connected >= self.connection_limit() {
             return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many connections");
         }
+        let (rate, burst) = (self.config.connect_rate, self.config.connect_burst);
+        if !self.connect_bucket.take(now, rate, burst) {
+            return self.refuse(now, conn, reason::CONNECTION_RATE_EXCEEDED, "connection rate exceeded");
+        }
         if self.banned(now, &connect.client_id, connect.username.as_deref()) {
             return self.refuse(now, conn, reason::BANNED, "banned");
         }

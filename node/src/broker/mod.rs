@@ -177,6 +177,8 @@ pub struct Broker {
     refusals: BTreeMap<u8, u64>,
     /// Client ids and user names refused until a deadline.
     bans: operator::Bans,
+    /// Admission control of CONNECTs.
+    connect_bucket: operator::ConnectBucket,
     started_at: Instant,
     shutting_down: bool,
     /// Scratch buffer for trie matches, reused across publishes.
@@ -216,6 +218,7 @@ impl Broker {
             stats: Stats::default(),
             refusals: BTreeMap::new(),
             bans: operator::Bans::default(),
+            connect_bucket: operator::ConnectBucket::default(),
             started_at: now,
             shutting_down: false,
             scratch: Vec::new(),

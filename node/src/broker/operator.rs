@@ -87,6 +87,34 @@ pub enum OperatorError {
     Clustered,
 }
 
+/// The listener's CONNECT token bucket (`connect-rate`, `connect-burst`).
+#[derive(Debug, Default)]
+pub(super) struct ConnectBucket {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl ConnectBucket {
+    /// Takes a token at `now`; false when the bucket is empty (or the rate is 0: no limit,
+    /// always true).
+    pub(super) fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let burst = f64::from(burst.max(1));
+        let refill =
+            self.at.map_or(burst, |at| now.saturating_duration_since(at).as_secs_f64() * f64::from(rate));
+        self.tokens = (self.tokens + refill).min(burst);
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Why a ban was not recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BanError {
