@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax; `RUST_LOG` overrides it.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// Seconds graceful shutdown waits for connections to flush before exiting.
     pub shutdown_grace_secs: u16,
     /// Network reactor threads serving client sockets; 0 picks half the cores (at least 1,
@@ -51,6 +53,17 @@ pub struct NodeConfig {
     pub pd: PlacementDriverConfig,
     /// The admin HTTP endpoint.
     pub admin: AdminConfig,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, `span`).
+    Json,
 }
 
 /// When journal writes are made durable.
@@ -108,6 +121,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             data_dir: PathBuf::from("./data"),
             log: "info".into(),
+            log_format: LogFormat::Text,
             shutdown_grace_secs: 5,
             io_threads: 0,
             broker: BrokerConfig::default(),
@@ -224,6 +238,8 @@ impl NodeConfig {
                 rule: "it must be at least segment-bytes",
             }));
         }
+        // The admin endpoint also runs on a single node.
+        self.admin.validate().map_err(|e| LoadError::Cluster(e.into()))?;
         self.validate_cluster().map_err(LoadError::Cluster)
     }
 
@@ -260,6 +276,7 @@ mod tests {
         let mut defaults = NodeConfig::default();
         defaults.cluster.advertise = Some(defaults.cluster.listen);
         defaults.admin.listen = Some(defaults.cluster.listen);
+        defaults.admin.token_file = Some(PathBuf::from("admin.token"));
         let value = toml::Value::try_from(&defaults).expect("serializes");
         let sections =
             value.as_table().expect("a table").iter().filter_map(|(k, v)| Some((k, v.as_table()?)));

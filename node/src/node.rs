@@ -1,7 +1,9 @@
 //! SHELL. The composition root of one Flotilla process: [`run`] starts the cluster half
 //! ([`ClusterNode`]: a raftstore [`Store`] over raft-engine in `data-dir/raft`, the
 //! [`QuicTransport`] carrying its messages, the placement driver service and, if configured,
-//! the admin HTTP endpoint) and the MQTT [`Server`], and stops them in reverse order.
+//! the admin HTTP endpoint) and the MQTT [`Server`], and stops them in reverse order. A
+//! single node (no `[cluster]`) still runs the admin endpoint when `[admin] listen` is set,
+//! with the MQTT server's endpoints only (`/metrics`, `/healthz`, `/readyz`, ...).
 //!
 //! Lifecycle of the cluster half: `start` binds the transport, opens the store (which
 //! recovers every group found on disk), attaches the store to the transport, introduces the
@@ -129,6 +131,12 @@ impl Inbound for StoreInbound {
     }
 }
 
+/// The admin endpoint's bearer token (read, or generated on first start).
+fn admin_token(cfg: &NodeConfig) -> Result<String, AdminError> {
+    let path = cfg.admin.token_path(&cfg.data_dir);
+    Ok(crate::admin::token::load_or_create(&path)?)
+}
+
 /// A running cluster node.
 pub struct ClusterNode {
     store: Arc<Store>,
@@ -192,8 +200,10 @@ impl ClusterNode {
         transport.join(&cluster.join);
         let admin = match cfg.admin.listen {
             Some(addr) => {
+                let token = admin_token(cfg)?;
                 let admin = AdminServer::bind(
                     addr,
+                    token,
                     Arc::clone(&store),
                     transport.clone(),
                     Some(handle.clone()),
@@ -243,6 +253,11 @@ impl ClusterNode {
         self.admin.as_ref().map(AdminServer::local_addr)
     }
 
+    /// The admin endpoint, if it runs.
+    pub fn admin(&self) -> Option<&AdminServer> {
+        self.admin.as_ref()
+    }
+
     /// The placement driver service.
     pub fn pd(&self) -> Option<PdHandle> {
         self.pd.as_ref().map(PdService::handle)
@@ -277,6 +292,9 @@ pub enum NodeError {
     /// The MQTT listener's address could not be read.
     #[error("MQTT listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The admin endpoint of a single node could not start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 /// Runs one node until `stop` resolves: the cluster half first (when `[cluster]` is
@@ -296,10 +314,17 @@ pub async fn run(
     };
     let mqtt_clustered = config.cluster.mqtt;
     let cluster_config = config.clone();
+    let single_admin = match (&cluster, config.admin.listen) {
+        (None, Some(addr)) => Some(AdminServer::bind_single(addr, admin_token(&config)?).await?),
+        _ => None,
+    };
     let server = Server::bind(config).await?;
     if let Some(node) = cluster.as_ref().filter(|_| mqtt_clustered) {
         node.attach_mqtt(&server, &cluster_config);
         tracing::info!("MQTT runs through the cluster");
+    }
+    if let Some(admin) = single_admin.as_ref().or_else(|| cluster.as_ref().and_then(ClusterNode::admin)) {
+        admin.attach(server.ops_handle());
     }
     tracing::info!(addr = %server.local_addr()?, "flotilla MQTT listening");
     let handle: ShutdownHandle = server.shutdown_handle();
@@ -308,6 +333,9 @@ pub async fn run(
         handle.shutdown();
     });
     server.run().await;
+    if let Some(admin) = single_admin {
+        admin.shutdown();
+    }
     if let Some(node) = cluster {
         node.shutdown().await;
     }

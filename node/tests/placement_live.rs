@@ -219,6 +219,7 @@ async fn nodes_added_get_their_share_and_a_drained_node_empties() {
 
     // Drain node 5 through the CLI.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("FLOTILLA_ADMIN_TOKEN", common_cluster::TOKEN)
         .args(["node", "drain", "5", "--admin", &n1.admin.to_string()])
         .output()
         .expect("run flotilla node drain");
@@ -252,6 +253,7 @@ async fn nodes_added_get_their_share_and_a_drained_node_empties() {
 
     // Remove the empty node for good: the PD records it as removed and refuses to resume it.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .env("FLOTILLA_ADMIN_TOKEN", common_cluster::TOKEN)
         .args(["node", "remove", "5", "--admin", &n2.admin.to_string()])
         .output()
         .expect("run flotilla node remove");

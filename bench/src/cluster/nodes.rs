@@ -166,6 +166,9 @@ impl LocalCluster {
         eprintln!("cluster-compare: node logs in {}", logs.display());
         let mut c = Self { nodes: Vec::new(), dir, logs };
         let voters = (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        // The nodes share one admin token, made here, which this process sends.
+        let token_file = c.dir.join("admin.token");
+        node::admin::client::set_token(node::admin::token::load_or_create(&token_file)?);
         for id in 1..=u64::from(n) {
             let (mqtt, admin, cluster) = (free_tcp()?, free_tcp()?, free_udp()?);
             let data = c.dir.join(format!("n{id}"));
@@ -178,6 +181,8 @@ impl LocalCluster {
                 .arg(cluster.to_string())
                 .arg("--admin-listen")
                 .arg(admin.to_string())
+                .arg("--admin-token-file")
+                .arg(&token_file)
                 .arg("--data-dir")
                 .arg(&data)
                 .arg("--listen")

@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -25,6 +25,18 @@ use super::types::{
     TransferLeader,
 };
 use crate::group::{GroupId, NodeId};
+
+/// The bearer token sent with every request of this process (see [`set_token`]).
+static TOKEN: RwLock<Option<String>> = RwLock::new(None);
+
+/// Sends `token` as `Authorization: Bearer` with every request from now on.
+pub fn set_token(token: String) {
+    *TOKEN.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
+}
+
+fn token() -> Option<String> {
+    TOKEN.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// Largest response body read, bytes.
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
@@ -116,13 +128,15 @@ async fn exchange<B: Serialize, T: DeserializeOwned>(
         Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Decode(e.to_string()))?,
         None => Vec::new(),
     };
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header(HOST, addr.to_string())
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| transport(&e))?;
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(token) = token() {
+        req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::from(bytes))).map_err(|e| transport(&e))?;
     let resp = sender.send_request(req).await.map_err(|e| transport(&e))?;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), RESPONSE_BYTES_MAX)

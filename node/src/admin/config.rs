@@ -2,6 +2,7 @@
 //! (off by default). Documented in `flotilla.example.toml`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,17 +17,26 @@ pub struct AdminConfig {
     /// drop all cluster traffic, as a partition would. Never on in production (default off;
     /// off, the endpoint does not exist).
     pub fault_injection: bool,
+    /// The bearer token's file (mode 0600; generated when absent); unset = `admin.token` in
+    /// the data directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Why an `[admin]` section is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AdminConfigError {
-    /// The endpoint would be reachable from other hosts, and it has no authentication.
-    #[error("admin.listen = {0} is not a loopback address: the admin API has no authentication")]
+    /// The endpoint would be reachable from other hosts.
+    #[error("admin.listen = {0} is not a loopback address (the admin endpoint serves loopback only)")]
     NotLoopback(SocketAddr),
 }
 
 impl AdminConfig {
+    /// The token file in force for a node whose data lives in `data_dir`.
+    pub fn token_path(&self, data_dir: &Path) -> PathBuf {
+        self.token_file.clone().unwrap_or_else(|| data_dir.join("admin.token"))
+    }
+
     /// Checks the section's own rules.
     pub fn validate(&self) -> Result<(), AdminConfigError> {
         match self.listen {

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,8 +17,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use super::api::Api;
+use super::metrics;
 use super::types::{ApiError, ErrorBody};
+use crate::pd::PdHandle;
 use crate::raftstore::Store;
+use crate::server::OpsHandle;
 use crate::transport::QuicTransport;
 use crate::transport::quic::stopped;
 
@@ -34,6 +37,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// The bearer token could not be read or made.
+    #[error(transparent)]
+    Token(#[from] super::token::TokenError),
     /// The address could not be bound.
     #[error("cannot bind admin address {addr}: {source}")]
     Bind {
@@ -48,24 +54,60 @@ pub enum AdminError {
 pub struct AdminServer {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    state: Arc<State>,
+}
+
+/// What the handlers serve from.
+struct State {
+    /// The cluster API; `None` on a single node.
+    api: Option<Api>,
+    /// The MQTT server, once it is bound.
+    ops: OnceLock<OpsHandle>,
+    /// The placement driver, when clustered: ready needs a PD leader.
+    pd: Option<PdHandle>,
+    /// The bearer token every other endpoint needs.
+    token: String,
+    /// The bound address (a `Host` naming it is accepted).
+    local: SocketAddr,
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves the API in the background.
+    /// Binds `addr` and serves the cluster API in the background; requests need `token`.
     pub async fn bind(
         addr: SocketAddr,
+        token: String,
         store: Arc<Store>,
         transport: QuicTransport,
-        pd: Option<crate::pd::PdHandle>,
+        pd: Option<PdHandle>,
         client: Option<crate::cluster::KvClient>,
+    ) -> Result<Self, AdminError> {
+        let api = Api::new(store, transport, pd.clone(), client, REQUEST_TIMEOUT);
+        Self::bind_state(addr, token, Some(api), pd).await
+    }
+
+    /// Binds `addr` with only the MQTT server's endpoints (a single node).
+    pub async fn bind_single(addr: SocketAddr, token: String) -> Result<Self, AdminError> {
+        Self::bind_state(addr, token, None, None).await
+    }
+
+    async fn bind_state(
+        addr: SocketAddr,
+        token: String,
+        api: Option<Api>,
+        pd: Option<PdHandle>,
     ) -> Result<Self, AdminError> {
         let listener = TcpListener::bind(addr).await.map_err(|source| AdminError::Bind { addr, source })?;
         let local = listener.local_addr().map_err(|source| AdminError::Bind { addr, source })?;
-        let api = Arc::new(Api::new(store, transport, pd, client, REQUEST_TIMEOUT));
+        let state = Arc::new(State { api, ops: OnceLock::new(), pd, token, local });
         let (shutdown, rx) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, api, rx));
+        tokio::spawn(accept_loop(listener, Arc::clone(&state), rx));
         tracing::info!(addr = %local, "admin endpoint listening");
-        Ok(Self { addr: local, shutdown })
+        Ok(Self { addr: local, shutdown, state })
+    }
+
+    /// Serves `ops` (the MQTT server's view) from now on; a second call is ignored.
+    pub fn attach(&self, ops: OpsHandle) {
+        let _ = self.state.ops.set(ops);
     }
 
     /// The bound address.
@@ -79,7 +121,7 @@ impl AdminServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, api: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { return };
@@ -111,8 +153,50 @@ async fn accept_loop(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::
     }
 }
 
-async fn serve(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// `/metrics`, `/healthz` and `/readyz`, or `None` for other requests.
+fn serve_ops(state: &State, method: &hyper::Method, path: &str) -> Option<Response<Full<Bytes>>> {
+    if method != hyper::Method::GET {
+        return None;
+    }
+    let ops = state.ops.get();
+    match path {
+        "/metrics" => Some(match metrics::render(ops) {
+            Ok(text) => respond_as(StatusCode::OK, text, metrics::CONTENT_TYPE),
+            Err(e) => error(&ApiError::Unavailable { message: format!("metrics: {e}") }),
+        }),
+        "/healthz" => Some(respond_as(StatusCode::OK, b"ok\n".to_vec(), "text/plain")),
+        "/openapi.json" => Some(respond(StatusCode::OK, super::ops_api::OPENAPI.as_bytes().to_vec())),
+        "/readyz" => {
+            let serving = ops.is_some_and(OpsHandle::ready);
+            let quorum = state.pd.as_ref().is_none_or(|pd| pd.leader().0.is_some());
+            Some(match (serving, quorum) {
+                (true, true) => respond_as(StatusCode::OK, b"ready\n".to_vec(), "text/plain"),
+                (false, _) => {
+                    respond_as(StatusCode::SERVICE_UNAVAILABLE, b"MQTT not serving\n".to_vec(), "text/plain")
+                }
+                (true, false) => respond_as(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    b"no placement driver leader\n".to_vec(),
+                    "text/plain",
+                ),
+            })
+        }
+        _ => None,
+    }
+}
+
+async fn serve(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(resp) = serve_ops(&state, req.method(), req.uri().path()) {
+        return Ok(resp);
+    }
     let (parts, body) = req.into_parts();
+    if let Err(e) = super::token::check(&parts.method, &parts.headers, state.local, &state.token) {
+        let mut resp = error(&e);
+        if e == ApiError::Unauthorized {
+            resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return Ok(resp);
+    }
     let body = match Limited::new(body, BODY_BYTES_MAX).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -122,7 +206,18 @@ async fn serve(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Full<By
     };
     let method = parts.method;
     let path = parts.uri.path().to_owned();
-    let result = tokio::task::spawn_blocking(move || api.handle(&method, &path, &body)).await;
+    let query = parts.uri.query().map(str::to_owned);
+    let result = tokio::task::spawn_blocking(move || {
+        let ops = state.ops.get();
+        if let Some(answer) = super::ops_api::handle(ops, &method, &path, query.as_deref(), &body) {
+            return answer;
+        }
+        match &state.api {
+            Some(api) => api.handle(&method, &path, &body),
+            None => Err(ApiError::NotFound),
+        }
+    })
+    .await;
     Ok(match result {
         Ok(Ok(json)) => respond(StatusCode::OK, json),
         Ok(Err(e)) => error(&e),
@@ -131,9 +226,13 @@ async fn serve(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Full<By
 }
 
 fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    respond_as(status, body, "application/json")
+}
+
+fn respond_as(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

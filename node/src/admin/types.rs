@@ -259,6 +259,18 @@ pub enum ApiError {
         /// Its admin endpoint, if known.
         admin: Option<std::net::SocketAddr>,
     },
+    /// 401: no bearer token, or the wrong one.
+    #[error("unauthorized: send `Authorization: Bearer <token>` (the admin token file)")]
+    Unauthorized,
+    /// 403: refused (a `Host` that does not name this endpoint).
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// Why.
+        message: String,
+    },
+    /// 415: a request that changes something must be `Content-Type: application/json`.
+    #[error("unsupported media type: send Content-Type: application/json")]
+    UnsupportedMediaType,
 }
 
 /// `GET /v1/pd`: this node's view of the placement driver.
@@ -286,6 +298,9 @@ impl ApiError {
             Self::Unavailable { .. } => 503,
             Self::Rejected { .. } => 422,
             Self::NotPdLeader { .. } => 421,
+            Self::Unauthorized => 401,
+            Self::Forbidden { .. } => 403,
+            Self::UnsupportedMediaType => 415,
         }
     }
 }

@@ -109,6 +109,11 @@ pub struct BrokerConfig {
     /// Prefix of the Response Information returned to v5 clients that request it; the
     /// client identifier is appended.
     pub response_information_prefix: String,
+    /// CONNECTs accepted per second on the listener (a token bucket); more are refused with
+    /// CONNACK 0x9F Connection rate exceeded (3.1.1: 0x03) and closed. 0 is no limit.
+    pub connect_rate: u32,
+    /// Burst of CONNECTs the bucket holds (at least 1 when `connect-rate` is on).
+    pub connect_burst: u32,
 }
 
 impl Default for BrokerConfig {
@@ -146,6 +151,8 @@ impl Default for BrokerConfig {
             sys_interval_secs: 10,
             connect_timeout_secs: 10,
             response_information_prefix: "response/".into(),
+            connect_rate: 0,
+            connect_burst: 100,
         }
     }
 }

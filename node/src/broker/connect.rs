@@ -41,6 +41,13 @@ impl Broker {
         if connected >= self.connection_limit() {
             return self.refuse(now, conn, reason::QUOTA_EXCEEDED, "too many connections");
         }
+        let (rate, burst) = (self.config.connect_rate, self.config.connect_burst);
+        if !self.connect_bucket.take(now, rate, burst) {
+            return self.refuse(now, conn, reason::CONNECTION_RATE_EXCEEDED, "connection rate exceeded");
+        }
+        if self.banned(now, &connect.client_id, connect.username.as_deref()) {
+            return self.refuse(now, conn, reason::BANNED, "banned");
+        }
         let mut assigned_id = false;
         if connect.client_id.is_empty() {
             // MQTT-3.1.3-8: 3.x needs clean session for a server-assigned id; 5.0 always
@@ -181,7 +188,15 @@ impl Broker {
 
     /// Refuses a CONNECT with CONNACK `code` (mapped for 3.x) and closes.
     pub(super) fn refuse(&mut self, now: Instant, conn: ConnId, code: u8, text: &str) {
-        tracing::debug!(conn, code, text, "refusing CONNECT");
+        let address = self.conns.get(&conn).and_then(|c| c.peer);
+        tracing::info!(
+            conn,
+            address = address.map(tracing::field::display),
+            reason_code = code,
+            text,
+            "CONNECT refused"
+        );
+        *self.refusals.entry(code).or_default() += 1;
         let properties = self.reason_props(conn, text);
         self.send_closing(
             conn,
@@ -300,6 +315,7 @@ impl Broker {
         session.expiry_secs = expiry_secs;
         let had_pending_will = session.will_pending.take().is_some();
         self.stats.clients_connected += 1;
+        self.stats.connects_accepted += 1;
         self.journal_session(key);
         let will = self.conns.get(&conn).and_then(|c| c.will.as_deref().cloned());
         if will.is_some() || had_pending_will {
@@ -339,7 +355,11 @@ impl Broker {
                 props.authentication_data = auth_data;
             }
         }
-        tracing::debug!(conn, client_id = %client_id, present, ?protocol, "client connected");
+        if let Some(c) = self.conns.get(&conn) {
+            let (user, address) = (c.username.as_deref(), c.peer);
+            tracing::info!(conn, client_id = %client_id, user, address = address.map(tracing::field::display), present, ?protocol,
+                reason_code = reason::SUCCESS, "client connected");
+        }
         self.send(
             conn,
             Packet::ConnAck(ConnAck {
@@ -399,9 +419,10 @@ impl Broker {
     }
 
     pub(super) fn handle_disconnect(&mut self, now: Instant, conn: ConnId, d: Disconnect) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        c.close_reason = Some(d.reason_code);
         if let (Some(key), Some(new_expiry)) = (c.session, d.properties.session_expiry_interval) {
             let old = self.sessions.get(&key).map_or(0, |s| s.expiry_secs);
             if old == 0 && new_expiry != 0 {
@@ -437,9 +458,12 @@ impl Broker {
         let Some(key) = c.session.take() else {
             return;
         };
+        let (address, close_reason) = (c.peer, c.close_reason);
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
+        tracing::info!(conn, client_id = %s.client_id, user = username.as_deref(), address = address.map(tracing::field::display),
+            reason_code = close_reason, "client disconnected");
         if s.conn != Some(conn) {
             return;
         }

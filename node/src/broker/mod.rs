@@ -23,6 +23,7 @@ mod durable;
 #[cfg(test)]
 mod durable_tests;
 mod limits;
+mod operator;
 mod outbox;
 mod pending;
 mod publish;
@@ -53,10 +54,13 @@ use crate::mqtt::reason;
 use auth::Authenticator;
 use config::BrokerConfig;
 use message::SessionKey;
+pub use operator::{BANS_MAX, BanError, BanKind, ClientInfo, OperatorError, RetainedInfo};
 pub use restore::RestoreReport;
 use retained::Retained;
 use session::{Conn, ConnId, Phase, Session, ShareId, SubEntry};
 use shared::SharedGroup;
+pub(crate) use sys::DropReason;
+pub use sys::{Drops, Stats};
 use trie::Trie;
 
 pub use crate::route::plan::Target;
@@ -77,23 +81,6 @@ enum Timer {
     KeepAlive { conn: ConnId },
     /// Close a connection that has not completed CONNECT in time.
     ConnectDeadline { conn: ConnId },
-}
-
-/// Counters published under `$SYS/broker/...`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Stats {
-    /// PUBLISH packets received from clients.
-    pub messages_received: u64,
-    /// PUBLISH packets sent to clients.
-    pub messages_sent: u64,
-    /// Messages dropped: queue full, expired, or too large for the client.
-    pub messages_dropped: u64,
-    /// Clients currently connected.
-    pub clients_connected: u64,
-    /// Highest number of clients connected at once.
-    pub clients_maximum: u64,
-    /// Sessions held, connected or not.
-    pub sessions: u64,
 }
 
 /// What the shell should do after writing the packets of a `poll_transmit`.
@@ -132,6 +119,12 @@ pub struct Broker {
     timer_seq: u64,
     woken: Vec<ConnId>,
     stats: Stats,
+    /// CONNECTs refused, by CONNACK reason code (at most 256 entries).
+    refusals: BTreeMap<u8, u64>,
+    /// Client ids and user names refused until a deadline.
+    bans: operator::Bans,
+    /// Admission control of CONNECTs.
+    connect_bucket: operator::ConnectBucket,
     started_at: Instant,
     shutting_down: bool,
     /// Scratch buffer for trie matches, reused across publishes.
@@ -169,6 +162,9 @@ impl Broker {
             timer_seq: 0,
             woken: Vec::new(),
             stats: Stats::default(),
+            refusals: BTreeMap::new(),
+            bans: operator::Bans::default(),
+            connect_bucket: operator::ConnectBucket::default(),
             started_at: now,
             shutting_down: false,
             scratch: Vec::new(),
@@ -198,6 +194,11 @@ impl Broker {
         s
     }
 
+    /// CONNECTs refused so far, by CONNACK reason code (the 5.0 code, also for 3.x clients).
+    pub fn refusals(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        self.refusals.iter().map(|(&code, &n)| (code, n))
+    }
+
     /// Number of subscriptions (trie entries plus shared-group members).
     pub fn subscription_count(&self) -> usize {
         let shared_members: usize = self.shared.values().map(|g| g.members.len()).sum();
@@ -222,6 +223,15 @@ impl Broker {
             self.close_now(now, id, None);
         }
         id
+    }
+
+    /// Records the peer address of `conn` and when it was accepted (wall-clock ms), as the
+    /// shell saw them.
+    pub fn set_peer(&mut self, conn: ConnId, ip: std::net::IpAddr, since_ms: u64) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(ip);
+            c.since_ms = since_ms;
+        }
     }
 
     /// Parameters of a connection, for the shell's decoder and keep-alive deadline.
@@ -526,6 +536,9 @@ impl Broker {
     }
 
     fn send_disconnect(&mut self, conn: ConnId, code: u8, text: &str) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.close_reason = Some(code);
+        }
         // DISCONNECT always may carry a reason string (MQTT-3.14.2-3 concerns size only).
         let v5 = self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5());
         if !v5 {

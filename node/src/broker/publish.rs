@@ -238,7 +238,9 @@ impl Broker {
         let (fits, dropped) = s.make_room(d.qos, d.msg.queued_bytes(), max, max_bytes);
         let dropped = dropped + u64::from(!fits);
         s.dropped += dropped;
-        self.stats.messages_dropped += dropped;
+        for _ in 0..dropped {
+            self.stats.count_drop(super::DropReason::QueueFull);
+        }
         if !fits {
             if d.qos != QoS::AtMostOnce
                 && let Some(conn) = s.conn
@@ -309,7 +311,7 @@ impl Broker {
             let d = s.pop_pending().expect("front exists");
             if d.msg.is_expired(now) {
                 s.dropped += 1;
-                self.stats.messages_dropped += 1;
+                self.stats.count_drop(super::DropReason::Expired);
                 if let (true, Some(id)) = (journaled, d.msg_id) {
                     records.push(Record::Done { client_id: s.client_id.clone(), id });
                 }
@@ -343,7 +345,7 @@ impl Broker {
                     x.alias_out.remove(&topic);
                 }
                 s.dropped += 1;
-                self.stats.messages_dropped += 1;
+                self.stats.count_drop(super::DropReason::TooLarge);
                 if let (true, Some(id)) = (journaled, d.msg_id) {
                     records.push(Record::Done { client_id: s.client_id.clone(), id });
                 }

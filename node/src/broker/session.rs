@@ -299,6 +299,12 @@ pub struct Conn {
     pub username: Option<Arc<str>>,
     /// Aliases and authentication state, allocated on first use.
     pub extras: Option<Box<ConnExtras>>,
+    /// The peer's address, as the shell reported it (for logs and the admin API).
+    pub peer: Option<std::net::IpAddr>,
+    /// Wall-clock milliseconds when the shell accepted the socket (for the admin API).
+    pub since_ms: u64,
+    /// The reason code of the DISCONNECT sent or received, for the disconnect log line.
+    pub close_reason: Option<u8>,
 }
 
 impl Conn {
@@ -320,6 +326,9 @@ impl Conn {
             will: None,
             username: None,
             extras: None,
+            peer: None,
+            since_ms: 0,
+            close_reason: None,
         }
     }
 

@@ -115,7 +115,7 @@ impl Broker {
             }
         }
         if !self.deliver_shared(now, group, &d.msg, Some(from)) {
-            self.stats.messages_dropped += 1;
+            self.stats.count_drop(super::DropReason::NoMember);
         }
     }
 

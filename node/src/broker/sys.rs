@@ -1,5 +1,5 @@
-//! CORE. `$SYS/broker/...` statistics, published as retained messages every
-//! `sys-interval-secs`.
+//! CORE. The core's statistics ([`Stats`], also exported by the shell's `/metrics`) and
+//! `$SYS/broker/...`, published as retained messages every `sys-interval-secs`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +10,63 @@ use super::Broker;
 use super::message::Message;
 use crate::mqtt::packet::QoS;
 use crate::mqtt::properties::Properties;
+
+/// Counters published under `$SYS/broker/...`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: u64,
+    /// Messages dropped: queue full, expired, or too large for the client.
+    pub messages_dropped: u64,
+    /// Clients currently connected.
+    pub clients_connected: u64,
+    /// Highest number of clients connected at once.
+    pub clients_maximum: u64,
+    /// Sessions held, connected or not.
+    pub sessions: u64,
+    /// CONNECTs accepted (CONNACK success sent).
+    pub connects_accepted: u64,
+    /// Messages dropped, by reason (they sum to `messages_dropped`).
+    pub dropped: Drops,
+}
+
+/// Dropped messages by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// The session's queue was full.
+    pub queue_full: u64,
+    /// The message expired before it could be sent.
+    pub expired: u64,
+    /// Larger than the client's maximum packet size.
+    pub too_large: u64,
+    /// A shared subscription group had no member to take it.
+    pub no_member: u64,
+}
+
+impl Stats {
+    /// Counts one dropped message.
+    pub(crate) fn count_drop(&mut self, why: DropReason) {
+        self.messages_dropped += 1;
+        let d = &mut self.dropped;
+        match why {
+            DropReason::QueueFull => d.queue_full += 1,
+            DropReason::Expired => d.expired += 1,
+            DropReason::TooLarge => d.too_large += 1,
+            DropReason::NoMember => d.no_member += 1,
+        }
+    }
+}
+
+/// Why a message was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    QueueFull,
+    Expired,
+    TooLarge,
+    NoMember,
+}
 
 impl Broker {
     pub(super) fn publish_sys(&mut self, now: Instant) {

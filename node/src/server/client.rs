@@ -135,25 +135,27 @@ impl Client {
     /// Reads what the socket has (up to the budget) through `scratch` and decodes whole
     /// packets into `out` (up to `READ_PACKETS`). A decode error stops decoding; the error
     /// goes to `failed`. Packets kept back by [`Self::keep_unread`] come out first, alone.
+    /// Also returns the number of bytes read from the socket.
     pub(super) fn read(
         &mut self,
         scratch: &mut [u8],
         max_packet_size: usize,
         out: &mut Vec<Packet>,
         failed: &mut Option<DecodeError>,
-    ) -> ReadOutcome {
+    ) -> (ReadOutcome, usize) {
         if let Some(b) = &mut self.bufs
             && !b.unread.is_empty()
         {
             out.append(&mut b.unread);
             b.unread = Vec::new();
-            return ReadOutcome::More;
+            return (ReadOutcome::More, 0);
         }
         let (mut rbuf, capped) = match &mut self.bufs {
             Some(b) => (std::mem::take(&mut b.read), std::mem::take(&mut b.capped)),
             None => (BytesMut::new(), false),
         };
-        let mut outcome = if capped { ReadOutcome::More } else { self.fill(&mut rbuf, scratch) };
+        let (mut outcome, total) =
+            if capped { (ReadOutcome::More, 0) } else { self.fill(&mut rbuf, scratch) };
         let mut decoded = 0;
         let mut capped = false;
         while !rbuf.is_empty() {
@@ -186,27 +188,27 @@ impl Client {
         } else {
             self.drop_empty_buffers();
         }
-        outcome
+        (outcome, total)
     }
 
     /// Reads from the socket into `rbuf` until it would block or the round's budget is
-    /// spent.
-    fn fill(&mut self, rbuf: &mut BytesMut, scratch: &mut [u8]) -> ReadOutcome {
+    /// spent; also returns the bytes read.
+    fn fill(&mut self, rbuf: &mut BytesMut, scratch: &mut [u8]) -> (ReadOutcome, usize) {
         let mut total = 0;
         loop {
             match self.stream.read(scratch) {
-                Ok(0) => break ReadOutcome::Closed,
+                Ok(0) => return (ReadOutcome::Closed, total),
                 Ok(n) => {
                     // Grow by exactly what arrived: a small packet costs a small allocation.
                     rbuf.extend_from_slice(&scratch[..n]);
                     total += n;
                     if total >= READ_BUDGET {
-                        return ReadOutcome::More;
+                        return (ReadOutcome::More, total);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (ReadOutcome::Drained, total),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return ReadOutcome::Closed,
+                Err(_) => return (ReadOutcome::Closed, total),
             }
         }
     }
@@ -333,7 +335,7 @@ mod tests {
         while got < count && rounds < 100 {
             let mut out = Vec::new();
             let mut failed = None;
-            let outcome = c.read(&mut scratch, 1 << 20, &mut out, &mut failed);
+            let (outcome, _) = c.read(&mut scratch, 1 << 20, &mut out, &mut failed);
             assert!(failed.is_none());
             assert!(out.len() <= READ_PACKETS, "{} packets decoded in one round", out.len());
             assert!(out.iter().all(|p| *p == Packet::PingReq));

@@ -257,7 +257,12 @@ impl Writer {
             records.clear();
             let seq = self.shared.lock().broker.poll_journal(&mut records);
             self.take(&records, seq);
-            match self.write() {
+            let started = Instant::now();
+            let written = self.write();
+            if !records.is_empty() {
+                self.shared.counters.journal_sync.observe(started.elapsed().as_secs_f64());
+            }
+            match written {
                 Ok(()) => self.recovered(),
                 // Creating a segment failed (EMFILE, ENOSPC, ...) and nothing was written:
                 // keep the records and try again; acknowledgements wait meanwhile.

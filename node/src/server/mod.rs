@@ -12,6 +12,7 @@ mod dispatch;
 mod forwarder;
 pub mod journal;
 mod liveness;
+mod ops;
 mod pending;
 mod reactor;
 mod retained;
@@ -32,6 +33,9 @@ use crate::broker::session::ConnId;
 use crate::clock;
 use crate::config::NodeConfig;
 pub use dispatch::ClusterLink;
+pub use ops::{
+    BanTarget, CLIENT_LIST_MAX, ClientView, OpsHandle, OpsSnapshot, RETAINED_LIST_MAX, RetainedView,
+};
 use reactor::{FlushItem, Reactor, StopOnDrop};
 
 /// Where a connection's socket lives.
@@ -129,6 +133,10 @@ pub(crate) struct Shared {
     pending: pending::PendingConnects,
     /// The cluster side, once attached.
     cluster: OnceLock<ClusterShell>,
+    /// The shell's own counters, read by the admin endpoint.
+    pub(crate) counters: ops::ShellCounters,
+    /// Addresses banned by an operator, until a deadline: their sockets close at accept.
+    pub(crate) addr_bans: ops::AddrBans,
 }
 
 /// What the shell keeps of the cluster outside the core's lock.
@@ -264,7 +272,10 @@ impl Server {
         });
         let pending = pending::PendingConnects::new(config.broker.max_pending_connects_per_address);
         let cluster = OnceLock::new();
-        let shared = Arc::new(Shared { core, config, shutdown, lag_bytes, pending, cluster });
+        let counters = ops::ShellCounters::new();
+        let addr_bans = ops::AddrBans::default();
+        let shared =
+            Arc::new(Shared { core, config, shutdown, lag_bytes, pending, cluster, counters, addr_bans });
         let mut reactors = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
@@ -309,6 +320,11 @@ impl Server {
         ClusterInbound { shared: Arc::downgrade(&self.shared) }
     }
 
+    /// The admin endpoint's view of this server.
+    pub fn ops_handle(&self) -> OpsHandle {
+        OpsHandle { shared: Arc::downgrade(&self.shared) }
+    }
+
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(Arc::new(self.shutdown_tx.clone()))
@@ -341,8 +357,10 @@ impl Server {
             core.notify_woken(None);
         }
         let timer = tokio::spawn(timer_task(shared.clone()));
+        shared.counters.running.store(true, Ordering::Relaxed);
         let mut shutdown = shared.shutdown.clone();
         let _ = shutdown.wait_for(|v| *v).await;
+        shared.counters.running.store(false, Ordering::Relaxed);
         tracing::info!("shutting down");
         handles[0].stop_accepting();
         {

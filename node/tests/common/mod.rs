@@ -12,6 +12,9 @@ use node::server::{Server, ShutdownHandle};
 
 #[path = "../common_cluster/mod.rs"]
 pub mod cluster;
+pub mod http;
+pub mod mqtt;
+pub mod ops;
 pub mod raw;
 
 /// A running broker, or with `FLOTILLA_TEST_CLUSTER=3` a three-node cluster of real
@@ -215,4 +218,10 @@ pub fn spawn_broker(port: u16, dir: &std::path::Path, config: &str, log: &str) -
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
 }

@@ -21,6 +21,29 @@ use node::pd::PdReport;
 pub const WAIT: Duration = Duration::from_secs(180);
 /// Per admin call.
 pub const CALL: Duration = Duration::from_secs(30);
+/// The admin bearer token of every test node (in `admin.token` beside the node dirs).
+pub const TOKEN: &str = "flotilla-test-admin-token";
+
+/// Writes `root/admin.token` (mode 0600) if absent and makes this process's admin client
+/// send its token; returns the file.
+pub fn admin_token_file(root: &std::path::Path) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join("admin.token");
+    if !path.exists() {
+        std::fs::create_dir_all(root).expect("root dir");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("token");
+        f.write_all(TOKEN.as_bytes()).expect("write token");
+    }
+    node::admin::client::set_token(TOKEN.to_owned());
+    path
+}
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -68,6 +91,7 @@ pub struct ProcNode {
 
 impl ProcNode {
     pub fn new(id: NodeId, root: &std::path::Path, join: Vec<SocketAddr>, extra: Vec<String>) -> Self {
+        admin_token_file(root);
         Self {
             id,
             cluster: free_udp(),
@@ -135,6 +159,8 @@ impl ProcNode {
             .arg(self.cluster.to_string())
             .arg("--admin-listen")
             .arg(self.admin.to_string())
+            .arg("--admin-token-file")
+            .arg(self.dir.with_file_name("admin.token"))
             .arg("--listen")
             .arg(self.mqtt.to_string())
             .arg("--data-dir")

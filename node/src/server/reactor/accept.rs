@@ -40,6 +40,10 @@ impl Reactor {
             budget -= 1;
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    if self.shared.addr_bans.banned(peer.ip()) {
+                        tracing::info!(%peer, "address banned by an operator; closing");
+                        continue;
+                    }
                     if !self.shared.pending.admit(peer.ip()) {
                         tracing::debug!(%peer, "too many sockets without CONNECT from this address; closing");
                         continue;
@@ -107,6 +111,9 @@ impl Reactor {
         let mut core = self.shared.lock();
         for k in tokens {
             let conn = core.broker.open(now);
+            if let Some(&ip) = self.pending_ip.get(&k) {
+                core.broker.set_peer(conn, ip, clock::wall_ms());
+            }
             core.routes.insert(conn, Route { reactor: self.index as u16, token: k, pending: false });
             if let Some(c) = self.clients.get_mut(k as usize).and_then(Option::as_mut) {
                 c.conn = conn;

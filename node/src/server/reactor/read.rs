@@ -101,7 +101,8 @@ impl Reactor {
             }
             let start = self.packets.len();
             let mut failed = None;
-            let outcome = c.read(&mut self.read_chunk, max, &mut self.packets, &mut failed);
+            let (outcome, read) = c.read(&mut self.read_chunk, max, &mut self.packets, &mut failed);
+            self.shared.counters.add_received(read);
             let closed = matches!(outcome, ReadOutcome::Closed);
             if matches!(outcome, ReadOutcome::More) && failed.is_none() {
                 c.read_again = true;

@@ -147,6 +147,7 @@ impl Reactor {
             let Some(c) = self.clients.get_mut(out.token as usize).and_then(Option::as_mut) else {
                 continue;
             };
+            self.shared.counters.add_sent(self.encoded.len());
             let outcome = if self.encoded.is_empty() { WriteOutcome::Done } else { c.write(&self.encoded) };
             match outcome {
                 WriteOutcome::Failed => self.close(out.token),
@@ -240,6 +241,7 @@ impl Reactor {
         }
         c.cut_backlog();
         c.closing = true;
+        self.shared.counters.add_sent(self.encoded.len());
         match c.write(&self.encoded) {
             WriteOutcome::Blocked => self.lingering.push((k, conn, Instant::now() + LINGER)),
             WriteOutcome::Done | WriteOutcome::Failed => self.close(k),
