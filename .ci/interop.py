@@ -139,6 +139,14 @@ class Broker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def token(self) -> str | None:
+        """The admin token the node wrote on first start (data-dir/admin.token), once it exists."""
+        try:
+            with open(os.path.join(self.data_dir, "admin.token"), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
     def terminate(self) -> None:
         if self.alive() and self.term_sent_at is None:
             self.term_sent_at = time.monotonic()
@@ -1638,9 +1646,13 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def http_json(addr: str, path: str, timeout: float = 2.0):
-    """GET http://addr/path, decoded as JSON; raises on transport errors and non-2xx answers."""
-    with urllib.request.urlopen(f"http://{addr}{path}", timeout=timeout) as r:
+def http_json(addr: str, path: str, token: str | None = None, timeout: float = 2.0):
+    """GET http://addr/path with the admin bearer token, decoded as JSON; raises on transport
+    errors and non-2xx answers."""
+    req = urllib.request.Request(f"http://{addr}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read().decode("utf-8"))
 
 
@@ -1664,6 +1676,14 @@ class ClusterNode:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def token(self) -> str | None:
+        """The admin token the node wrote on first start (data-dir/admin.token), once it exists."""
+        try:
+            with open(os.path.join(self.data_dir, "admin.token"), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -1730,7 +1750,7 @@ class Cluster:
             done = False
             for n in self.nodes:
                 try:
-                    r = http_json(n.admin_addr, "/v1/pd/report")
+                    r = http_json(n.admin_addr, "/v1/pd/report", n.token())
                 except HTTP_ERRORS as e:
                     last = f"node {n.id}: {e}"
                     continue
@@ -1748,7 +1768,7 @@ class Cluster:
             while True:
                 self._check_alive("while the nodes learned the ranges")
                 try:
-                    count = len(http_json(n.admin_addr, "/v1/kv/ranges").get("ranges") or [])
+                    count = len(http_json(n.admin_addr, "/v1/kv/ranges", n.token()).get("ranges") or [])
                     last = f"{count} ranges"
                 except HTTP_ERRORS as e:
                     count, last = 0, str(e)
