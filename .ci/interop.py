@@ -139,14 +139,6 @@ class Broker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def token(self) -> str | None:
-        """The admin token the node wrote on first start (data-dir/admin.token), once it exists."""
-        try:
-            with open(os.path.join(self.data_dir, "admin.token"), encoding="utf-8") as f:
-                return f.read().strip() or None
-        except OSError:
-            return None
-
     def terminate(self) -> None:
         if self.alive() and self.term_sent_at is None:
             self.term_sent_at = time.monotonic()
